@@ -1,0 +1,167 @@
+/* CPU backend: device enumeration, host buffers, and the vtable. Always built into libmamba:
+ * it is the reference the GPU backends are checked against. */
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "cpu_internal.h"
+#include "internal.h"
+
+int cpu_fail(mb_device *dev, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dev->err, sizeof dev->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static int cpu_device_count(char *note, size_t len)
+{
+    (void)note;
+    (void)len;
+    return 1;
+}
+
+static void cpu_model_name(char *name, size_t len)
+{
+    snprintf(name, len, "CPU");
+    FILE *fp = fopen("/proc/cpuinfo", "r");
+    if (!fp) return;
+    char line[512];
+    while (fgets(line, sizeof line, fp)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        char *colon = strchr(line, ':');
+        if (!colon) break;
+        colon += 2;
+        colon[strcspn(colon, "\n")] = 0;
+        snprintf(name, len, "%s", colon);
+        break;
+    }
+    fclose(fp);
+}
+
+static int cpu_device_props(int index, mb_device_props *p)
+{
+    if (index != 0) return MAMBA_ERR_NO_DEVICE;
+    memset(p, 0, sizeof *p);
+    cpu_model_name(p->name, sizeof p->name);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    p->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    p->compute_units = omp_get_num_procs();
+    p->usable = 1;
+    snprintf(p->note, sizeof p->note, "%d OpenMP threads", omp_get_max_threads());
+    return 0;
+}
+
+static int cpu_open(int index, const mb_open_options *o, mb_device **out, char *err, size_t err_len)
+{
+    if (index != 0) {
+        snprintf(err, err_len, "the cpu backend has one device (cpu:0), %d asked for", index);
+        return MAMBA_ERR_NO_DEVICE;
+    }
+    mb_device *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, err_len, "out of memory");
+        return MAMBA_ERR_OUT_OF_MEMORY;
+    }
+    d->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
+    if (o && o->n_threads > 0) openblas_set_num_threads(o->n_threads);
+    *out = d;
+    return 0;
+}
+
+static void cpu_close(mb_device *d)
+{
+    if (!d) return;
+    free(d->scratch);
+    free(d);
+}
+
+static const char *cpu_last_error(mb_device *d) { return d ? d->err : ""; }
+
+static int cpu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
+{
+    mb_buffer *b = malloc(sizeof *b);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *data = b ? aligned_alloc(64, rounded ? rounded : 64) : NULL;
+    if (!data) {
+        free(b);
+        return cpu_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory", bytes);
+    }
+    b->bytes = bytes;
+    b->data = data;
+    *out = b;
+    return 0;
+}
+
+static void cpu_free(mb_device *d, mb_buffer *b)
+{
+    (void)d;
+    if (!b) return;
+    free(b->data);
+    free(b);
+}
+
+static int check_range(mb_device *d, mb_ptr p, size_t bytes, const char *what)
+{
+    if (!p.buf || p.offset > p.buf->bytes || bytes > p.buf->bytes - p.offset)
+        return cpu_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s of %zu bytes at offset %zu outside a buffer of %zu bytes",
+                        what, bytes, p.offset, p.buf ? p.buf->bytes : 0);
+    return 0;
+}
+
+static int cpu_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
+{
+    int rc = check_range(d, dst, bytes, "upload");
+    if (rc == 0 && bytes) memcpy(cpu_at(dst), src, bytes);
+    return rc;
+}
+
+static int cpu_download(mb_device *d, void *dst, mb_ptr src, size_t bytes)
+{
+    int rc = check_range(d, src, bytes, "download");
+    if (rc == 0 && bytes) memcpy(dst, cpu_at(src), bytes);
+    return rc;
+}
+
+static int cpu_fill_zero(mb_device *d, mb_ptr dst, size_t bytes)
+{
+    int rc = check_range(d, dst, bytes, "fill");
+    if (rc == 0 && bytes) memset(cpu_at(dst), 0, bytes);
+    return rc;
+}
+
+static int cpu_sync(mb_device *d)
+{
+    (void)d;
+    return 0;
+}
+
+static const mb_backend cpu_vtable = {
+    .abi_version = MB_BACKEND_ABI_VERSION,
+    .name = "cpu",
+    .device_count = cpu_device_count,
+    .device_props = cpu_device_props,
+    .open = cpu_open,
+    .close = cpu_close,
+    .last_error = cpu_last_error,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .fill_zero = cpu_fill_zero,
+    .sync = cpu_sync,
+    .embed = cpu_embed,
+    .add_rmsnorm = cpu_add_rmsnorm,
+    .gemm = cpu_gemm,
+    .conv_silu = cpu_conv_silu,
+    .scan = cpu_scan,
+};
+
+const mb_backend *mb_cpu_backend(void) { return &cpu_vtable; }

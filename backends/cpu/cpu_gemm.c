@@ -1,0 +1,42 @@
+/* y = x W^T + b through CBLAS (OpenBLAS). 16-bit weights are widened to f32 first. */
+#include <stdlib.h>
+
+#include <cblas.h>
+
+#include "cpu_internal.h"
+#include "internal.h"
+
+int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr w_p, mamba_dtype_t wdt,
+             mb_ptr bias_p, mb_ptr y_p, size_t ldy)
+{
+    const float *x = cpu_at(x_p), *bias = cpu_at(bias_p);
+    const float *w = cpu_at(w_p);
+    float *y = cpu_at(y_p);
+    if (wdt != MAMBA_F32) {
+        if (wdt != MAMBA_F16 && wdt != MAMBA_BF16)
+            return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
+        if (dev->scratch_len < n * k) {
+            float *s = realloc(dev->scratch, n * k * sizeof *s);
+            if (!s) return cpu_fail(dev, MAMBA_ERR_OUT_OF_MEMORY, "gemm: cannot widen a %zux%zu weight", n, k);
+            dev->scratch = s;
+            dev->scratch_len = n * k;
+        }
+        const unsigned char *src = cpu_at(w_p);
+        const size_t chunk = 65536;
+#pragma omp parallel for num_threads(dev->n_threads) schedule(static)
+        for (size_t i = 0; i < n * k; i += chunk)
+            mb_to_f32(dev->scratch + i, src + i * 2, wdt, n * k - i < chunk ? n * k - i : chunk);
+        w = dev->scratch;
+    }
+    if (m == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, w, (int)k, x, 1, 0.0f, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)lda, w, (int)k,
+                    0.0f, y, (int)ldy);
+    if (bias) {
+#pragma omp parallel for num_threads(dev->n_threads) schedule(static)
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) y[i * ldy + j] += bias[j];
+    }
+    return 0;
+}

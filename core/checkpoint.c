@@ -1,0 +1,253 @@
+/* Loading a Hugging Face checkpoint: config.json + model.safetensors, or shards listed in
+ * model.safetensors.index.json. Tensors are validated against the config before anything is
+ * allocated on the device; matrices are uploaded straight from the mapped file. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+#include "weights.h"
+
+typedef struct ckpt {
+    mamba_tensor_file_t **files;
+    size_t n_files;
+} ckpt;
+
+static void ckpt_close(ckpt *c)
+{
+    for (size_t i = 0; i < c->n_files; i++) mamba_tensor_file_close(c->files[i]);
+    free(c->files);
+    c->files = NULL;
+    c->n_files = 0;
+}
+
+static mamba_status_t ckpt_add(ckpt *c, const char *path, char *err)
+{
+    mamba_tensor_file_t **grown = realloc(c->files, (c->n_files + 1) * sizeof *grown);
+    if (!grown) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory opening %s", path);
+    c->files = grown;
+    mamba_status_t st = mb_tensor_file_open(path, &c->files[c->n_files], err);
+    if (st == MAMBA_OK) c->n_files++;
+    return st;
+}
+
+static const mb_tensor_entry *ckpt_find(const ckpt *c, const char *name, const mamba_tensor_file_t **file)
+{
+    for (size_t i = 0; i < c->n_files; i++) {
+        const mb_tensor_entry *e = mb_tensor_file_lookup(c->files[i], name);
+        if (e) { *file = c->files[i]; return e; }
+    }
+    return NULL;
+}
+
+/* Open the shards named by an index file's weight_map (each once). */
+static mamba_status_t open_index(ckpt *c, const char *dir, const char *index_path, char *err)
+{
+    FILE *fp = fopen(index_path, "rb");
+    if (!fp) return mb_seterr(err, MAMBA_ERR_IO, "%s: cannot open: %s", index_path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 + 1 > cap) {
+            cap = (cap + 65536) * 2;
+            char *g = cap <= (64u << 20) ? realloc(text, cap) : NULL;
+            if (!g) {
+                free(text);
+                fclose(fp);
+                return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: too large for an index (64 MiB at most)", index_path);
+            }
+            text = g;
+        }
+        size_t got = fread(text + len, 1, 65536, fp);
+        len += got;
+        if (got == 0) break;
+    }
+    fclose(fp);
+    text[len] = 0;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    mamba_status_t st = MAMBA_OK;
+    if (!cJSON_IsObject(map)) {
+        st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: %s", index_path,
+                       root ? "no 'weight_map' object" : "malformed JSON");
+        goto out;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, map) {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/') || !it->valuestring[0]) {
+            st = mb_seterr(err, MAMBA_ERR_FORMAT,
+                           "%s: weight_map entry '%s' must name a file in the same directory", index_path, it->string);
+            goto out;
+        }
+        int seen = 0;
+        for (const cJSON *p = map->child; p != it; p = p->next)
+            if (strcmp(p->valuestring, it->valuestring) == 0) { seen = 1; break; }
+        if (seen) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, it->valuestring);
+        if ((st = ckpt_add(c, path, err)) != MAMBA_OK) goto out;
+    }
+    if (c->n_files == 0) st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: weight_map is empty", index_path);
+out:
+    cJSON_Delete(root);
+    return st;
+}
+
+static int shape_matches(const mb_spec *s, const mb_tensor_entry *e)
+{
+    /* conv1d.weight is (d_inner, 1, d_conv); accept (d_inner, d_conv) too */
+    if (s->ndim == 3 && e->ndim == 2)
+        return e->shape[0] == s->shape[0] && e->shape[1] == s->shape[2] && s->shape[1] == 1;
+    if (e->ndim != s->ndim) return 0;
+    for (int i = 0; i < s->ndim; i++)
+        if (e->shape[i] != s->shape[i]) return 0;
+    return 1;
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
+{
+    size_t k = (size_t)snprintf(buf, len, "(");
+    for (int i = 0; i < ndim && k < len; i++)
+        k += (size_t)snprintf(buf + k, len - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (k < len) snprintf(buf + k, len - k, ")");
+}
+
+typedef struct resolved { const mamba_tensor_file_t *file; const mb_tensor_entry *e; } resolved;
+
+/* Find every parameter, check its shape and dtype; set each matrix's dtype to its stored one. */
+static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved *r, const char *cfg_path,
+                              char *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        mb_spec *s = &specs[i];
+        if (s->skip) continue;
+        r[i].e = ckpt_find(c, s->name, &r[i].file);
+        if (!r[i].e && strcmp(s->name, "backbone.embeddings.weight") == 0)
+            r[i].e = ckpt_find(c, "backbone.embedding.weight", &r[i].file);
+        if (!r[i].e) {
+            if (strcmp(s->name, "lm_head.weight") == 0)
+                return mb_seterr(err, MAMBA_ERR_MODEL,
+                                 "%s: tie_word_embeddings is false but the checkpoint has no 'lm_head.weight'",
+                                 cfg_path);
+            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: missing tensor '%s'", c->files[0]->path, s->name);
+        }
+        const mb_tensor_entry *e = r[i].e;
+        if (!shape_matches(s, e)) {
+            char want[96], got[96];
+            shape_str(want, sizeof want, s->ndim, s->shape);
+            shape_str(got, sizeof got, e->ndim, e->shape);
+            return mb_seterr(err, MAMBA_ERR_MODEL,
+                             "%s: tensor '%s' has shape %s, but %s implies %s",
+                             r[i].file->path, e->name, got, cfg_path, want);
+        }
+        if (e->dtype != MAMBA_F32 && e->dtype != MAMBA_F16 && e->dtype != MAMBA_BF16)
+            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16",
+                             r[i].file->path, e->name, mamba_dtype_name(e->dtype));
+        s->dtype = e->dtype;
+    }
+    return MAMBA_OK;
+}
+
+typedef struct load_ctx { resolved *r; mb_spec *specs; } load_ctx;
+
+static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *host, float *tmp,
+                                      const void **src, void *user)
+{
+    (void)host;
+    load_ctx *lc = user;
+    const resolved *r = &lc->r[s - lc->specs];
+    mamba_tensor_t t;
+    mb_tensor_view(r->file, r->e, &t);
+    if (s->is_matrix) {
+        *src = t.data;  /* uploaded straight from the mapping, in its stored dtype */
+        return MAMBA_OK;
+    }
+    size_t n = (size_t)mb_spec_count(s);
+    mb_to_f32(tmp, t.data, t.dtype, n);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(tmp[i]))
+            return mb_seterr(m->ctx->err, MAMBA_ERR_MODEL, "%s: tensor '%s' holds a non-finite value at index %zu",
+                             r->file->path, s->name, i);
+    *src = tmp;
+    return MAMBA_OK;
+}
+
+static mamba_status_t load(mamba_context_t *ctx, const char *cfg_path, ckpt *c, mamba_model_t **out)
+{
+    char *err = ctx->err;
+    mb_config_file cf;
+    mamba_status_t st = mb_config_parse(cfg_path, &cf, err);
+    if (st != MAMBA_OK) return st;
+    mamba_model_t *m;
+    if ((st = mb_model_new(ctx, &cf.cfg, &m)) != MAMBA_OK) return st;
+    size_t n;
+    mb_spec *specs = calloc(mb_specs_count(&cf.cfg), sizeof *specs);
+    resolved *r = calloc(mb_specs_count(&cf.cfg), sizeof *r);
+    if (!specs || !r) {
+        st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory");
+        goto out;
+    }
+    mb_specs_build(m, specs, &n);
+    if ((st = resolve(c, specs, n, r, cfg_path, err)) != MAMBA_OK) goto out;
+    load_ctx lc = {r, specs};
+    st = mb_model_fill(m, specs, n, fill_checkpoint, &lc);
+out:
+    free(specs);
+    free(r);
+    if (st != MAMBA_OK) {
+        mb_log(ctx, MAMBA_LOG_DEBUG, "%s", err);
+        mamba_model_free(m);
+        /* mamba_model_free does not touch err */
+        return st;
+    }
+    *out = m;
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_path, const char *weights_path,
+                                      mamba_model_t **out)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    if (!config_path || !weights_path || !out)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_model_load_files: NULL argument");
+    *out = NULL;
+    ckpt c = {0};
+    mamba_status_t st = ckpt_add(&c, weights_path, ctx->err);
+    if (st == MAMBA_OK) st = load(ctx, config_path, &c, out);
+    ckpt_close(&c);
+    return st;
+}
+
+mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *dir, mamba_model_t **out)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    if (!dir || !out) return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_model_load: NULL argument");
+    *out = NULL;
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return mb_seterr(ctx->err, MAMBA_ERR_IO, "%s: cannot open: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return mb_seterr(ctx->err, MAMBA_ERR_IO,
+                         "%s: not a directory (expected a checkpoint directory with config.json and model.safetensors)", dir);
+    char cfg[4096], weights[4096], index[4096];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(weights, sizeof weights, "%s/model.safetensors", dir);
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    ckpt c = {0};
+    mamba_status_t st;
+    if (stat(weights, &sb) == 0)
+        st = ckpt_add(&c, weights, ctx->err);
+    else if (stat(index, &sb) == 0)
+        st = open_index(&c, dir, index, ctx->err);
+    else
+        st = mb_seterr(ctx->err, MAMBA_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
+    if (st == MAMBA_OK) st = load(ctx, cfg, &c, out);
+    ckpt_close(&c);
+    return st;
+}

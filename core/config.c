@@ -1,0 +1,192 @@
+/* config.json of a Mamba checkpoint: Hugging Face MambaConfig (hidden_size, state_size ...)
+ * or the original state-spaces layout (d_model, n_layer, ssm_cfg ...). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+
+#define MB_MAX_CONFIG_BYTES (1 << 20)
+
+static char *read_small_file(const char *path, size_t max, char *err, mamba_status_t *st)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        *st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        *st = mb_seterr(err, MAMBA_ERR_IO, "%s: is a directory, expected a JSON file", path);
+        return NULL;
+    }
+    if ((size_t)sb.st_size > max) {
+        *st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: %lld bytes, more than the %zu allowed for a config",
+                        path, (long long)sb.st_size, max);
+        return NULL;
+    }
+    FILE *fp = fopen(path, "rb");
+    char *buf = malloc((size_t)sb.st_size + 1);
+    size_t got = (fp && buf) ? fread(buf, 1, (size_t)sb.st_size, fp) : 0;
+    if (fp) fclose(fp);
+    if (!fp || !buf || got != (size_t)sb.st_size) {
+        free(buf);
+        *st = mb_seterr(err, fp && !buf ? MAMBA_ERR_OUT_OF_MEMORY : MAMBA_ERR_IO, "%s: cannot read: %s",
+                        path, strerror(errno));
+        return NULL;
+    }
+    buf[got] = 0;
+    *st = MAMBA_OK;
+    return buf;
+}
+
+/* Read an integer field; absent leaves *v. Returns 0 on a present field of the wrong type. */
+static int get_int(const cJSON *o, const char *key, int *v, int *present)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!it || cJSON_IsNull(it)) return 1;
+    if (cJSON_IsBool(it)) { *v = cJSON_IsTrue(it); if (present) *present = 1; return 1; }
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+        fabs(it->valuedouble) > 1e9)
+        return 0;
+    *v = (int)it->valuedouble;
+    if (present) *present = 1;
+    return 1;
+}
+
+mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
+{
+    memset(out, 0, sizeof *out);
+    mamba_status_t st;
+    char *text = read_small_file(path, MB_MAX_CONFIG_BYTES, err, &st);
+    if (!text) return st;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: malformed JSON (expected an object)", path);
+    }
+    mamba_config_t *c = &out->cfg;
+    c->tie_embeddings = 1;
+    c->use_conv_bias = 1;
+    c->norm_eps = 1e-5f;
+    const char *bad = NULL;
+    /* Hugging Face names first, then state-spaces names. */
+    int have_dm = 0, have_nl = 0, have_vocab = 0;
+    if (!get_int(root, "hidden_size", &c->d_model, &have_dm)) bad = "hidden_size";
+    if (!get_int(root, "d_model", &c->d_model, &have_dm)) bad = "d_model";
+    if (!get_int(root, "num_hidden_layers", &c->n_layer, &have_nl)) bad = "num_hidden_layers";
+    if (!get_int(root, "n_layer", &c->n_layer, &have_nl)) bad = "n_layer";
+    if (!get_int(root, "vocab_size", &c->vocab_size, &have_vocab)) bad = "vocab_size";
+    if (!get_int(root, "state_size", &c->d_state, NULL)) bad = "state_size";
+    if (!get_int(root, "conv_kernel", &c->d_conv, NULL)) bad = "conv_kernel";
+    if (!get_int(root, "expand", &c->expand, NULL)) bad = "expand";
+    if (!get_int(root, "intermediate_size", &c->d_inner, NULL)) bad = "intermediate_size";
+    if (!get_int(root, "use_bias", &c->use_bias, NULL)) bad = "use_bias";
+    if (!get_int(root, "use_conv_bias", &c->use_conv_bias, NULL)) bad = "use_conv_bias";
+    if (!get_int(root, "tie_word_embeddings", &c->tie_embeddings, &out->has_tie)) bad = "tie_word_embeddings";
+    if (!get_int(root, "tie_embeddings", &c->tie_embeddings, &out->has_tie)) bad = "tie_embeddings";
+    if (!get_int(root, "pad_vocab_size_multiple", &out->pad_vocab_multiple, NULL)) bad = "pad_vocab_size_multiple";
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
+    if (!eps) eps = cJSON_GetObjectItemCaseSensitive(root, "norm_epsilon");
+    if (eps) {
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || eps->valuedouble > 1)
+            bad = "layer_norm_epsilon";
+        else
+            c->norm_eps = (float)eps->valuedouble;
+    }
+    const cJSON *rank = cJSON_GetObjectItemCaseSensitive(root, "time_step_rank");
+    const cJSON *ssm = cJSON_GetObjectItemCaseSensitive(root, "ssm_cfg");
+    if (ssm && cJSON_IsObject(ssm)) {
+        if (!get_int(ssm, "d_state", &c->d_state, NULL)) bad = "ssm_cfg.d_state";
+        if (!get_int(ssm, "d_conv", &c->d_conv, NULL)) bad = "ssm_cfg.d_conv";
+        if (!get_int(ssm, "expand", &c->expand, NULL)) bad = "ssm_cfg.expand";
+        if (!get_int(ssm, "bias", &c->use_bias, NULL)) bad = "ssm_cfg.bias";
+        if (!get_int(ssm, "conv_bias", &c->use_conv_bias, NULL)) bad = "ssm_cfg.conv_bias";
+        const cJSON *layer = cJSON_GetObjectItemCaseSensitive(ssm, "layer");
+        if (cJSON_IsString(layer) && strcmp(layer->valuestring, "Mamba1") != 0) {
+            mb_seterr(err, MAMBA_ERR_UNSUPPORTED, "%s: ssm_cfg.layer is '%s'; only Mamba1 is supported",
+                      path, layer->valuestring);
+            cJSON_Delete(root);
+            return MAMBA_ERR_UNSUPPORTED;
+        }
+        if (!rank) rank = cJSON_GetObjectItemCaseSensitive(ssm, "dt_rank");
+    } else if (ssm && !cJSON_IsNull(ssm)) {
+        bad = "ssm_cfg";
+    }
+    if (rank && !cJSON_IsNull(rank)) {
+        if (cJSON_IsString(rank) && strcmp(rank->valuestring, "auto") == 0)
+            out->dt_rank_auto = 1;
+        else if (cJSON_IsNumber(rank) && rank->valuedouble == floor(rank->valuedouble) &&
+                 fabs(rank->valuedouble) < 1e9)
+            c->dt_rank = (int)rank->valuedouble;
+        else
+            bad = "time_step_rank";
+    } else {
+        out->dt_rank_auto = 1;
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "mamba") != 0) {
+        mb_seterr(err, MAMBA_ERR_UNSUPPORTED, "%s: model_type is '%s', expected 'mamba'", path, mt->valuestring);
+        cJSON_Delete(root);
+        return MAMBA_ERR_UNSUPPORTED;
+    }
+    cJSON_Delete(root);
+    if (bad) return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: field '%s' has the wrong type or range", path, bad);
+    const char *missing = !have_dm ? "hidden_size (or d_model)"
+                        : !have_nl ? "num_hidden_layers (or n_layer)"
+                        : !have_vocab ? "vocab_size" : NULL;
+    if (missing) return mb_seterr(err, MAMBA_ERR_MODEL, "%s: required field %s is missing", path, missing);
+    if (out->pad_vocab_multiple > 0 && c->vocab_size % out->pad_vocab_multiple)
+        c->vocab_size += out->pad_vocab_multiple - c->vocab_size % out->pad_vocab_multiple;
+    if (out->dt_rank_auto) c->dt_rank = 0;
+    return mb_config_finish(c, path, err);
+}
+
+mamba_status_t mb_config_finish(mamba_config_t *c, const char *where, char *err)
+{
+    if (c->d_state == 0) c->d_state = 16;
+    if (c->d_conv == 0) c->d_conv = 4;
+    if (c->expand == 0) c->expand = 2;
+    if (c->norm_eps == 0) c->norm_eps = 1e-5f;
+    if (c->d_model > 0 && c->d_inner == 0) c->d_inner = c->expand * c->d_model;
+    if (c->d_model > 0 && c->dt_rank == 0) c->dt_rank = (c->d_model + 15) / 16;
+    struct { const char *name; int v, lo, hi; } checks[] = {
+        {"d_model", c->d_model, 1, 1 << 16},  {"n_layer", c->n_layer, 1, 4096},
+        {"vocab_size", c->vocab_size, 1, 1 << 24}, {"d_state", c->d_state, 1, 256},
+        {"d_conv", c->d_conv, 1, 64},         {"expand", c->expand, 1, 64},
+        {"d_inner", c->d_inner, 1, 1 << 20},  {"dt_rank", c->dt_rank, 1, 1 << 16},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (checks[i].v < checks[i].lo || checks[i].v > checks[i].hi)
+            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: %s = %d, expected %d..%d", where, checks[i].name,
+                             checks[i].v, checks[i].lo, checks[i].hi);
+    if (!(c->norm_eps > 0 && c->norm_eps < 1))
+        return mb_seterr(err, MAMBA_ERR_MODEL, "%s: norm epsilon %g out of (0, 1)", where, c->norm_eps);
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg)
+{
+    static const struct { const char *name; int d_model, n_layer; } sizes[] = {
+        {"130m", 768, 24}, {"370m", 1024, 48}, {"790m", 1536, 48}, {"1.4b", 2048, 48}, {"2.8b", 2560, 64},
+    };
+    if (!size || !cfg)
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_config_standard: NULL argument");
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (strcmp(size, sizes[i].name) != 0) continue;
+        memset(cfg, 0, sizeof *cfg);
+        cfg->d_model = sizes[i].d_model;
+        cfg->n_layer = sizes[i].n_layer;
+        cfg->vocab_size = 50280;
+        cfg->use_conv_bias = 1;
+        cfg->tie_embeddings = 1;
+        return mb_config_finish(cfg, size, mb_tls_err());
+    }
+    return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
+                     "unknown model size '%s' (expected 130m, 370m, 790m, 1.4b or 2.8b)", size);
+}

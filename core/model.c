@@ -1,0 +1,193 @@
+/* The Mamba graph: embedding -> n_layer x [residual += x; h = RMSNorm(residual);
+ * x = Mixer(h)] -> residual += x; RMSNorm -> lm_head, as a sequence of backend ops over a
+ * chunk of (batch x T) time-major rows, with the conv and SSM states carried between chunks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Offsets (bytes) of the activations of a chunk of R rows in the workspace. */
+typedef struct work_layout {
+    size_t ids, residual, hn, mo, xz, xc, xdbl, delta, y, total;
+} work_layout;
+
+static size_t up(size_t v) { return (v + 255) / 256 * 256; }
+
+static work_layout layout(const mamba_config_t *c, size_t rows)
+{
+    work_layout w;
+    size_t o = 0;
+    const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner;
+    const size_t nd = (size_t)(c->dt_rank + 2 * c->d_state);
+    w.ids = o;      o += up(rows * 4);
+    w.residual = o; o += up(rows * dm * 4);
+    w.hn = o;       o += up(rows * dm * 4);
+    w.mo = o;       o += up(rows * dm * 4);
+    w.xz = o;       o += up(rows * 2 * di * 4);
+    w.xc = o;       o += up(rows * di * 4);
+    w.xdbl = o;     o += up(rows * nd * 4);
+    w.delta = o;    o += up(rows * di * 4);
+    w.y = o;        o += up(rows * di * 4);
+    w.total = o;
+    return w;
+}
+
+size_t mb_work_bytes(const mamba_config_t *c, size_t rows) { return layout(c, rows).total; }
+
+mamba_status_t mb_check_ids(mamba_context_t *ctx, const int32_t *ids, size_t n, int vocab)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT,
+                             "token id %d at index %zu is out of range [0, %d)", ids[i], i, vocab);
+    return MAMBA_OK;
+}
+
+static mb_ptr at(mb_buffer *b, size_t off) { return (mb_ptr){b, off}; }
+static const mb_ptr none = {NULL, 0};
+
+/* One Mamba block on rows = batch*T rows of hn; result in mo. */
+static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_t T)
+{
+    mamba_model_t *m = s->model;
+    mamba_context_t *ctx = m->ctx;
+    const mb_backend *be = ctx->be;
+    mb_device *dev = ctx->dev;
+    const mamba_config_t *c = &m->cfg;
+    const mb_layer_weights *lw = &m->layers[l];
+    const size_t B = s->batch, R = B * T, dm = (size_t)c->d_model, di = (size_t)c->d_inner;
+    const size_t N = (size_t)c->d_state, rk = (size_t)c->dt_rank, nd = rk + 2 * N;
+    mb_buffer *wk = s->work;
+
+    MB_TRY_BE(ctx, be->gemm(dev, R, 2 * di, dm, at(wk, w->hn), dm, lw->in_proj.p, lw->in_proj.dt,
+                            lw->in_proj_bias, at(wk, w->xz), 2 * di), "in_proj");
+
+    mb_conv_op cv = {
+        .batch = B, .len = T, .channels = di, .width = (size_t)c->d_conv,
+        .x = at(wk, w->xz), .x_sb = (ptrdiff_t)(T * 2 * di), .x_st = (ptrdiff_t)(2 * di),
+        .weight = lw->conv_w, .bias = lw->conv_b,
+        .state = at(s->state, (size_t)l * (s->conv_bytes + s->ssm_bytes)),
+        .out = at(wk, w->xc), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di,
+    };
+    MB_TRY_BE(ctx, be->conv_silu(dev, &cv), "conv1d");
+
+    MB_TRY_BE(ctx, be->gemm(dev, R, nd, di, at(wk, w->xc), di, lw->x_proj.p, lw->x_proj.dt, none,
+                            at(wk, w->xdbl), nd), "x_proj");
+    MB_TRY_BE(ctx, be->gemm(dev, R, di, rk, at(wk, w->xdbl), nd, lw->dt_proj.p, lw->dt_proj.dt, none,
+                            at(wk, w->delta), di), "dt_proj");
+
+    mb_ptr ssm = at(s->state, (size_t)l * (s->conv_bytes + s->ssm_bytes) + s->conv_bytes);
+    const ptrdiff_t bc_sb = (ptrdiff_t)(T * nd), bc_st = (ptrdiff_t)nd;
+    mb_scan_op sc = {
+        .batch = B, .dim = di, .len = T, .d_state = N, .n_groups = 1,
+        .u = at(wk, w->xc), .u_sb = (ptrdiff_t)(T * di), .u_st = (ptrdiff_t)di, .u_sd = 1,
+        .delta = at(wk, w->delta), .delta_sb = (ptrdiff_t)(T * di), .delta_st = (ptrdiff_t)di, .delta_sd = 1,
+        .A = lw->A,
+        .B = at(wk, w->xdbl + rk * 4), .B_sb = bc_sb, .B_st = bc_st, .B_sg = 0, .B_sn = 1,
+        .C = at(wk, w->xdbl + (rk + N) * 4), .C_sb = bc_sb, .C_st = bc_st, .C_sg = 0, .C_sn = 1,
+        .D = lw->D,
+        .z = at(wk, w->xz + di * 4), .z_sb = (ptrdiff_t)(T * 2 * di), .z_st = (ptrdiff_t)(2 * di), .z_sd = 1,
+        .delta_bias = lw->dt_bias, .delta_softplus = 1,
+        .state_in = ssm, .state_out = ssm,
+        .out = at(wk, w->y), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di, .out_sd = 1,
+    };
+    MB_TRY_BE(ctx, be->scan(dev, &sc), "selective scan");
+
+    MB_TRY_BE(ctx, be->gemm(dev, R, dm, di, at(wk, w->y), di, lw->out_proj.p, lw->out_proj.dt,
+                            lw->out_proj_bias, at(wk, w->mo), dm), "out_proj");
+    return MAMBA_OK;
+}
+
+static mamba_status_t ensure_logits(mamba_state_t *s, size_t bytes)
+{
+    mamba_context_t *ctx = s->model->ctx;
+    if (s->logits_bytes >= bytes) return MAMBA_OK;
+    if (s->logits) ctx->be->free(ctx->dev, s->logits);
+    s->logits = NULL;
+    s->logits_bytes = 0;
+    if (ctx->be->alloc(ctx->dev, bytes, &s->logits) != 0)
+        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "%s backend: cannot allocate %zu bytes for logits: %s",
+                         ctx->backend_name, bytes, ctx->be->last_error(ctx->dev));
+    s->logits_bytes = bytes;
+    return MAMBA_OK;
+}
+
+/* Run ids[b, c0 .. c0+T) (row stride len) through every layer. */
+static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len, size_t c0, size_t T,
+                                mamba_logits_mode_t mode, float *logits, int last_chunk)
+{
+    mamba_model_t *m = s->model;
+    mamba_context_t *ctx = m->ctx;
+    const mb_backend *be = ctx->be;
+    mb_device *dev = ctx->dev;
+    const mamba_config_t *c = &m->cfg;
+    const size_t B = s->batch, R = B * T, dm = (size_t)c->d_model, V = (size_t)c->vocab_size;
+    const work_layout w = layout(c, R);
+    mb_buffer *wk = s->work;
+
+    for (size_t b = 0; b < B; b++) memcpy(s->host_ids + b * T, ids + b * len + c0, T * sizeof *ids);
+    MB_TRY_BE(ctx, be->upload(dev, at(wk, w.ids), s->host_ids, R * 4), "upload of token ids");
+    MB_TRY_BE(ctx, be->embed(dev, at(wk, w.ids), R, m->embedding.p, m->embedding.dt, dm,
+                             at(wk, w.residual)), "embedding");
+    for (int l = 0; l < c->n_layer; l++) {
+        MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), l ? at(wk, w.mo) : none, m->layers[l].norm,
+                                       R, dm, c->norm_eps, at(wk, w.hn)), "add + rmsnorm");
+        mamba_status_t st = mixer(s, &w, l, T);
+        if (st != MAMBA_OK) return st;
+    }
+    if (!logits || (mode == MAMBA_LOGITS_LAST && !last_chunk)) return MAMBA_OK;
+    MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), at(wk, w.mo), m->norm_f, R, dm, c->norm_eps,
+                                   at(wk, w.hn)), "final rmsnorm");
+    if (mode == MAMBA_LOGITS_ALL) {
+        mamba_status_t st = ensure_logits(s, R * V * 4);
+        if (st != MAMBA_OK) return st;
+        MB_TRY_BE(ctx, be->gemm(dev, R, V, dm, at(wk, w.hn), dm, m->lm_head.p, m->lm_head.dt, none,
+                                at(s->logits, 0), V), "lm_head");
+        for (size_t b = 0; b < B; b++)
+            MB_TRY_BE(ctx, be->download(dev, logits + (b * len + c0) * V, at(s->logits, b * T * V * 4),
+                                        T * V * 4), "download of logits");
+        return MAMBA_OK;
+    }
+    /* Last position only: row T-1 of each sequence, a stride of T rows apart. */
+    mamba_status_t st = ensure_logits(s, B * V * 4);
+    if (st != MAMBA_OK) return st;
+    MB_TRY_BE(ctx, be->gemm(dev, B, V, dm, at(wk, w.hn + (T - 1) * dm * 4), T * dm, m->lm_head.p, m->lm_head.dt,
+                            none, at(s->logits, 0), V), "lm_head");
+    MB_TRY_BE(ctx, be->download(dev, logits, at(s->logits, 0), B * V * 4), "download of logits");
+    return MAMBA_OK;
+}
+
+mamba_status_t mb_model_run(mamba_state_t *s, const int32_t *ids, size_t len, mamba_logits_mode_t mode,
+                            float *logits)
+{
+    mamba_context_t *ctx = s->model->ctx;
+    mamba_status_t st = mb_check_ids(ctx, ids, s->batch * len, s->model->cfg.vocab_size);
+    if (st != MAMBA_OK) return st;
+    for (size_t c0 = 0; c0 < len; c0 += s->chunk) {
+        size_t T = len - c0 < s->chunk ? len - c0 : s->chunk;
+        st = run_chunk(s, ids, len, c0, T, mode, logits, c0 + T == len);
+        if (st != MAMBA_OK) return st;
+    }
+    MB_TRY_BE(ctx, ctx->be->sync(ctx->dev), "synchronize");
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch, size_t len,
+                             mamba_logits_mode_t mode, float *logits)
+{
+    if (!m) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "model is NULL");
+    mamba_context_t *ctx = m->ctx;
+    if (!ids || !logits) return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_forward: ids or logits is NULL");
+    if (batch == 0 || len == 0)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_forward: batch = %zu, len = %zu; both must be > 0",
+                         batch, len);
+    if (mode != MAMBA_LOGITS_ALL && mode != MAMBA_LOGITS_LAST)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_forward: unknown logits mode %d", (int)mode);
+    mamba_status_t st = mb_check_ids(ctx, ids, batch * len, m->cfg.vocab_size);
+    if (st != MAMBA_OK) return st;
+    mamba_state_t *s;
+    if ((st = mamba_state_create(m, batch, &s)) != MAMBA_OK) return st;
+    st = mb_model_run(s, ids, len, mode, logits);
+    mamba_state_free(s);
+    return st;
+}

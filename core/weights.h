@@ -1,0 +1,43 @@
+/* The parameter table shared by the checkpoint loader and the synthetic generator. */
+#ifndef MB_WEIGHTS_H
+#define MB_WEIGHTS_H
+
+#include "internal.h"
+
+typedef enum mb_init {
+    MB_INIT_ZEROS,
+    MB_INIT_ONES,
+    MB_INIT_UNIFORM,   /* uniform in [-scale, scale]                                        */
+    MB_INIT_DT_BIAS,   /* softplus^-1 of dt, log-uniform in [1e-3, 1e-1] (Mamba's init)     */
+    MB_INIT_A_LOG,     /* log(n + 1) for state n (S4D-real)                                 */
+} mb_init;
+
+typedef struct mb_spec {
+    char name[MB_NAME_LEN];
+    int ndim;
+    int64_t shape[3];
+    mb_init init;
+    float scale;
+    int is_matrix;     /* kept in its dtype; otherwise converted to f32                     */
+    int optional;
+    int skip;          /* not part of this model (bias off, tied head)                      */
+    int neg_exp;       /* store -exp(x): A from A_log                                       */
+    mb_mat *mat;
+    mb_ptr *vec;
+    /* resolved */
+    mamba_dtype_t dtype;
+    size_t offset, bytes;
+} mb_spec;
+
+/* Produce the bytes of s (s->bytes, in s->dtype) in host (or point *src at them). tmp has
+ * room for 2*s->bytes. */
+typedef mamba_status_t (*mb_fill_fn)(mamba_model_t *m, const mb_spec *s, void *host, float *tmp,
+                                     const void **src, void *user);
+
+size_t mb_specs_count(const mamba_config_t *c);
+void mb_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n);
+uint64_t mb_spec_count(const mb_spec *s);
+mamba_status_t mb_model_new(mamba_context_t *ctx, const mamba_config_t *cfg, mamba_model_t **out);
+mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill_fn fill, void *user);
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * libmamba: Mamba selective state space models on CPUs, OpenCL devices and CUDA GPUs.
+ *
+ * The only header a user includes. Every call returns a mamba_status_t; on failure
+ * mamba_last_error(ctx) (or mamba_last_error(NULL) for calls that have no context)
+ * says what went wrong and where. The library never prints to stdout and never exits.
+ *
+ * Thread safety: the library has no global mutable state besides the per-thread error
+ * message of context-less calls. A context, and every model, state and sampler made from
+ * it, must be used by one thread at a time; separate contexts may be used from separate
+ * threads concurrently. A sampler is independent of any context, but is not to be shared
+ * between threads either. Read-only calls (mamba_version, mamba_status_string,
+ * mamba_list_backends, mamba_list_devices) may be called from any thread.
+ *
+ * Ownership: free states before their model, models before their context.
+ */
+#ifndef MAMBA_H
+#define MAMBA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MAMBA_API
+#else
+#define MAMBA_API __attribute__((visibility("default")))
+#endif
+
+#define MAMBA_VERSION_MAJOR 0
+#define MAMBA_VERSION_MINOR 1
+#define MAMBA_VERSION_PATCH 0
+
+typedef enum mamba_status {
+    MAMBA_OK = 0,
+    MAMBA_ERR_INVALID_ARGUMENT, /* a bad argument: NULL, 0 size, token out of range ...   */
+    MAMBA_ERR_IO,               /* a file could not be opened, mapped, read or written    */
+    MAMBA_ERR_FORMAT,           /* a file's content is malformed (JSON, safetensors)      */
+    MAMBA_ERR_MODEL,            /* config and tensors disagree, a tensor is missing       */
+    MAMBA_ERR_UNSUPPORTED,      /* a valid request this build or device cannot serve      */
+    MAMBA_ERR_NO_BACKEND,       /* the named backend is unknown or could not be loaded    */
+    MAMBA_ERR_NO_DEVICE,        /* the backend has no such device                         */
+    MAMBA_ERR_OUT_OF_MEMORY,    /* host or device allocation failed                       */
+    MAMBA_ERR_BACKEND,          /* a backend call failed (driver error, kernel build)     */
+} mamba_status_t;
+
+typedef enum mamba_dtype {
+    MAMBA_F32 = 0,
+    MAMBA_F16,
+    MAMBA_BF16,
+    MAMBA_I64,
+    MAMBA_I32,
+    MAMBA_F64,
+} mamba_dtype_t;
+
+typedef enum mamba_log_level {
+    MAMBA_LOG_ERROR = 0,
+    MAMBA_LOG_WARN,
+    MAMBA_LOG_INFO,
+    MAMBA_LOG_DEBUG,
+} mamba_log_level_t;
+
+typedef void (*mamba_log_fn)(mamba_log_level_t level, const char *message, void *user);
+
+typedef struct mamba_context mamba_context_t;
+typedef struct mamba_model mamba_model_t;
+typedef struct mamba_state mamba_state_t;
+typedef struct mamba_sampler mamba_sampler_t;
+typedef struct mamba_tensor_file mamba_tensor_file_t;
+
+/* ---- library ---------------------------------------------------------------------- */
+
+MAMBA_API const char *mamba_version(void);
+MAMBA_API const char *mamba_status_string(mamba_status_t status);
+/* The message of the last failure on ctx, or of this thread's last context-less call
+ * when ctx is NULL. Never NULL; "" when nothing failed. */
+MAMBA_API const char *mamba_last_error(const mamba_context_t *ctx);
+MAMBA_API const char *mamba_dtype_name(mamba_dtype_t dtype);
+
+/* ---- backends and devices ---------------------------------------------------------- */
+
+typedef struct mamba_backend_info {
+    char name[16];      /* "cpu", "opencl", "cuda"                                    */
+    int available;      /* module loaded and at least one usable device              */
+    int n_devices;
+    char note[256];     /* why it is not available, or where its module was loaded   */
+} mamba_backend_info_t;
+
+typedef struct mamba_device_info {
+    char backend[16];
+    int index;          /* the i of "backend:i"                                       */
+    char name[128];
+    uint64_t memory_bytes;
+    int compute_units;
+    int is_gpu;
+    int usable;
+    char note[128];
+} mamba_device_info_t;
+
+/* Fill up to cap entries; *count receives the number found (may exceed cap). */
+MAMBA_API mamba_status_t mamba_list_backends(mamba_backend_info_t *out, size_t cap, size_t *count);
+MAMBA_API mamba_status_t mamba_list_devices(mamba_device_info_t *out, size_t cap, size_t *count);
+
+/* ---- context ----------------------------------------------------------------------- */
+
+typedef struct mamba_context_options {
+    const char *backend;      /* "auto" (default), "cpu", "opencl[:i]", "cuda[:i]"      */
+    int n_threads;            /* CPU threads; 0: the OpenMP default                     */
+    size_t prefill_chunk;     /* tokens per sequence processed at once; 0: 2048          */
+    mamba_log_fn log;         /* NULL: warnings and errors to stderr                     */
+    void *log_user;
+    mamba_log_level_t log_level;
+} mamba_context_options_t;
+
+MAMBA_API void mamba_context_options_init(mamba_context_options_t *opts);
+MAMBA_API mamba_status_t mamba_context_create(const mamba_context_options_t *opts,
+                                              mamba_context_t **out);
+MAMBA_API void mamba_context_free(mamba_context_t *ctx);
+/* The backend name and device name the context runs on. */
+MAMBA_API const char *mamba_context_backend(const mamba_context_t *ctx);
+MAMBA_API const char *mamba_context_device(const mamba_context_t *ctx);
+/* Block until all work queued on the context's device is done. */
+MAMBA_API mamba_status_t mamba_context_synchronize(mamba_context_t *ctx);
+
+/* ---- model ------------------------------------------------------------------------- */
+
+typedef struct mamba_config {
+    int d_model;
+    int n_layer;
+    int vocab_size;        /* rows of the embedding (padded vocabulary)                */
+    int d_state;           /* N                                                         */
+    int d_conv;
+    int expand;
+    int d_inner;
+    int dt_rank;
+    int use_bias;          /* in_proj and out_proj have biases                           */
+    int use_conv_bias;
+    int tie_embeddings;
+    float norm_eps;
+} mamba_config_t;
+
+typedef struct mamba_model_info {
+    mamba_config_t config;
+    uint64_t n_params;
+    uint64_t weight_bytes;     /* bytes of the weights on the device                   */
+    mamba_dtype_t dtype;       /* dtype of the large matrices                          */
+} mamba_model_info_t;
+
+/* Load a Hugging Face checkpoint: path is a directory holding config.json and
+ * model.safetensors (or model.safetensors.index.json with its shards). */
+MAMBA_API mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *path,
+                                          mamba_model_t **out);
+/* Load from an explicit config.json and one safetensors file. */
+MAMBA_API mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_path,
+                                                const char *weights_path, mamba_model_t **out);
+/* Fill cfg for a standard size: "130m", "370m", "790m", "1.4b", "2.8b". */
+MAMBA_API mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg);
+/* A model with seeded random weights of realistic scale (no checkpoint needed). cfg must
+ * give d_model, n_layer, vocab_size; the other fields, when 0, take Mamba's defaults. */
+MAMBA_API mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx,
+                                                      const mamba_config_t *cfg,
+                                                      mamba_dtype_t dtype, uint64_t seed,
+                                                      mamba_model_t **out);
+MAMBA_API mamba_status_t mamba_model_info(const mamba_model_t *model, mamba_model_info_t *info);
+MAMBA_API void mamba_model_free(mamba_model_t *model);
+
+typedef enum mamba_logits_mode {
+    MAMBA_LOGITS_ALL = 0,   /* logits of every position: (batch, len, vocab)              */
+    MAMBA_LOGITS_LAST,      /* logits of the last position: (batch, vocab)                */
+} mamba_logits_mode_t;
+
+/* Full-sequence forward from an empty state. ids: (batch, len) row-major; every id in
+ * [0, vocab). logits must hold batch*len*vocab floats (ALL) or batch*vocab (LAST). */
+MAMBA_API mamba_status_t mamba_forward(mamba_model_t *model, const int32_t *ids, size_t batch,
+                                       size_t len, mamba_logits_mode_t mode, float *logits);
+
+/* ---- recurrent state (decoding) ----------------------------------------------------- */
+
+MAMBA_API mamba_status_t mamba_state_create(mamba_model_t *model, size_t batch,
+                                            mamba_state_t **out);
+MAMBA_API mamba_status_t mamba_state_reset(mamba_state_t *state);
+/* Feed ids (batch, len) through the model, in chunks, carrying the state. last_logits,
+ * if not NULL, receives the logits of the last position: (batch, vocab). */
+MAMBA_API mamba_status_t mamba_prefill(mamba_state_t *state, const int32_t *ids, size_t len,
+                                       float *last_logits);
+/* One token per sequence: ids (batch); logits (batch, vocab). */
+MAMBA_API mamba_status_t mamba_step(mamba_state_t *state, const int32_t *ids, float *logits);
+/* Serialize the state (for saving a conversation). The bytes carry the shape and are
+ * checked on write. */
+MAMBA_API mamba_status_t mamba_state_size(const mamba_state_t *state, size_t *bytes);
+MAMBA_API mamba_status_t mamba_state_read(mamba_state_t *state, void *buf, size_t bytes);
+MAMBA_API mamba_status_t mamba_state_write(mamba_state_t *state, const void *buf, size_t bytes);
+MAMBA_API void mamba_state_free(mamba_state_t *state);
+
+/* ---- sampling ---------------------------------------------------------------------- */
+
+typedef struct mamba_sampler_params {
+    float temperature;   /* 0: greedy (argmax, first index on ties)                         */
+    int top_k;           /* 0: off                                                           */
+    float top_p;         /* 1 or 0: off                                                      */
+    uint64_t seed;
+} mamba_sampler_params_t;
+
+MAMBA_API void mamba_sampler_params_init(mamba_sampler_params_t *p);
+MAMBA_API mamba_status_t mamba_sampler_create(const mamba_sampler_params_t *p,
+                                              mamba_sampler_t **out);
+MAMBA_API mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t vocab,
+                                      int32_t *token);
+MAMBA_API void mamba_sampler_free(mamba_sampler_t *s);
+
+/* ---- the selective scan alone -------------------------------------------------------- */
+
+/* Strides are in elements. Element [b, t, d] of u is u[b*u_sb + t*u_st + d*u_sd]; the same
+ * for delta, z and out. B and C are grouped: element [b, t, g, n] sits at
+ * B[b*B_sb + t*B_st + g*B_sg + n*B_sn] and channel d reads group d / (dim / n_groups).
+ * Input-dependent B: n_groups = 1. Constant B (dim, N): n_groups = dim, B_sb = B_st = 0.
+ * A: (dim, N) contiguous, already negative. state_in/state_out: (batch, dim, N). */
+typedef struct mamba_scan_args {
+    size_t batch, dim, len, d_state, n_groups;
+    const float *u;          ptrdiff_t u_sb, u_st, u_sd;
+    const float *delta;      ptrdiff_t delta_sb, delta_st, delta_sd;
+    const float *A;
+    const float *B;          ptrdiff_t B_sb, B_st, B_sg, B_sn;
+    const float *C;          ptrdiff_t C_sb, C_st, C_sg, C_sn;
+    const float *D;          /* (dim) or NULL            */
+    const float *z;          ptrdiff_t z_sb, z_st, z_sd; /* or NULL */
+    const float *delta_bias; /* (dim) or NULL            */
+    int delta_softplus;
+    const float *state_in;   /* or NULL: zero state      */
+    float *out;              ptrdiff_t out_sb, out_st, out_sd;
+    float *state_out;        /* or NULL                  */
+} mamba_scan_args_t;
+
+/* Run the selective scan op of ctx's backend on host arrays. */
+MAMBA_API mamba_status_t mamba_scan(mamba_context_t *ctx, const mamba_scan_args_t *args);
+
+/* ---- safetensors files ---------------------------------------------------------------- */
+
+#define MAMBA_MAX_DIMS 8
+
+typedef struct mamba_tensor {
+    const char *name;
+    mamba_dtype_t dtype;
+    int ndim;
+    int64_t shape[MAMBA_MAX_DIMS];
+    const void *data;       /* little-endian, row-major, contiguous                 */
+    size_t nbytes;
+} mamba_tensor_t;
+
+/* Open and validate a safetensors file (memory-mapped). Errors: mamba_last_error(NULL). */
+MAMBA_API mamba_status_t mamba_tensor_file_open(const char *path, mamba_tensor_file_t **out);
+MAMBA_API size_t mamba_tensor_file_count(const mamba_tensor_file_t *f);
+MAMBA_API mamba_status_t mamba_tensor_file_get(const mamba_tensor_file_t *f, size_t i,
+                                               mamba_tensor_t *out);
+/* MAMBA_ERR_MODEL with a message naming the tensor when absent. */
+MAMBA_API mamba_status_t mamba_tensor_file_find(const mamba_tensor_file_t *f, const char *name,
+                                                mamba_tensor_t *out);
+/* A string of the header's __metadata__, or NULL. */
+MAMBA_API const char *mamba_tensor_file_metadata(const mamba_tensor_file_t *f, const char *key);
+MAMBA_API void mamba_tensor_file_close(mamba_tensor_file_t *f);
+/* Write tensors (and optional metadata key/value pairs, meta[2*i], meta[2*i+1]) to path,
+ * atomically: a temporary file in the same directory, renamed on success. */
+MAMBA_API mamba_status_t mamba_tensor_file_write(const char *path, const mamba_tensor_t *tensors,
+                                                 size_t n, const char *const *meta,
+                                                 size_t n_meta);
+
+/* ---- number formats ------------------------------------------------------------------- */
+
+MAMBA_API float mamba_f16_to_f32(uint16_t h);
+MAMBA_API uint16_t mamba_f32_to_f16(float f);
+MAMBA_API float mamba_bf16_to_f32(uint16_t h);
+MAMBA_API uint16_t mamba_f32_to_bf16(float f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MAMBA_H */

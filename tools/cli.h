@@ -1,0 +1,32 @@
+/* Shared pieces of the `mamba` command's subcommands. */
+#ifndef MAMBA_CLI_H
+#define MAMBA_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mamba.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+int cmd_info(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_scan(int argc, char **argv);
+
+/* Print "mamba CMD: message" to stderr; return code. */
+int cli_error(const char *cmd, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int cli_parse_long(const char *s, long lo, long hi, long *out);
+int cli_parse_float(const char *s, double lo, double hi, double *out);
+int cli_parse_dtype(const char *s, mamba_dtype_t *out);
+/* Parse "1,2,3" into a malloc'd array. Returns 0 on a malformed list. */
+int cli_parse_ids(const char *s, int32_t **ids, size_t *n);
+/* A context on backend (NULL: auto) with n_threads. Returns NULL after printing the error. */
+mamba_context_t *cli_context(const char *cmd, const char *backend, int n_threads);
+/* A model from a checkpoint directory or a standard size name (synthetic weights). */
+mamba_model_t *cli_model(const char *cmd, mamba_context_t *ctx, const char *spec, mamba_dtype_t dtype, uint64_t seed);
+/* Copy a tensor of any float dtype into a malloc'd f32 array. */
+float *cli_tensor_f32(const mamba_tensor_t *t);
+double cli_now(void);
+
+#endif
