@@ -1,0 +1,149 @@
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *data_path(int slot, const char *rel)
+{
+    static char buf[4][4096];
+    snprintf(buf[slot], sizeof buf[slot], "%s/%s", MAMBA_TEST_DATA, rel);
+    return buf[slot];
+}
+
+char *tmpdir_new(void)
+{
+    char tmpl[] = "/tmp/mamba-test-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    ck_assert_ptr_nonnull(d);
+    return strdup(d);
+}
+
+void tmpdir_remove(char *dir)
+{
+    if (!dir) return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    free(dir);
+}
+
+double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d; /* NaN propagates */
+    }
+    return m;
+}
+
+double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+
+double nmse(const float *a, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+float *file_f32(const mamba_tensor_file_t *f, const char *name, size_t *n)
+{
+    mamba_tensor_t t;
+    ck_assert_msg(mamba_tensor_file_find(f, name, &t) == MAMBA_OK, "%s", mamba_last_error(NULL));
+    size_t cnt = 1;
+    for (int i = 0; i < t.ndim; i++) cnt *= (size_t)t.shape[i];
+    ck_assert_int_eq(t.dtype, MAMBA_F32);
+    float *v = malloc(cnt * sizeof *v + 1);
+    memcpy(v, t.data, cnt * sizeof *v);
+    if (n) *n = cnt;
+    return v;
+}
+
+int32_t *file_ids(const mamba_tensor_file_t *f, const char *name, size_t *n)
+{
+    mamba_tensor_t t;
+    ck_assert_msg(mamba_tensor_file_find(f, name, &t) == MAMBA_OK, "%s", mamba_last_error(NULL));
+    size_t cnt = 1;
+    for (int i = 0; i < t.ndim; i++) cnt *= (size_t)t.shape[i];
+    ck_assert_int_eq(t.dtype, MAMBA_I64);
+    int32_t *v = malloc(cnt * sizeof *v + 1);
+    for (size_t i = 0; i < cnt; i++) {
+        int64_t x;
+        memcpy(&x, (const char *)t.data + 8 * i, 8);
+        v[i] = (int32_t)x;
+    }
+    if (n) *n = cnt;
+    return v;
+}
+
+mamba_context_t *cpu_context(size_t prefill_chunk)
+{
+    mamba_context_options_t o;
+    mamba_context_options_init(&o);
+    o.backend = "cpu";
+    o.prefill_chunk = prefill_chunk;
+    o.log_level = MAMBA_LOG_ERROR;
+    mamba_context_t *ctx = NULL;
+    ck_assert_msg(mamba_context_create(&o, &ctx) == MAMBA_OK, "%s", mamba_last_error(NULL));
+    return ctx;
+}
+
+void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+void copy_file(const char *from, const char *to)
+{
+    FILE *fp = fopen(from, "rb");
+    ck_assert_msg(fp != NULL, "cannot open %s", from);
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    write_file(to, buf, (size_t)len);
+    free(buf);
+}
+
+void write_raw_safetensors(const char *path, const char *json, const void *data, size_t data_len)
+{
+    size_t jl = strlen(json);
+    unsigned char *buf = malloc(8 + jl + data_len + 1);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)jl >> (8 * i));
+    memcpy(buf + 8, json, jl);
+    if (data_len) memcpy(buf + 8 + jl, data, data_len);
+    write_file(path, buf, 8 + jl + data_len);
+    free(buf);
+}
+
+int backend_required(const char *backend)
+{
+    const char *req = getenv("MAMBA_TEST_REQUIRE");
+    if (!req) return 0;
+    char *copy = strdup(req), *save = NULL;
+    int found = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (strcmp(t, backend) == 0) found = 1;
+    free(copy);
+    return found;
+}

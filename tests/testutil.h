@@ -1,0 +1,45 @@
+/* Helpers for the Check suites: fixture paths, error measures, temporary files. */
+#ifndef MAMBA_TESTUTIL_H
+#define MAMBA_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mamba.h"
+
+#ifndef MAMBA_TEST_DATA
+#error "MAMBA_TEST_DATA must name tests/data"
+#endif
+
+/* Exit code ctest reads as "skipped". */
+#define TEST_SKIP 77
+
+/* A path under tests/data (static buffer, one at a time per slot 0..3). */
+const char *data_path(int slot, const char *rel);
+/* A fresh temporary directory (removed with tmpdir_remove). */
+char *tmpdir_new(void);
+void tmpdir_remove(char *dir);
+
+double max_abs_diff(const float *a, const float *b, size_t n);
+double max_abs(const float *a, size_t n);
+/* sum (a-b)^2 / sum b^2 */
+double nmse(const float *a, const float *ref, size_t n);
+
+/* Tensor of a file converted to f32 / int32 (malloc'd); aborts the test when absent. */
+float *file_f32(const mamba_tensor_file_t *f, const char *name, size_t *n);
+int32_t *file_ids(const mamba_tensor_file_t *f, const char *name, size_t *n);
+
+/* A CPU context (one per test; prefill_chunk 0 = default). */
+mamba_context_t *cpu_context(size_t prefill_chunk);
+
+/* Copy a file. */
+void copy_file(const char *from, const char *to);
+/* Write bytes to path. */
+void write_file(const char *path, const void *data, size_t len);
+/* Write a safetensors file whose header is the given JSON and data follows. */
+void write_raw_safetensors(const char *path, const char *json, const void *data, size_t data_len);
+
+/* 1 when MAMBA_TEST_REQUIRE lists backend (comma-separated). */
+int backend_required(const char *backend);
+
+#endif
