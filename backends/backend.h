@@ -107,6 +107,19 @@ typedef struct mb_backend {
                 mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy);
     int (*conv_silu)(mb_device *dev, const mb_conv_op *op);
     int (*scan)(mb_device *dev, const mb_scan_op *op);
+
+    /* ---- measurement (mamba-bench) ---- */
+    /* dst = src, bytes of device memory. */
+    int (*copy)(mb_device *dev, mb_ptr dst, mb_ptr src, size_t bytes);
+    /* out[0] = sum of n floats of src: a read-bandwidth probe. */
+    int (*read_sum)(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
+    /* Time the work enqueued between start and stop, on the device's own clock where it has
+     * one (events), in milliseconds; stop waits for that work. */
+    int (*timer_start)(mb_device *dev);
+    int (*timer_stop)(mb_device *dev, double *ms);
+    /* Bytes allocated through alloc(): now and the peak since the last reset. */
+    void (*memory)(mb_device *dev, uint64_t *current, uint64_t *peak);
+    void (*reset_peak)(mb_device *dev);
 } mb_backend;
 
 typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);

@@ -201,9 +201,7 @@ out:
     free(specs);
     free(r);
     if (st != MAMBA_OK) {
-        mb_log(ctx, MAMBA_LOG_DEBUG, "%s", err);
         mamba_model_free(m);
-        /* mamba_model_free does not touch err */
         return st;
     }
     *out = m;
@@ -221,6 +219,7 @@ mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_p
     mamba_status_t st = ckpt_add(&c, weights_path, ctx->err);
     if (st == MAMBA_OK) st = load(ctx, config_path, &c, out);
     ckpt_close(&c);
+    if (st != MAMBA_OK) mb_log(ctx, MAMBA_LOG_DEBUG, "%s", ctx->err);
     return st;
 }
 
@@ -249,5 +248,6 @@ mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *dir, mamba_mod
         st = mb_seterr(ctx->err, MAMBA_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
     if (st == MAMBA_OK) st = load(ctx, cfg, &c, out);
     ckpt_close(&c);
+    if (st != MAMBA_OK) mb_log(ctx, MAMBA_LOG_DEBUG, "%s", ctx->err);
     return st;
 }

@@ -170,6 +170,15 @@ mamba_status_t mb_config_finish(mamba_config_t *c, const char *where, char *err)
     return MAMBA_OK;
 }
 
+void mamba_config_init(mamba_config_t *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->use_conv_bias = 1;
+    cfg->tie_embeddings = 1;
+    cfg->norm_eps = 1e-5f;
+}
+
 mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg)
 {
     static const struct { const char *name; int d_model, n_layer; } sizes[] = {
@@ -179,12 +188,10 @@ mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_config_standard: NULL argument");
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         if (strcmp(size, sizes[i].name) != 0) continue;
-        memset(cfg, 0, sizeof *cfg);
+        mamba_config_init(cfg);
         cfg->d_model = sizes[i].d_model;
         cfg->n_layer = sizes[i].n_layer;
         cfg->vocab_size = 50280;
-        cfg->use_conv_bias = 1;
-        cfg->tie_embeddings = 1;
         return mb_config_finish(cfg, size, mb_tls_err());
     }
     return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,

@@ -156,10 +156,14 @@ MAMBA_API mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *path
 /* Load from an explicit config.json and one safetensors file. */
 MAMBA_API mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_path,
                                                 const char *weights_path, mamba_model_t **out);
+/* Mamba's defaults: conv bias on, tied embeddings, eps 1e-5, the sizes 0 (derived from
+ * d_model when left 0: d_inner = expand * d_model, dt_rank = ceil(d_model / 16)). */
+MAMBA_API void mamba_config_init(mamba_config_t *cfg);
 /* Fill cfg for a standard size: "130m", "370m", "790m", "1.4b", "2.8b". */
 MAMBA_API mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg);
-/* A model with seeded random weights of realistic scale (no checkpoint needed). cfg must
- * give d_model, n_layer, vocab_size; the other fields, when 0, take Mamba's defaults. */
+/* A model with seeded random weights of realistic scale (no checkpoint needed). Start cfg
+ * from mamba_config_init or mamba_config_standard; it must give d_model, n_layer and
+ * vocab_size, and sizes left 0 take Mamba's defaults. */
 MAMBA_API mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx,
                                                       const mamba_config_t *cfg,
                                                       mamba_dtype_t dtype, uint64_t seed,
@@ -236,6 +240,34 @@ typedef struct mamba_scan_args {
 
 /* Run the selective scan op of ctx's backend on host arrays. */
 MAMBA_API mamba_status_t mamba_scan(mamba_context_t *ctx, const mamba_scan_args_t *args);
+
+/* ---- measurement (what mamba-bench uses) ---------------------------------------------- */
+
+/* Time the work submitted between start and stop, on the device's clock (CUDA/OpenCL events;
+ * the host's monotonic clock on the CPU). stop waits for that work. */
+MAMBA_API mamba_status_t mamba_timer_start(mamba_context_t *ctx);
+MAMBA_API mamba_status_t mamba_timer_stop(mamba_context_t *ctx, double *ms);
+/* Bytes the context holds on its device now, and the peak since the last reset. */
+MAMBA_API mamba_status_t mamba_memory_usage(mamba_context_t *ctx, uint64_t *current, uint64_t *peak);
+MAMBA_API mamba_status_t mamba_memory_reset_peak(mamba_context_t *ctx);
+
+typedef enum mamba_bandwidth_kind {
+    MAMBA_BANDWIDTH_COPY = 0,  /* device-to-device copy; ms covers reading and writing bytes */
+    MAMBA_BANDWIDTH_READ,      /* a sum over bytes: reading alone                             */
+} mamba_bandwidth_kind_t;
+
+/* Each fills ms[0 .. repeat) with the device time of one run, after warmup untimed runs. */
+MAMBA_API mamba_status_t mamba_bench_bandwidth(mamba_context_t *ctx, mamba_bandwidth_kind_t kind, size_t bytes,
+                                               int warmup, int repeat, double *ms);
+/* y (m, n) = x (m, k) W^T, W (n, k) in dtype. */
+MAMBA_API mamba_status_t mamba_bench_gemm(mamba_context_t *ctx, size_t m, size_t n, size_t k, mamba_dtype_t dtype,
+                                          int warmup, int repeat, double *ms);
+/* The scan as the model runs it (time-major, input-dependent B and C, D, z, softplus) on
+ * device-resident random inputs of shape (batch, dim, len, d_state). If out is not NULL it
+ * receives the output of the last run, (batch, len, dim), for comparing backends: the inputs
+ * are a function of the shape alone. */
+MAMBA_API mamba_status_t mamba_bench_scan(mamba_context_t *ctx, size_t batch, size_t dim, size_t len,
+                                          size_t d_state, int warmup, int repeat, double *ms, float *out);
 
 /* ---- safetensors files ---------------------------------------------------------------- */
 

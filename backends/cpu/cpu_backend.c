@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -96,14 +97,16 @@ static int cpu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
     }
     b->bytes = bytes;
     b->data = data;
+    d->mem_current += bytes;
+    if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
     *out = b;
     return 0;
 }
 
 static void cpu_free(mb_device *d, mb_buffer *b)
 {
-    (void)d;
     if (!b) return;
+    d->mem_current -= b->bytes;
     free(b->data);
     free(b);
 }
@@ -143,6 +146,59 @@ static int cpu_sync(mb_device *d)
     return 0;
 }
 
+static int cpu_copy(mb_device *d, mb_ptr dst, mb_ptr src, size_t bytes)
+{
+    int rc = check_range(d, dst, bytes, "copy target");
+    if (rc == 0) rc = check_range(d, src, bytes, "copy source");
+    if (rc != 0) return rc;
+    unsigned char *to = cpu_at(dst);
+    const unsigned char *from = cpu_at(src);
+    const size_t chunk = (size_t)1 << 20;
+#pragma omp parallel for num_threads(d->n_threads) schedule(static)
+    for (size_t i = 0; i < bytes; i += chunk) memcpy(to + i, from + i, bytes - i < chunk ? bytes - i : chunk);
+    return 0;
+}
+
+static int cpu_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out)
+{
+    int rc = check_range(d, src, n * 4, "read");
+    if (rc == 0) rc = check_range(d, out, 4, "read result");
+    if (rc != 0) return rc;
+    const float *x = cpu_at(src);
+    float sum = 0;
+#pragma omp parallel for simd num_threads(d->n_threads) reduction(+ : sum) schedule(static)
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    *(float *)cpu_at(out) = sum;
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cpu_timer_start(mb_device *d)
+{
+    d->timer_start = now_s();
+    return 0;
+}
+
+static int cpu_timer_stop(mb_device *d, double *ms)
+{
+    *ms = 1e3 * (now_s() - d->timer_start);
+    return 0;
+}
+
+static void cpu_memory(mb_device *d, uint64_t *current, uint64_t *peak)
+{
+    *current = d->mem_current;
+    *peak = d->mem_peak;
+}
+
+static void cpu_reset_peak(mb_device *d) { d->mem_peak = d->mem_current; }
+
 static const mb_backend cpu_vtable = {
     .abi_version = MB_BACKEND_ABI_VERSION,
     .name = "cpu",
@@ -162,6 +218,12 @@ static const mb_backend cpu_vtable = {
     .gemm = cpu_gemm,
     .conv_silu = cpu_conv_silu,
     .scan = cpu_scan,
+    .copy = cpu_copy,
+    .read_sum = cpu_read_sum,
+    .timer_start = cpu_timer_start,
+    .timer_stop = cpu_timer_stop,
+    .memory = cpu_memory,
+    .reset_peak = cpu_reset_peak,
 };
 
 const mb_backend *mb_cpu_backend(void) { return &cpu_vtable; }

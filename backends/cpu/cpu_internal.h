@@ -9,6 +9,8 @@ struct mb_device {
     char err[512];
     float *scratch;        /* f32 copy of a 16-bit weight matrix for GEMM */
     size_t scratch_len;    /* floats */
+    uint64_t mem_current, mem_peak;   /* bytes held through alloc() */
+    double timer_start;    /* seconds, monotonic */
 };
 
 struct mb_buffer {

@@ -1,0 +1,592 @@
+/* mamba-bench: speed of every backend on the same shapes and weights, side by side, against
+ * the device's measured limits (copy/read bandwidth, GEMM FLOP/s). */
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static const char usage[] =
+    "usage: mamba-bench [OPTIONS]\n"
+    "\n"
+    "Measure the selective scan, prefill and decoding on one or more backends, on the same\n"
+    "shapes and weights, against each device's measured copy/read bandwidth and GEMM FLOP/s.\n"
+    "With no option: the synthetic 130m on the best backend found: the scan on\n"
+    "(1,1536,2048,16), a prefill of 2048 tokens, and 128 decoded tokens after a 2048-token prompt.\n"
+    "\n"
+    "  --backend=LIST     cpu,opencl,cuda (comma-separated), all (every one available) or\n"
+    "                     auto (default: the one 'auto' picks)\n"
+    "  --model=M          130m (default), 370m, 790m, 1.4b, 2.8b (synthetic weights, seed 0),\n"
+    "                     or a Hugging Face checkpoint directory\n"
+    "  --mode=LIST        scan,prefill,decode or all (default all)\n"
+    "  --batch=LIST       batch sizes for prefill and decode (default 1), e.g. 1,2,4,8\n"
+    "  --seqlen=N         prompt length of prefill and decode (default 2048)\n"
+    "  --tokens=N         tokens decoded after the prompt (default 128)\n"
+    "  --dtype=T          f32 (default), f16, bf16: the synthetic weights' dtype\n"
+    "  --threads=N        CPU threads (default: all)\n"
+    "  --warmup=N         untimed runs before the timed ones (default 1)\n"
+    "  --repeat=N         timed runs (default 5 for scan, 3 for prefill and decode)\n"
+    "  --scan-shape=B,D,L,N  the scan's shape; default: (1,1536,2048,16) when --mode is\n"
+    "                     not given, else the five standard shapes\n"
+    "  --check            compare each backend's outputs with the CPU backend's (max abs\n"
+    "                     error, NMSE); exit 1 when a bound is passed\n"
+    "  --json=FILE        write the figures as JSON\n"
+    "  --help\n"
+    "\n"
+    "Decode time counts the new tokens over the time after the prompt (as the Mamba paper's\n"
+    "Figure 8). Exit status: 0 success, 1 runtime error or failed check, 2 usage error.\n";
+
+static const size_t standard_scans[][4] = {
+    {1, 1536, 2048, 16}, {8, 1536, 2048, 16}, {1, 2048, 8192, 16}, {4, 5120, 2048, 16}, {1, 1536, 65536, 16},
+};
+
+/* Check bounds against the CPU backend (the test suites' bounds). */
+#define SCAN_REL_BOUND 1e-5
+#define LOGIT_BOUND 1e-3
+
+typedef struct options {
+    char backends[MAX_BACKENDS][16];
+    size_t n_backends;
+    int all_backends;
+    const char *model;
+    int modes[3];
+    size_t batches[64], n_batches;
+    size_t seqlen, tokens;
+    mamba_dtype_t dtype;
+    int threads, warmup, repeat;
+    size_t scan_shape[4];
+    int have_scan_shape, mode_given;
+    int check;
+    const char *json;
+} options;
+
+static int progress_on;
+
+static void progress(const char *fmt, ...)
+{
+    if (!progress_on) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("\r\033[K", stderr);
+    vfprintf(stderr, fmt, ap);
+    fflush(stderr);
+    va_end(ap);
+}
+
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (progress_on) fputs("\r\033[K", stderr);
+    fputs("mamba-bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static int parse_size_list(const char *s, size_t *out, size_t cap, size_t *n, size_t lo, size_t hi)
+{
+    *n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || v < lo || v > hi || *n >= cap || (*end && *end != ',') || (*end == ',' && !end[1])) return 0;
+        out[(*n)++] = (size_t)v;
+        p = *end ? end + 1 : end;
+    }
+    return *n > 0;
+}
+
+static int parse_options(int argc, char **argv, options *o)
+{
+    static const struct option opts[] = {
+        {"backend", required_argument, 0, 'b'}, {"model", required_argument, 0, 'm'},
+        {"mode", required_argument, 0, 'M'}, {"batch", required_argument, 0, 'B'},
+        {"seqlen", required_argument, 0, 'L'}, {"tokens", required_argument, 0, 'T'},
+        {"dtype", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'},
+        {"warmup", required_argument, 0, 'w'}, {"repeat", required_argument, 0, 'r'},
+        {"scan-shape", required_argument, 0, 's'}, {"check", no_argument, 0, 'c'},
+        {"json", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->model = "130m";
+    o->modes[0] = o->modes[1] = o->modes[2] = 1;
+    o->batches[0] = 1;
+    o->n_batches = 1;
+    o->seqlen = 2048;
+    o->tokens = 128;
+    o->warmup = 1;
+    o->repeat = 0;
+    int c;
+    size_t v[8], n;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            if (strcmp(optarg, "all") == 0) { o->all_backends = 1; break; }
+            if (strcmp(optarg, "auto") == 0) break;
+            {
+                char *copy = strdup(optarg), *save = NULL;
+                for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                    if (o->n_backends == MAX_BACKENDS || strlen(t) >= 16) {
+                        free(copy);
+                        return fail("--backend=%s: too many or too long names", optarg) + 1;
+                    }
+                    snprintf(o->backends[o->n_backends++], 16, "%s", t);
+                }
+                free(copy);
+                if (!o->n_backends) return fail("--backend=%s: expected a list such as cpu,cuda", optarg) + 1;
+            }
+            break;
+        case 'm': o->model = optarg; break;
+        case 'M': {
+            o->mode_given = 1;
+            if (strcmp(optarg, "all") == 0) break;
+            o->modes[0] = o->modes[1] = o->modes[2] = 0;
+            char *copy = strdup(optarg), *save = NULL;
+            int ok = 1;
+            for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (strcmp(t, "scan") == 0) o->modes[MODE_SCAN] = 1;
+                else if (strcmp(t, "prefill") == 0) o->modes[MODE_PREFILL] = 1;
+                else if (strcmp(t, "decode") == 0) o->modes[MODE_DECODE] = 1;
+                else ok = 0;
+            }
+            free(copy);
+            if (!ok || !(o->modes[0] || o->modes[1] || o->modes[2]))
+                return fail("--mode=%s: expected scan, prefill, decode (comma-separated) or all", optarg) + 1;
+            break;
+        }
+        case 'B':
+            if (!parse_size_list(optarg, o->batches, 64, &o->n_batches, 1, 4096))
+                return fail("--batch=%s: expected a list of integers 1..4096", optarg) + 1;
+            break;
+        case 'L':
+            if (!parse_size_list(optarg, v, 1, &n, 1, (size_t)1 << 26))
+                return fail("--seqlen=%s: expected an integer 1..%zu", optarg, (size_t)1 << 26) + 1;
+            o->seqlen = v[0];
+            break;
+        case 'T':
+            if (!parse_size_list(optarg, v, 1, &n, 1, 1 << 20)) return fail("--tokens=%s: expected an integer 1..1048576", optarg) + 1;
+            o->tokens = v[0];
+            break;
+        case 'd':
+            if (strcmp(optarg, "f32") == 0) o->dtype = MAMBA_F32;
+            else if (strcmp(optarg, "f16") == 0) o->dtype = MAMBA_F16;
+            else if (strcmp(optarg, "bf16") == 0) o->dtype = MAMBA_BF16;
+            else return fail("--dtype=%s: expected f32, f16 or bf16", optarg) + 1;
+            break;
+        case 't':
+            if (!parse_size_list(optarg, v, 1, &n, 1, 4096)) return fail("--threads=%s: expected an integer 1..4096", optarg) + 1;
+            o->threads = (int)v[0];
+            break;
+        case 'w':
+            if (!parse_size_list(optarg, v, 1, &n, 0, 1000)) return fail("--warmup=%s: expected an integer 0..1000", optarg) + 1;
+            o->warmup = (int)v[0];
+            break;
+        case 'r':
+            if (!parse_size_list(optarg, v, 1, &n, 1, 1000)) return fail("--repeat=%s: expected an integer 1..1000", optarg) + 1;
+            o->repeat = (int)v[0];
+            break;
+        case 's':
+            if (!parse_size_list(optarg, v, 4, &n, 1, (size_t)1 << 24) || n != 4 || v[3] > 256)
+                return fail("--scan-shape=%s: expected B,D,L,N (positive integers, N <= 256)", optarg) + 1;
+            memcpy(o->scan_shape, v, sizeof o->scan_shape);
+            o->have_scan_shape = 1;
+            break;
+        case 'c': o->check = 1; break;
+        case 'j': o->json = optarg; break;
+        case 'h': fputs(usage, stdout); exit(0);
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind < argc) return fail("unexpected argument '%s'", argv[optind]) + 1;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void stats(double *ms, int n, double *median, double *min)
+{
+    qsort(ms, (size_t)n, sizeof *ms, cmp_double);
+    *min = ms[0];
+    *median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n, double *nmse_out)
+{
+    double m = 0, num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    *nmse_out = den > 0 ? num / den : num;
+    return m;
+}
+
+static double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+
+typedef struct target {
+    mamba_context_t *ctx;
+    mamba_model_t *model;
+    device_row dev;
+} target;
+
+static mamba_model_t *make_model(mamba_context_t *ctx, const options *o)
+{
+    mamba_model_t *m = NULL;
+    mamba_config_t cfg;
+    struct stat sb;
+    if (stat(o->model, &sb) == 0) {
+        if (mamba_model_load(ctx, o->model, &m) != MAMBA_OK) fail("%s", mamba_last_error(ctx));
+    } else if (mamba_config_standard(o->model, &cfg) != MAMBA_OK) {
+        fail("--model=%s: not a checkpoint directory nor a size (130m, 370m, 790m, 1.4b, 2.8b)", o->model);
+    } else if (mamba_model_create_synthetic(ctx, &cfg, o->dtype, 0, &m) != MAMBA_OK) {
+        fail("%s", mamba_last_error(ctx));
+    }
+    return m;
+}
+
+/* Copy and read bandwidth on a buffer far larger than any cache. */
+static int measure_device(target *t)
+{
+    const size_t bytes = (size_t)512 << 20;
+    double ms[5], med, mn;
+    if (mamba_bench_bandwidth(t->ctx, MAMBA_BANDWIDTH_COPY, bytes, 1, 5, ms) != MAMBA_OK)
+        return fail("%s", mamba_last_error(t->ctx));
+    stats(ms, 5, &med, &mn);
+    t->dev.copy_gbps = 2.0 * (double)bytes / (mn * 1e6);
+    if (mamba_bench_bandwidth(t->ctx, MAMBA_BANDWIDTH_READ, bytes, 1, 5, ms) != MAMBA_OK)
+        return fail("%s", mamba_last_error(t->ctx));
+    stats(ms, 5, &med, &mn);
+    t->dev.read_gbps = (double)bytes / (mn * 1e6);
+    return 0;
+}
+
+/* FLOP/s of the prefill's four GEMMs per layer at rows rows, measured alone. */
+static int measure_gemm(target *t, const mamba_config_t *c, size_t rows, mamba_dtype_t dt)
+{
+    const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner, nd = (size_t)(c->dt_rank + 2 * c->d_state);
+    const size_t shapes[4][2] = {{2 * di, dm}, {nd, di}, {di, (size_t)c->dt_rank}, {dm, di}};
+    double flops = 0, secs = 0;
+    for (int i = 0; i < 4; i++) {
+        double ms[3], med, mn;
+        if (mamba_bench_gemm(t->ctx, rows, shapes[i][0], shapes[i][1], dt, 1, 3, ms) != MAMBA_OK)
+            return fail("%s", mamba_last_error(t->ctx));
+        stats(ms, 3, &med, &mn);
+        flops += 2.0 * (double)rows * (double)shapes[i][0] * (double)shapes[i][1];
+        secs += mn * 1e-3;
+    }
+    t->dev.gemm_gflops = flops / secs * 1e-9;
+    return 0;
+}
+
+static void fill_ids(int32_t *ids, size_t n, int vocab, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        ids[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
+    }
+}
+
+static int bench_scan(target *ts, size_t nt, const options *o, const size_t shape[4], result *res, size_t *n_res)
+{
+    const size_t B = shape[0], D = shape[1], L = shape[2], N = shape[3];
+    const size_t out_n = B * L * D;
+    const int repeat = o->repeat ? o->repeat : 5;
+    float *ref = NULL, *out = NULL;
+    if (o->check) {
+        ref = malloc(out_n * sizeof *ref);
+        out = malloc(out_n * sizeof *out);
+        if (!ref || !out) {
+            free(ref);
+            free(out);
+            return fail("out of memory for --check of scan %zux%zux%zux%zu", B, D, L, N);
+        }
+    }
+    int bad = 0;
+    double *ms = malloc((size_t)repeat * sizeof *ms);
+    for (size_t i = 0; i < nt; i++) {
+        target *t = &ts[i];
+        progress("scan %zux%zux%zux%zu on %s", B, D, L, N, t->dev.backend);
+        mamba_memory_reset_peak(t->ctx);
+        if (mamba_bench_scan(t->ctx, B, D, L, N, o->warmup, repeat, ms, o->check ? out : NULL) != MAMBA_OK) {
+            free(ms); free(ref); free(out);
+            return fail("%s", mamba_last_error(t->ctx));
+        }
+        result *r = &res[(*n_res)++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->backend, sizeof r->backend, "%s", t->dev.backend);
+        snprintf(r->device, sizeof r->device, "%s", t->dev.name);
+        r->mode = MODE_SCAN;
+        memcpy(r->shape, shape, sizeof r->shape);
+        stats(ms, repeat, &r->median_ms, &r->min_ms);
+        /* HBM traffic of a fused scan: read u, delta, z, B, C; write out */
+        double bytes = 4.0 * (4.0 * (double)(B * L * D) + 2.0 * (double)(B * L * N));
+        r->gbps = bytes / (r->median_ms * 1e6);
+        r->roofline_pct = 100.0 * r->gbps / t->dev.copy_gbps;
+        r->limit = "copy";
+        r->tokens_per_s = -1;
+        uint64_t cur;
+        mamba_memory_usage(t->ctx, &cur, &r->peak_mem);
+        r->max_abs_err = r->nmse = -1;
+        if (o->check) {
+            if (i == 0 && strcmp(t->dev.backend, "cpu") == 0) {
+                memcpy(ref, out, out_n * sizeof *ref);
+                r->max_abs_err = 0;
+                r->nmse = 0;
+            } else if (ref) {
+                r->max_abs_err = max_abs_diff(out, ref, out_n, &r->nmse);
+                if (r->max_abs_err > SCAN_REL_BOUND * max_abs(ref, out_n)) bad = 1;
+            }
+        }
+    }
+    free(ms);
+    free(ref);
+    free(out);
+    return bad ? -1 : 0;
+}
+
+static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode, size_t batch, result *res,
+                       size_t *n_res)
+{
+    mamba_model_info_t info;
+    mamba_model_info(ts[0].model, &info);
+    const size_t V = (size_t)info.config.vocab_size, L = o->seqlen, T = o->tokens;
+    const int repeat = o->repeat ? o->repeat : 3;
+    int32_t *ids = malloc(batch * L * sizeof *ids), *step_ids = malloc(batch * sizeof *step_ids);
+    float *logits = malloc(batch * V * sizeof *logits), *ref = malloc(batch * V * sizeof *ref);
+    double *ms = malloc((size_t)repeat * sizeof *ms);
+    if (!ids || !step_ids || !logits || !ref || !ms) {
+        free(ids); free(step_ids); free(logits); free(ref); free(ms);
+        return fail("out of memory for batch %zu x %zu tokens", batch, L);
+    }
+    fill_ids(ids, batch * L, info.config.vocab_size, 12345);
+    int rc = 0, bad = 0;
+    for (size_t i = 0; i < nt && rc == 0; i++) {
+        target *t = &ts[i];
+        mamba_model_info_t mi;
+        mamba_model_info(t->model, &mi);
+        mamba_memory_reset_peak(t->ctx);
+        mamba_state_t *s = NULL;
+        if (mamba_state_create(t->model, batch, &s) != MAMBA_OK) {
+            rc = fail("%s", mamba_last_error(t->ctx));
+            break;
+        }
+        double first_err = -1, first_nmse = -1;
+        for (int k = 0; k < o->warmup + repeat && rc == 0; k++) {
+            progress("%s batch %zu on %s: run %d of %d", mode_name(mode), batch, t->dev.backend, k + 1, o->warmup + repeat);
+            double t_ms = 0;
+            mamba_status_t st = mamba_state_reset(s);
+            if (mode == MODE_PREFILL) {
+                if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
+                if (st == MAMBA_OK) st = mamba_prefill(s, ids, L, logits);
+                if (st == MAMBA_OK) st = mamba_timer_stop(t->ctx, &t_ms);
+            } else {
+                if (st == MAMBA_OK) st = mamba_prefill(s, ids, L, logits);
+                if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
+                for (size_t j = 0; j < T && st == MAMBA_OK; j++) {
+                    for (size_t b = 0; b < batch; b++) { /* greedy */
+                        const float *row = logits + b * V;
+                        size_t best = 0;
+                        for (size_t v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+                        step_ids[b] = (int32_t)best;
+                    }
+                    st = mamba_step(s, step_ids, logits);
+                    /* --check compares the first step: the same input on every backend */
+                    if (st == MAMBA_OK && j == 0 && k == 0 && o->check) {
+                        if (i == 0) memcpy(ref, logits, batch * V * sizeof *ref);
+                        else first_err = max_abs_diff(logits, ref, batch * V, &first_nmse);
+                    }
+                }
+                if (st == MAMBA_OK) st = mamba_timer_stop(t->ctx, &t_ms);
+            }
+            if (st != MAMBA_OK) {
+                rc = fail("%s", mamba_last_error(t->ctx));
+                break;
+            }
+            if (mode == MODE_PREFILL && k == 0 && o->check) {
+                if (i == 0) memcpy(ref, logits, batch * V * sizeof *ref);
+                else first_err = max_abs_diff(logits, ref, batch * V, &first_nmse);
+            }
+            if (k >= o->warmup) ms[k - o->warmup] = t_ms;
+        }
+        mamba_state_free(s);
+        if (rc != 0) break;
+        result *r = &res[(*n_res)++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->backend, sizeof r->backend, "%s", t->dev.backend);
+        snprintf(r->device, sizeof r->device, "%s", t->dev.name);
+        snprintf(r->model, sizeof r->model, "%s", o->model);
+        r->mode = mode;
+        r->dtype = mi.dtype;
+        r->batch = batch;
+        r->seqlen = L;
+        r->tokens = mode == MODE_DECODE ? T : 0;
+        stats(ms, repeat, &r->median_ms, &r->min_ms);
+        r->gbps = -1;
+        const mamba_config_t *c = &mi.config;
+        if (mode == MODE_PREFILL) {
+            r->tokens_per_s = (double)(batch * L) / (r->median_ms * 1e-3);
+            const double per_tok = 2.0 * ((double)(2 * c->d_inner) * c->d_model +
+                                          (double)(c->dt_rank + 2 * c->d_state) * c->d_inner +
+                                          (double)c->d_inner * c->dt_rank + (double)c->d_model * c->d_inner);
+            const double gflops = per_tok * c->n_layer * (double)(batch * L) / (r->median_ms * 1e6);
+            r->roofline_pct = t->dev.gemm_gflops > 0 ? 100.0 * gflops / t->dev.gemm_gflops : 0;
+            r->limit = "GEMM";
+        } else {
+            r->tokens_per_s = (double)(batch * T) / (r->median_ms * 1e-3);
+            /* every step reads every weight once */
+            const double gbps = (double)mi.weight_bytes * (double)T / (r->median_ms * 1e6);
+            r->roofline_pct = 100.0 * gbps / t->dev.read_gbps;
+            r->limit = "read";
+        }
+        uint64_t cur;
+        mamba_memory_usage(t->ctx, &cur, &r->peak_mem);
+        r->max_abs_err = r->nmse = -1;
+        if (o->check) {
+            r->max_abs_err = i == 0 ? 0 : first_err;
+            r->nmse = i == 0 ? 0 : first_nmse;
+            if (i > 0 && first_err > LOGIT_BOUND) bad = 1;
+        }
+    }
+    free(ids); free(step_ids); free(logits); free(ref); free(ms);
+    return rc ? rc : bad ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    int rc = parse_options(argc, argv, &o);
+    if (rc) return rc;
+    progress_on = isatty(2);
+    /* which backends: auto, all available, or the named ones (each must exist) */
+    mamba_backend_info_t be[8];
+    size_t nb;
+    mamba_list_backends(be, 8, &nb);
+    if (o.all_backends) {
+        for (size_t i = 0; i < nb; i++)
+            if (be[i].available) snprintf(o.backends[o.n_backends++], 16, "%s", be[i].name);
+    }
+    int cpu_added = 0;
+    if (o.check && o.n_backends && strcmp(o.backends[0], "cpu") != 0) {
+        /* the CPU reference runs first */
+        for (size_t i = o.n_backends; i > 0; i--) memcpy(o.backends[i], o.backends[i - 1], 16);
+        snprintf(o.backends[0], 16, "cpu");
+        o.n_backends++;
+        cpu_added = 1;
+    }
+    (void)cpu_added;
+    size_t nt = o.n_backends ? o.n_backends : 1;
+    target ts[MAX_BACKENDS + 1];
+    memset(ts, 0, sizeof ts);
+    int status = 0;
+    result *res = calloc(4096, sizeof *res);
+    size_t n_res = 0;
+    for (size_t i = 0; i < nt; i++) {
+        mamba_context_options_t co;
+        mamba_context_options_init(&co);
+        co.backend = o.n_backends ? o.backends[i] : "auto";
+        co.n_threads = o.threads;
+        if (mamba_context_create(&co, &ts[i].ctx) != MAMBA_OK) {
+            status = fail("%s", mamba_last_error(NULL));
+            nt = i;
+            goto done;
+        }
+        snprintf(ts[i].dev.backend, sizeof ts[i].dev.backend, "%s", mamba_context_backend(ts[i].ctx));
+        snprintf(ts[i].dev.name, sizeof ts[i].dev.name, "%s", mamba_context_device(ts[i].ctx));
+        progress("measuring the bandwidth of %s", ts[i].dev.backend);
+        if ((status = measure_device(&ts[i])) != 0) {
+            nt = i + 1;
+            goto done;
+        }
+    }
+    if (o.check && strcmp(ts[0].dev.backend, "cpu") != 0) {
+        /* auto picked a GPU: add the CPU reference in front */
+        memmove(&ts[1], &ts[0], nt * sizeof ts[0]);
+        memset(&ts[0], 0, sizeof ts[0]);
+        mamba_context_options_t co;
+        mamba_context_options_init(&co);
+        co.backend = "cpu";
+        co.n_threads = o.threads;
+        if (mamba_context_create(&co, &ts[0].ctx) != MAMBA_OK) {
+            status = fail("%s", mamba_last_error(NULL));
+            goto done;
+        }
+        nt++;
+        snprintf(ts[0].dev.backend, sizeof ts[0].dev.backend, "cpu");
+        snprintf(ts[0].dev.name, sizeof ts[0].dev.name, "%s", mamba_context_device(ts[0].ctx));
+        if ((status = measure_device(&ts[0])) != 0) goto done;
+    }
+    int check_failed = 0;
+    if (o.modes[MODE_SCAN]) {
+        size_t n_shapes = o.have_scan_shape ? 1 : o.mode_given ? 5 : 1;
+        for (size_t k = 0; k < n_shapes; k++) {
+            int r = bench_scan(ts, nt, &o, o.have_scan_shape ? o.scan_shape : standard_scans[k], res, &n_res);
+            if (r > 0) { status = r; goto report; }
+            if (r < 0) check_failed = 1;
+        }
+    }
+    if (o.modes[MODE_PREFILL] || o.modes[MODE_DECODE]) {
+        for (size_t i = 0; i < nt; i++) {
+            progress("creating the %s model on %s", o.model, ts[i].dev.backend);
+            if (!(ts[i].model = make_model(ts[i].ctx, &o))) { status = 1; goto report; }
+        }
+        mamba_model_info_t info;
+        mamba_model_info(ts[0].model, &info);
+        printf("model %s: d_model %d, %d layers, vocab %d, %.1fM parameters, %.1f MiB of %s weights\n", o.model,
+               info.config.d_model, info.config.n_layer, info.config.vocab_size, (double)info.n_params / 1e6,
+               (double)info.weight_bytes / (1 << 20), mamba_dtype_name(info.dtype));
+        for (size_t b = 0; b < o.n_batches; b++) {
+            if (o.modes[MODE_PREFILL]) {
+                size_t rows = o.batches[b] * o.seqlen;
+                if (rows > 8192) rows = 8192 > o.batches[b] ? 8192 / o.batches[b] * o.batches[b] : o.batches[b];
+                for (size_t i = 0; i < nt; i++) {
+                    progress("measuring GEMM FLOP/s on %s", ts[i].dev.backend);
+                    if ((status = measure_gemm(&ts[i], &info.config, rows, info.dtype)) != 0) goto report;
+                }
+                int r = bench_model(ts, nt, &o, MODE_PREFILL, o.batches[b], res, &n_res);
+                if (r > 0) { status = r; goto report; }
+                if (r < 0) check_failed = 1;
+            }
+            if (o.modes[MODE_DECODE]) {
+                int r = bench_model(ts, nt, &o, MODE_DECODE, o.batches[b], res, &n_res);
+                if (r > 0) { status = r; goto report; }
+                if (r < 0) check_failed = 1;
+            }
+        }
+    }
+    if (check_failed) status = fail("--check: a backend's outputs differ from the CPU's beyond the bounds (scan %g relative, logits %g)",
+                                    SCAN_REL_BOUND, LOGIT_BOUND);
+report:
+    progress("");
+    if (progress_on) fputs("\r\033[K", stderr);
+    {
+        device_row devs[MAX_BACKENDS + 1];
+        for (size_t i = 0; i < nt; i++) devs[i] = ts[i].dev;
+        report_table(devs, nt, res, n_res);
+        if (o.json && !report_json(o.json, devs, nt, res, n_res)) status = fail("cannot write %s", o.json);
+    }
+done:
+    for (size_t i = 0; i < nt; i++) {
+        mamba_model_free(ts[i].model);
+        mamba_context_free(ts[i].ctx);
+    }
+    free(res);
+    return status;
+}

@@ -1,0 +1,208 @@
+/* Device-side measurements for mamba-bench: timers, memory, bandwidth, GEMM and scan on
+ * device-resident data, so that no host transfer is inside a timed region. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+mamba_status_t mamba_timer_start(mamba_context_t *ctx)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    MB_TRY_BE(ctx, ctx->be->timer_start(ctx->dev), "timer start");
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_timer_stop(mamba_context_t *ctx, double *ms)
+{
+    if (!ctx || !ms) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_timer_stop: NULL argument");
+    MB_TRY_BE(ctx, ctx->be->timer_stop(ctx->dev, ms), "timer stop");
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_memory_usage(mamba_context_t *ctx, uint64_t *current, uint64_t *peak)
+{
+    if (!ctx || !current || !peak)
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_memory_usage: NULL argument");
+    ctx->be->memory(ctx->dev, current, peak);
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_memory_reset_peak(mamba_context_t *ctx)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    ctx->be->reset_peak(ctx->dev);
+    return MAMBA_OK;
+}
+
+static mamba_status_t check_runs(mamba_context_t *ctx, int warmup, int repeat, const double *ms)
+{
+    if (!ms || warmup < 0 || repeat < 1 || warmup > 100000 || repeat > 100000)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "bench: warmup %d, repeat %d (expected >= 0 and >= 1), ms %s",
+                         warmup, repeat, ms ? "given" : "NULL");
+    return MAMBA_OK;
+}
+
+static mamba_status_t alloc(mamba_context_t *ctx, size_t bytes, mb_buffer **b, const char *what)
+{
+    if (ctx->be->alloc(ctx->dev, bytes ? bytes : 4, b) != 0)
+        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "bench: cannot allocate %zu bytes for %s on %s: %s", bytes,
+                         what, ctx->backend_name, ctx->be->last_error(ctx->dev));
+    return MAMBA_OK;
+}
+
+/* Fill a device buffer with values uniform in [lo, hi), a function of seed alone. */
+static mamba_status_t upload_random(mamba_context_t *ctx, mb_ptr dst, size_t n, float lo, float hi, uint64_t seed,
+                                    mamba_dtype_t dt)
+{
+    const size_t chunk = (size_t)1 << 22;
+    float *f = malloc(chunk * sizeof *f);
+    void *h = dt == MAMBA_F32 ? NULL : malloc(chunk * 2);
+    if (!f || (dt != MAMBA_F32 && !h)) {
+        free(f);
+        free(h);
+        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "bench: out of host memory");
+    }
+    const size_t es = mb_dtype_size(dt);
+    mamba_status_t st = MAMBA_OK;
+    for (size_t i = 0; i < n && st == MAMBA_OK; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        for (size_t j = 0; j < m; j++) {
+            uint64_t z = (seed + i + j) * 0x9e3779b97f4a7c15ULL;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+            z ^= z >> 27;
+            f[j] = lo + (hi - lo) * (float)(z >> 40) * (1.0f / 16777216.0f);
+        }
+        if (h) mb_from_f32(h, f, dt, m);
+        int rc = ctx->be->upload(ctx->dev, (mb_ptr){dst.buf, dst.offset + i * es}, h ? h : (void *)f, m * es);
+        if (rc != 0) st = mb_backend_fail(ctx, rc, "bench upload");
+    }
+    if (st == MAMBA_OK) {
+        int rc = ctx->be->sync(ctx->dev);
+        if (rc != 0) st = mb_backend_fail(ctx, rc, "synchronize");
+    }
+    free(f);
+    free(h);
+    return st;
+}
+
+/* Run op() warmup + repeat times, timing the last repeat runs. */
+typedef int (*run_fn)(mamba_context_t *ctx, void *arg);
+static mamba_status_t timed(mamba_context_t *ctx, run_fn op, void *arg, int warmup, int repeat, double *ms,
+                            const char *what)
+{
+    for (int i = 0; i < warmup + repeat; i++) {
+        if (i >= warmup) MB_TRY_BE(ctx, ctx->be->timer_start(ctx->dev), "timer start");
+        MB_TRY_BE(ctx, op(ctx, arg), what);
+        if (i >= warmup) MB_TRY_BE(ctx, ctx->be->timer_stop(ctx->dev, &ms[i - warmup]), "timer stop");
+    }
+    MB_TRY_BE(ctx, ctx->be->sync(ctx->dev), "synchronize");
+    return MAMBA_OK;
+}
+
+typedef struct bw_arg { mamba_bandwidth_kind_t kind; mb_buffer *a, *b; size_t bytes; } bw_arg;
+static int run_bw(mamba_context_t *ctx, void *p)
+{
+    bw_arg *a = p;
+    if (a->kind == MAMBA_BANDWIDTH_COPY) return ctx->be->copy(ctx->dev, (mb_ptr){a->b, 0}, (mb_ptr){a->a, 0}, a->bytes);
+    return ctx->be->read_sum(ctx->dev, (mb_ptr){a->a, 0}, a->bytes / 4, (mb_ptr){a->b, 0});
+}
+
+mamba_status_t mamba_bench_bandwidth(mamba_context_t *ctx, mamba_bandwidth_kind_t kind, size_t bytes, int warmup,
+                                     int repeat, double *ms)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    mamba_status_t st = check_runs(ctx, warmup, repeat, ms);
+    if (st != MAMBA_OK) return st;
+    if (bytes < 4096 || (kind != MAMBA_BANDWIDTH_COPY && kind != MAMBA_BANDWIDTH_READ))
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_bench_bandwidth: kind %d, %zu bytes (at least 4096)",
+                         (int)kind, bytes);
+    bytes &= ~(size_t)255;
+    bw_arg a = {kind, NULL, NULL, bytes};
+    if ((st = alloc(ctx, bytes, &a.a, "bandwidth source")) != MAMBA_OK) return st;
+    if ((st = alloc(ctx, kind == MAMBA_BANDWIDTH_COPY ? bytes : 256, &a.b, "bandwidth target")) == MAMBA_OK &&
+        (st = upload_random(ctx, (mb_ptr){a.a, 0}, bytes / 4, -1, 1, 1, MAMBA_F32)) == MAMBA_OK)
+        st = timed(ctx, run_bw, &a, warmup, repeat, ms, kind == MAMBA_BANDWIDTH_COPY ? "copy" : "read");
+    ctx->be->free(ctx->dev, a.a);
+    if (a.b) ctx->be->free(ctx->dev, a.b);
+    return st;
+}
+
+typedef struct gemm_arg { size_t m, n, k; mamba_dtype_t dt; mb_buffer *x, *w, *y; } gemm_arg;
+static int run_gemm(mamba_context_t *ctx, void *p)
+{
+    gemm_arg *g = p;
+    return ctx->be->gemm(ctx->dev, g->m, g->n, g->k, (mb_ptr){g->x, 0}, g->k, (mb_ptr){g->w, 0}, g->dt, (mb_ptr){0, 0},
+                         (mb_ptr){g->y, 0}, g->n);
+}
+
+mamba_status_t mamba_bench_gemm(mamba_context_t *ctx, size_t m, size_t n, size_t k, mamba_dtype_t dt, int warmup,
+                                int repeat, double *ms)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    mamba_status_t st = check_runs(ctx, warmup, repeat, ms);
+    if (st != MAMBA_OK) return st;
+    if (!m || !n || !k || (dt != MAMBA_F32 && dt != MAMBA_F16 && dt != MAMBA_BF16))
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_bench_gemm: m %zu n %zu k %zu dtype %s", m, n, k,
+                         mamba_dtype_name(dt));
+    gemm_arg g = {m, n, k, dt, NULL, NULL, NULL};
+    if ((st = alloc(ctx, m * k * 4, &g.x, "gemm x")) == MAMBA_OK &&
+        (st = alloc(ctx, n * k * mb_dtype_size(dt), &g.w, "gemm W")) == MAMBA_OK &&
+        (st = alloc(ctx, m * n * 4, &g.y, "gemm y")) == MAMBA_OK &&
+        (st = upload_random(ctx, (mb_ptr){g.x, 0}, m * k, -1, 1, 2, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, (mb_ptr){g.w, 0}, n * k, -0.1f, 0.1f, 3, dt)) == MAMBA_OK)
+        st = timed(ctx, run_gemm, &g, warmup, repeat, ms, "gemm");
+    if (g.x) ctx->be->free(ctx->dev, g.x);
+    if (g.w) ctx->be->free(ctx->dev, g.w);
+    if (g.y) ctx->be->free(ctx->dev, g.y);
+    return st;
+}
+
+typedef struct scan_arg { mb_scan_op op; } scan_arg;
+static int run_scan(mamba_context_t *ctx, void *p) { return ctx->be->scan(ctx->dev, &((scan_arg *)p)->op); }
+
+mamba_status_t mamba_bench_scan(mamba_context_t *ctx, size_t B, size_t D, size_t L, size_t N, int warmup, int repeat,
+                                double *ms, float *out)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    mamba_status_t st = check_runs(ctx, warmup, repeat, ms);
+    if (st != MAMBA_OK) return st;
+    if (!B || !D || !L || !N || N > 256)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_bench_scan: shape (%zu, %zu, %zu, %zu), N at most 256",
+                         B, D, L, N);
+    /* one buffer: u, delta, z, out (B, L, D); BC (B, L, 2N); A (D, N); D, bias (D) */
+    const size_t act = B * L * D * 4, bc = B * L * 2 * N * 4;
+    size_t off[9], total = 0;
+    const size_t sizes[9] = {act, act, act, act, bc, D * N * 4, D * 4, D * 4, 0};
+    for (int i = 0; i < 9; i++) { off[i] = total; total += (sizes[i] + 255) / 256 * 256; }
+    mb_buffer *buf;
+    if ((st = alloc(ctx, total, &buf, "scan inputs")) != MAMBA_OK) return st;
+    mb_ptr u = {buf, off[0]}, delta = {buf, off[1]}, z = {buf, off[2]}, o = {buf, off[3]}, BC = {buf, off[4]};
+    mb_ptr A = {buf, off[5]}, Dv = {buf, off[6]}, bias = {buf, off[7]};
+    if ((st = upload_random(ctx, u, B * L * D, -2, 2, 11, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, delta, B * L * D, -4, 0, 12, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, z, B * L * D, -3, 3, 13, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, BC, B * L * 2 * N, -1, 1, 14, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, A, D * N, -16, -0.5f, 15, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, Dv, D, 0.5f, 1.5f, 16, MAMBA_F32)) == MAMBA_OK &&
+        (st = upload_random(ctx, bias, D, -4, -1, 17, MAMBA_F32)) == MAMBA_OK) {
+        const ptrdiff_t sb = (ptrdiff_t)(L * D), st_ = (ptrdiff_t)D, bsb = (ptrdiff_t)(L * 2 * N), bst = (ptrdiff_t)(2 * N);
+        scan_arg a = {{
+            .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
+            .u = u, .u_sb = sb, .u_st = st_, .u_sd = 1,
+            .delta = delta, .delta_sb = sb, .delta_st = st_, .delta_sd = 1, .A = A,
+            .B = BC, .B_sb = bsb, .B_st = bst, .B_sn = 1,
+            .C = {buf, off[4] + N * 4}, .C_sb = bsb, .C_st = bst, .C_sn = 1,
+            .D = Dv, .z = z, .z_sb = sb, .z_st = st_, .z_sd = 1, .delta_bias = bias, .delta_softplus = 1,
+            .out = o, .out_sb = sb, .out_st = st_, .out_sd = 1,
+        }};
+        st = timed(ctx, run_scan, &a, warmup, repeat, ms, "scan");
+        if (st == MAMBA_OK && out) {
+            int rc = ctx->be->download(ctx->dev, out, o, act);
+            if (rc == 0) rc = ctx->be->sync(ctx->dev);
+            if (rc != 0) st = mb_backend_fail(ctx, rc, "scan output download");
+        }
+    }
+    ctx->be->free(ctx->dev, buf);
+    return st;
+}
