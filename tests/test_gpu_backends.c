@@ -1,52 +1,260 @@
-/* Cross-backend checks: every GPU backend found runs the fixtures and agrees with the CPU
- * reference. A backend that is absent is reported as skipped (exit 77), unless
- * MAMBA_TEST_REQUIRE lists it (for the GPU machine), which makes its absence a failure. */
+/* Cross-backend checks: a GPU backend runs the fixtures and agrees with the CPU reference on
+ * random inputs of awkward sizes. A backend that is absent is reported as skipped (exit 77),
+ * unless MAMBA_TEST_REQUIRE lists it (for the GPU machine): then its absence is a failure. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "testutil.h"
 
+/* The bounds of the CPU suites: the GPU is held to the same float64 references. */
+#define LOGIT_BOUND 1e-4
+#define SCAN_REL_BOUND 1e-5
+
 static const char *backend;
 
-static mamba_context_t *open_backend(void)
+static mamba_context_t *open_ctx(const char *name, size_t chunk)
 {
     mamba_context_options_t o;
     mamba_context_options_init(&o);
-    o.backend = backend;
+    o.backend = name;
+    o.prefill_chunk = chunk;
     mamba_context_t *ctx = NULL;
     ck_assert_msg(mamba_context_create(&o, &ctx) == MAMBA_OK, "%s", mamba_last_error(NULL));
     return ctx;
 }
 
-START_TEST(fixture_forward_and_decode)
+static mamba_model_t *load(mamba_context_t *ctx, const char *rel)
 {
-    const char *models[] = {"models/tiny", "models/small"};
+    mamba_model_t *m = NULL;
+    ck_assert_msg(mamba_model_load(ctx, data_path(1, rel), &m) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    return m;
+}
+
+static const char *const models[] = {"models/tiny", "models/small"};
+
+START_TEST(fixture_forward)
+{
     char rel[256];
     snprintf(rel, sizeof rel, "%s/golden.safetensors", models[_i]);
     mamba_tensor_file_t *g;
     ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &g), MAMBA_OK);
-    size_t n_ids, n_ref;
-    int32_t *ids = file_ids(g, "input_ids", &n_ids);
+    size_t n_ref;
+    int32_t *ids = file_ids(g, "input_ids", NULL);
     float *ref = file_f32(g, "logits", &n_ref);
     mamba_tensor_t t;
     mamba_tensor_file_find(g, "logits", &t);
-    mamba_context_t *ctx = open_backend();
-    mamba_model_t *m;
-    ck_assert_msg(mamba_model_load(ctx, data_path(1, models[_i]), &m) == MAMBA_OK, "%s", mamba_last_error(ctx));
-    float *out = malloc(n_ref * sizeof *out);
-    ck_assert_msg(mamba_forward(m, ids, (size_t)t.shape[0], (size_t)t.shape[1], MAMBA_LOGITS_ALL, out) == MAMBA_OK, "%s",
-                  mamba_last_error(ctx));
-    double e = max_abs_diff(out, ref, n_ref);
-    printf("%s %s forward: max abs err %.3g, nmse %.3g\n", backend, models[_i], e, nmse(out, ref, n_ref));
-    ck_assert_double_le(e, 1e-4);
-    free(out);
+    const size_t B = (size_t)t.shape[0], L = (size_t)t.shape[1];
+    /* one-shot, and in chunks of 7 tokens with the state carried */
+    const size_t chunks[2] = {0, 7};
+    for (int k = 0; k < 2; k++) {
+        mamba_context_t *ctx = open_ctx(backend, chunks[k]);
+        mamba_model_t *m = load(ctx, models[_i]);
+        float *out = malloc(n_ref * sizeof *out);
+        ck_assert_msg(mamba_forward(m, ids, B, L, MAMBA_LOGITS_ALL, out) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        double e = max_abs_diff(out, ref, n_ref);
+        printf("%s %s forward (chunk %zu): max abs err %.3g, nmse %.3g\n", backend, models[_i], chunks[k], e,
+               nmse(out, ref, n_ref));
+        ck_assert_double_le(e, LOGIT_BOUND);
+        free(out);
+        mamba_model_free(m);
+        mamba_context_free(ctx);
+    }
     free(ids);
     free(ref);
+    mamba_tensor_file_close(g);
+}
+END_TEST
+
+START_TEST(fixture_greedy_decode)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/golden.safetensors", models[_i]);
+    mamba_tensor_file_t *g;
+    ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &g), MAMBA_OK);
+    size_t np, ng, nl;
+    int32_t *prompt = file_ids(g, "gen_prompt", &np), *gen = file_ids(g, "gen_tokens", &ng);
+    float *ref = file_f32(g, "gen_logits", &nl);
+    const size_t V = nl / ng;
+    mamba_context_t *ctx = open_ctx(backend, 0);
+    mamba_model_t *m = load(ctx, models[_i]);
+    mamba_state_t *s;
+    ck_assert_int_eq(mamba_state_create(m, 1, &s), MAMBA_OK);
+    float *logits = malloc(V * sizeof *logits);
+    ck_assert_msg(mamba_prefill(s, prompt, np, logits) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    double worst = 0;
+    for (size_t t = 0; t < ng; t++) {
+        double e = max_abs_diff(logits, ref + t * V, V);
+        worst = e > worst ? e : worst;
+        int32_t tok = 0;
+        for (size_t v = 1; v < V; v++)
+            if (logits[v] > logits[tok]) tok = (int32_t)v;
+        ck_assert_msg(tok == gen[t], "%s: step %zu chose %d, reference %d", backend, t, tok, gen[t]);
+        if (t + 1 < ng) ck_assert_msg(mamba_step(s, &tok, logits) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    }
+    printf("%s %s greedy decode: %zu tokens identical, logits max abs err %.3g\n", backend, models[_i], ng, worst);
+    ck_assert_double_le(worst, LOGIT_BOUND);
+    free(logits);
+    mamba_state_free(s);
     mamba_model_free(m);
     mamba_context_free(ctx);
+    free(prompt);
+    free(gen);
+    free(ref);
     mamba_tensor_file_close(g);
+}
+END_TEST
+
+static const char *const scan_cases[] = {"basic", "one_step", "long_chunked", "plain"};
+
+START_TEST(fixture_scan)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "scan/%s.safetensors", scan_cases[_i]);
+    mamba_tensor_file_t *f;
+    ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &f), MAMBA_OK);
+    mamba_tensor_t u, A, t;
+    mamba_tensor_file_find(f, "u", &u);
+    mamba_tensor_file_find(f, "A", &A);
+    const size_t B = (size_t)u.shape[0], D = (size_t)u.shape[1], L = (size_t)u.shape[2], N = (size_t)A.shape[1];
+    float *Dv = mamba_tensor_file_find(f, "D", &t) == MAMBA_OK ? file_f32(f, "D", NULL) : NULL;
+    float *z = mamba_tensor_file_find(f, "z", &t) == MAMBA_OK ? file_f32(f, "z", NULL) : NULL;
+    float *bias = mamba_tensor_file_find(f, "delta_bias", &t) == MAMBA_OK ? file_f32(f, "delta_bias", NULL) : NULL;
+    float *uu = file_f32(f, "u", NULL), *dl = file_f32(f, "delta", NULL), *AA = file_f32(f, "A", NULL);
+    float *BB = file_f32(f, "B", NULL), *CC = file_f32(f, "C", NULL);
+    size_t no, ns;
+    float *ref = file_f32(f, "out", &no), *ref_s = file_f32(f, "last_state", &ns);
+    float *out = calloc(no, 4), *st = calloc(ns, 4);
+    const ptrdiff_t sb = (ptrdiff_t)(D * L), sd = (ptrdiff_t)L;
+    mamba_scan_args_t a = {
+        .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
+        .u = uu, .u_sb = sb, .u_st = 1, .u_sd = sd, .delta = dl, .delta_sb = sb, .delta_st = 1, .delta_sd = sd,
+        .A = AA, .B = BB, .B_sb = (ptrdiff_t)(N * L), .B_st = 1, .B_sn = (ptrdiff_t)L,
+        .C = CC, .C_sb = (ptrdiff_t)(N * L), .C_st = 1, .C_sn = (ptrdiff_t)L,
+        .D = Dv, .z = z, .z_sb = sb, .z_st = 1, .z_sd = sd, .delta_bias = bias,
+        .delta_softplus = strcmp(mamba_tensor_file_metadata(f, "delta_softplus"), "true") == 0,
+        .out = out, .out_sb = sb, .out_st = 1, .out_sd = sd, .state_out = st,
+    };
+    mamba_context_t *ctx = open_ctx(backend, 0);
+    ck_assert_msg(mamba_scan(ctx, &a) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    double eo = max_abs_diff(out, ref, no), es = max_abs_diff(st, ref_s, ns);
+    printf("%s scan %s: out err %.3g (max %.3g), state err %.3g\n", backend, scan_cases[_i], eo, max_abs(ref, no), es);
+    ck_assert_double_le(eo, SCAN_REL_BOUND * max_abs(ref, no));
+    ck_assert_double_le(es, SCAN_REL_BOUND * max_abs(ref_s, ns));
+    mamba_context_free(ctx);
+    free(uu); free(dl); free(AA); free(BB); free(CC); free(Dv); free(z); free(bias);
+    free(ref); free(ref_s); free(out); free(st);
+    mamba_tensor_file_close(f);
+}
+END_TEST
+
+/* ---- random problems against the CPU backend ---- */
+
+static float *rnd(size_t n, float lo, float hi, uint64_t *s)
+{
+    float *v = malloc(n * sizeof *v + 4);
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+        v[i] = lo + (hi - lo) * (float)((*s >> 40) & 0xffffff) / 16777216.0f;
+    }
+    return v;
+}
+
+/* B, D, L, N, mode (0 input-dependent, 1 constant, 2 grouped by 4), split (0: none) */
+static const size_t scan_shapes[][6] = {
+    {1, 17, 2047, 16, 0, 0}, {5, 33, 2049, 16, 0, 0}, {1, 64, 5000, 16, 0, 1777}, {1, 96, 1, 16, 0, 0},
+    {2, 40, 300, 1, 0, 0},   {2, 40, 300, 4, 0, 0},    {1, 24, 200, 64, 0, 0},     {1, 16, 50, 256, 0, 0},
+    {3, 64, 700, 16, 1, 0},  {2, 128, 513, 16, 2, 0},  {1, 1536, 2048, 16, 0, 1000},
+};
+
+START_TEST(scan_matches_cpu)
+{
+    const size_t *sh = scan_shapes[_i];
+    const size_t B = sh[0], D = sh[1], L = sh[2], N = sh[3], mode = sh[4], split = sh[5];
+    const size_t G = mode == 2 ? 4 : 1;
+    uint64_t seed = 99 + (uint64_t)_i;
+    float *u = rnd(B * L * D, -2, 2, &seed), *dl = rnd(B * L * D, -4, 1, &seed), *z = rnd(B * L * D, -3, 3, &seed);
+    float *A = rnd(D * N, -8, -0.1f, &seed), *Dv = rnd(D, -1, 1, &seed), *bias = rnd(D, -2, 0.5f, &seed);
+    float *s0 = rnd(B * D * N, -1, 1, &seed);
+    size_t nbc = mode == 1 ? D * N : B * L * G * N;
+    float *Bm = rnd(nbc, -1, 1, &seed), *Cm = rnd(nbc, -1, 1, &seed);
+    float *out[2], *st[2];
+    const char *names[2] = {"cpu", backend};
+    for (int k = 0; k < 2; k++) {
+        out[k] = calloc(B * L * D, 4);
+        st[k] = malloc(B * D * N * 4);
+        memcpy(st[k], s0, B * D * N * 4);
+        mamba_context_t *ctx = open_ctx(names[k], 0);
+        size_t cut = split ? split : L;
+        for (size_t t0 = 0; t0 < L; t0 = cut, cut = L) {
+            mamba_scan_args_t a = {
+                .batch = B, .dim = D, .len = cut - t0, .d_state = N, .n_groups = mode == 1 ? D : G,
+                .u = u + t0 * D, .u_sb = (ptrdiff_t)(L * D), .u_st = (ptrdiff_t)D, .u_sd = 1,
+                .delta = dl + t0 * D, .delta_sb = (ptrdiff_t)(L * D), .delta_st = (ptrdiff_t)D, .delta_sd = 1, .A = A,
+                .D = Dv, .z = z + t0 * D, .z_sb = (ptrdiff_t)(L * D), .z_st = (ptrdiff_t)D, .z_sd = 1,
+                .delta_bias = bias, .delta_softplus = 1, .state_in = st[k], .state_out = st[k],
+                .out = out[k] + t0 * D, .out_sb = (ptrdiff_t)(L * D), .out_st = (ptrdiff_t)D, .out_sd = 1,
+            };
+            if (mode == 1) {
+                a.B = Bm; a.B_sg = (ptrdiff_t)N; a.B_sn = 1;
+                a.C = Cm; a.C_sg = (ptrdiff_t)N; a.C_sn = 1;
+            } else {
+                a.B = Bm + t0 * G * N; a.B_sb = (ptrdiff_t)(L * G * N); a.B_st = (ptrdiff_t)(G * N); a.B_sg = (ptrdiff_t)N; a.B_sn = 1;
+                a.C = Cm + t0 * G * N; a.C_sb = (ptrdiff_t)(L * G * N); a.C_st = (ptrdiff_t)(G * N); a.C_sg = (ptrdiff_t)N; a.C_sn = 1;
+            }
+            ck_assert_msg(mamba_scan(ctx, &a) == MAMBA_OK, "%s: %s", names[k], mamba_last_error(ctx));
+        }
+        mamba_context_free(ctx);
+    }
+    double eo = max_abs_diff(out[1], out[0], B * L * D), es = max_abs_diff(st[1], st[0], B * D * N);
+    printf("%s scan B%zu D%zu L%zu N%zu mode %zu split %zu vs cpu: out err %.3g (max %.3g), state err %.3g\n", backend,
+           B, D, L, N, mode, split, eo, max_abs(out[0], B * L * D), es);
+    ck_assert_double_le(eo, SCAN_REL_BOUND * max_abs(out[0], B * L * D));
+    ck_assert_double_le(es, SCAN_REL_BOUND * max_abs(st[0], B * D * N));
+    for (int k = 0; k < 2; k++) { free(out[k]); free(st[k]); }
+    free(u); free(dl); free(z); free(A); free(Dv); free(bias); free(s0); free(Bm); free(Cm);
+}
+END_TEST
+
+/* A synthetic model in 16-bit weights: GEMM paths for 1, 5 and 300 rows in each dtype. */
+START_TEST(half_weights_match_cpu)
+{
+    const mamba_dtype_t dts[3] = {MAMBA_F32, MAMBA_F16, MAMBA_BF16};
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 96;
+    c.n_layer = 2;
+    c.vocab_size = 1000;
+    const size_t lens[3] = {1, 5, 150};
+    int32_t ids[2 * 150];
+    for (int i = 0; i < 300; i++) ids[i] = (i * 37 + 11) % 1000;
+    for (int k = 0; k < 3; k++) {
+        float *res[2];
+        const char *names[2] = {"cpu", backend};
+        for (int j = 0; j < 2; j++) {
+            mamba_context_t *ctx = open_ctx(names[j], 0);
+            mamba_model_t *m;
+            ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, dts[k], 5, &m), MAMBA_OK);
+            res[j] = malloc(2 * (1 + 5 + 150) * 1000 * sizeof(float));
+            size_t off = 0;
+            for (int l = 0; l < 3; l++) {
+                ck_assert_msg(mamba_forward(m, ids, 2, lens[l], MAMBA_LOGITS_ALL, res[j] + off) == MAMBA_OK, "%s",
+                              mamba_last_error(ctx));
+                off += 2 * lens[l] * 1000;
+            }
+            mamba_model_free(m);
+            mamba_context_free(ctx);
+        }
+        size_t n = 2 * (1 + 5 + 150) * 1000;
+        double e = max_abs_diff(res[1], res[0], n);
+        printf("%s %s synthetic weights vs cpu: max abs err %.3g, nmse %.3g\n", backend, mamba_dtype_name(dts[k]), e,
+               nmse(res[1], res[0], n));
+        ck_assert_double_le(e, LOGIT_BOUND);
+        free(res[0]);
+        free(res[1]);
+    }
 }
 END_TEST
 
@@ -56,20 +264,26 @@ static int run_backend(const char *name)
     size_t n;
     mamba_list_backends(be, 8, &n);
     int available = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(be[i].name, name) == 0 && be[i].available) available = 1;
-    if (!available) {
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(be[i].name, name) == 0) printf("%s: not available: %s\n", name, be[i].note);
-        return backend_required(name) ? 1 : TEST_SKIP;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(be[i].name, name) != 0) continue;
+        available = be[i].available;
+        if (!available) printf("%s: not available: %s\n", name, be[i].note);
     }
+    if (!available) return backend_required(name) ? 1 : TEST_SKIP;
     backend = name;
     Suite *s = suite_create(name);
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 300);
-    tcase_add_loop_test(tc, fixture_forward_and_decode, 0, 2);
+    tcase_add_loop_test(tc, fixture_forward, 0, 2);
+    tcase_add_loop_test(tc, fixture_greedy_decode, 0, 2);
+    tcase_add_loop_test(tc, fixture_scan, 0, 4);
+    tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));
+    tcase_add_test(tc, half_weights_match_cpu);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
+    /* CUDA cannot be used in a child forked after the parent initialized it (listing the
+     * backends does), so the GPU suites run in one process. */
+    srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

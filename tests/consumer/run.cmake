@@ -11,6 +11,7 @@ function(run)
 endfunction()
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
+unset(ENV{PKG_CONFIG_SYSROOT_DIR})  # set by scripts/device-deps.sh for the carried packages only
 find_program(PKG_CONFIG pkg-config REQUIRED)
 run(${PKG_CONFIG} --cflags --libs mamba)
 string(STRIP "${last_out}" flags)

@@ -1,0 +1,273 @@
+/* CUDA backend module (libmamba-cuda.so): devices, buffers, timers and the vtable.
+ * cudart is linked statically, so the module needs only the driver and cuBLAS at run time. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+int cuda_fail(mb_device *dev, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dev->err, sizeof dev->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int cuda_check(mb_device *dev, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return 0;
+    return cuda_fail(dev, e == cudaErrorMemoryAllocation ? MAMBA_ERR_OUT_OF_MEMORY : MAMBA_ERR_BACKEND, "%s: %s (%s)",
+                     what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+static int cu_device_count(char *note, size_t len)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(note, len, "no usable CUDA driver or device: %s", cudaGetErrorString(e));
+        (void)cudaGetLastError();
+        return -1;
+    }
+    if (n == 0) snprintf(note, len, "the CUDA driver reports no device");
+    return n;
+}
+
+static int cu_device_props(int index, mb_device_props *p)
+{
+    cudaDeviceProp prop;
+    memset(p, 0, sizeof *p);
+    if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return MAMBA_ERR_NO_DEVICE;
+    }
+    snprintf(p->name, sizeof p->name, "%s", prop.name);
+    p->memory_bytes = prop.totalGlobalMem;
+    p->compute_units = prop.multiProcessorCount;
+    p->is_gpu = 1;
+    p->usable = prop.major >= 7;
+    snprintf(p->note, sizeof p->note, "sm_%d%d%s", prop.major, prop.minor, p->usable ? "" : ", compute capability 7.0 needed");
+    return 0;
+}
+
+static void cu_close(mb_device *d)
+{
+    if (!d) return;
+    cudaSetDevice(d->index);
+    if (d->stream) cudaStreamSynchronize(d->stream);
+    if (d->blas) cublasDestroy(d->blas);
+    cudaFree(d->blas_workspace);
+    cudaFree(d->scratch);
+    if (d->t0) cudaEventDestroy(d->t0);
+    if (d->t1) cudaEventDestroy(d->t1);
+    if (d->stream) cudaStreamDestroy(d->stream);
+    free(d);
+}
+
+static int cu_open(int index, const mb_open_options *o, mb_device **out, char *err, size_t err_len)
+{
+    (void)o;
+    mb_device *d = (mb_device *)calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, err_len, "out of memory");
+        return MAMBA_ERR_OUT_OF_MEMORY;
+    }
+    d->index = index;
+    int rc = 0;
+    cudaDeviceProp prop;
+    cublasStatus_t bs;
+    if ((rc = cuda_check(d, cudaSetDevice(index), "cudaSetDevice")) ||
+        (rc = cuda_check(d, cudaGetDeviceProperties(&prop, index), "cudaGetDeviceProperties")) ||
+        (rc = cuda_check(d, cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), "cudaStreamCreate")) ||
+        (rc = cuda_check(d, cudaEventCreate(&d->t0), "cudaEventCreate")) ||
+        (rc = cuda_check(d, cudaEventCreate(&d->t1), "cudaEventCreate")))
+        goto fail;
+    d->sm_count = prop.multiProcessorCount;
+    if ((bs = cublasCreate(&d->blas)) != CUBLAS_STATUS_SUCCESS) {
+        d->blas = nullptr;
+        rc = cuda_fail(d, MAMBA_ERR_BACKEND, "cublasCreate failed (status %d)", (int)bs);
+        goto fail;
+    }
+    d->blas_workspace_bytes = (size_t)32 << 20;
+    if ((rc = cuda_check(d, cudaMalloc(&d->blas_workspace, d->blas_workspace_bytes), "cuBLAS workspace"))) goto fail;
+    cublasSetStream(d->blas, d->stream);
+    cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes);
+    /* fp32 GEMMs stay fp32; TF32 only when asked for */
+    cublasSetMathMode(d->blas, getenv("MAMBA_CUDA_TF32") && strcmp(getenv("MAMBA_CUDA_TF32"), "1") == 0
+                                   ? CUBLAS_TF32_TENSOR_OP_MATH
+                                   : CUBLAS_DEFAULT_MATH);
+    *out = d;
+    return 0;
+fail:
+    snprintf(err, err_len, "%s", d->err);
+    cu_close(d);
+    return rc;
+}
+
+static const char *cu_last_error(mb_device *d) { return d ? d->err : ""; }
+
+static int cu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
+{
+    mb_buffer *b = (mb_buffer *)malloc(sizeof *b);
+    if (!b) return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "out of host memory");
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    cudaError_t e = cudaMalloc(&b->ptr, bytes ? bytes : 256);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(b);
+        return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cudaMalloc of %zu bytes failed: %s (%zu of %zu bytes free)", bytes,
+                         cudaGetErrorString(e), free_b, total_b);
+    }
+    b->bytes = bytes;
+    d->mem_current += bytes;
+    if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+    *out = b;
+    return 0;
+}
+
+static void cu_free(mb_device *d, mb_buffer *b)
+{
+    if (!b) return;
+    cudaStreamSynchronize(d->stream);
+    cudaFree(b->ptr);
+    d->mem_current -= b->bytes;
+    free(b);
+}
+
+static int range_ok(mb_device *d, mb_ptr p, size_t bytes, const char *what)
+{
+    if (!p.buf || p.offset > p.buf->bytes || bytes > p.buf->bytes - p.offset)
+        return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s of %zu bytes at offset %zu outside a buffer of %zu bytes",
+                         what, bytes, p.offset, p.buf ? p.buf->bytes : 0);
+    return 0;
+}
+
+static int cu_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
+{
+    int rc = range_ok(d, dst, bytes, "upload");
+    if (rc || !bytes) return rc;
+    CU_CHECK(d, cudaMemcpyAsync(cu_at(dst), src, bytes, cudaMemcpyHostToDevice, d->stream), "upload");
+    return 0;
+}
+
+static int cu_download(mb_device *d, void *dst, mb_ptr src, size_t bytes)
+{
+    int rc = range_ok(d, src, bytes, "download");
+    if (rc || !bytes) return rc;
+    CU_CHECK(d, cudaMemcpyAsync(dst, cu_at(src), bytes, cudaMemcpyDeviceToHost, d->stream), "download");
+    /* the host buffer is the caller's: it must be complete when we return */
+    CU_CHECK(d, cudaStreamSynchronize(d->stream), "download");
+    return 0;
+}
+
+static int cu_fill_zero(mb_device *d, mb_ptr dst, size_t bytes)
+{
+    int rc = range_ok(d, dst, bytes, "fill");
+    if (rc || !bytes) return rc;
+    CU_CHECK(d, cudaMemsetAsync(cu_at(dst), 0, bytes, d->stream), "fill");
+    return 0;
+}
+
+static int cu_sync(mb_device *d)
+{
+    CU_CHECK(d, cudaStreamSynchronize(d->stream), "synchronize");
+    return 0;
+}
+
+static int cu_copy(mb_device *d, mb_ptr dst, mb_ptr src, size_t bytes)
+{
+    int rc = range_ok(d, dst, bytes, "copy target");
+    if (!rc) rc = range_ok(d, src, bytes, "copy source");
+    if (rc) return rc;
+    CU_CHECK(d, cudaMemcpyAsync(cu_at(dst), cu_at(src), bytes, cudaMemcpyDeviceToDevice, d->stream), "copy");
+    return 0;
+}
+
+static int cu_timer_start(mb_device *d)
+{
+    CU_CHECK(d, cudaEventRecord(d->t0, d->stream), "cudaEventRecord");
+    return 0;
+}
+
+static int cu_timer_stop(mb_device *d, double *ms)
+{
+    float f = 0;
+    CU_CHECK(d, cudaEventRecord(d->t1, d->stream), "cudaEventRecord");
+    CU_CHECK(d, cudaEventSynchronize(d->t1), "cudaEventSynchronize");
+    CU_CHECK(d, cudaEventElapsedTime(&f, d->t0, d->t1), "cudaEventElapsedTime");
+    *ms = f;
+    return 0;
+}
+
+static void cu_memory(mb_device *d, uint64_t *current, uint64_t *peak)
+{
+    *current = d->mem_current;
+    *peak = d->mem_peak;
+}
+
+static void cu_reset_peak(mb_device *d) { d->mem_peak = d->mem_current; }
+
+int cuda_scratch(mb_device *d, size_t bytes, void **out)
+{
+    if (bytes > d->scratch_bytes) {
+        cudaStreamSynchronize(d->stream);
+        cudaFree(d->scratch);
+        d->mem_current -= d->scratch_bytes;
+        d->scratch = nullptr;
+        d->scratch_bytes = 0;
+        size_t want = bytes + bytes / 4;
+        cudaError_t e = cudaMalloc(&d->scratch, want);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of scratch: %s", want,
+                             cudaGetErrorString(e));
+        }
+        d->scratch_bytes = want;
+        d->mem_current += want;
+        if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+    }
+    *out = d->scratch;
+    return 0;
+}
+
+static mb_backend make_vtable(void)
+{
+    mb_backend v;
+    memset(&v, 0, sizeof v);
+    v.abi_version = MB_BACKEND_ABI_VERSION;
+    v.name = "cuda";
+    v.device_count = cu_device_count;
+    v.device_props = cu_device_props;
+    v.open = cu_open;
+    v.close = cu_close;
+    v.last_error = cu_last_error;
+    v.alloc = cu_alloc;
+    v.free = cu_free;
+    v.upload = cu_upload;
+    v.download = cu_download;
+    v.fill_zero = cu_fill_zero;
+    v.sync = cu_sync;
+    v.embed = cuda_embed;
+    v.add_rmsnorm = cuda_add_rmsnorm;
+    v.gemm = cuda_gemm;
+    v.conv_silu = cuda_conv_silu;
+    v.scan = cuda_scan;
+    v.copy = cu_copy;
+    v.read_sum = cuda_read_sum;
+    v.timer_start = cu_timer_start;
+    v.timer_stop = cu_timer_stop;
+    v.memory = cu_memory;
+    v.reset_peak = cu_reset_peak;
+    return v;
+}
+
+static const mb_backend cuda_vtable = make_vtable();
+
+extern "C" __attribute__((visibility("default"))) const mb_backend *mamba_backend_register(int abi_version)
+{
+    return abi_version == MB_BACKEND_ABI_VERSION ? &cuda_vtable : nullptr;
+}

@@ -1,0 +1,161 @@
+/* y = x W^T + b. Up to GEMV_MAX_M rows (decoding): one warp per output feature streams its
+ * weight row once with 16-byte loads, in the weights' stored dtype, for all rows at once; the
+ * arithmetic is f32. More rows (prefill): cuBLAS SGEMM, 16-bit weights widened to f32 first
+ * (the widening is a small fraction of a prefill GEMM's time). */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cuda_internal.h"
+
+#define GEMV_MAX_M 8
+#define GEMV_WARPS 8
+
+template <typename T> struct wvec;
+/* 16 bytes of weights as 4 or 8 floats */
+template <> struct wvec<float> {
+    static constexpr int n = 4;
+    static __device__ __forceinline__ void load(const float *p, float *o)
+    {
+        const float4 v = __ldg((const float4 *)p);
+        o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    }
+};
+template <> struct wvec<__half> {
+    static constexpr int n = 8;
+    static __device__ __forceinline__ void load(const __half *p, float *o)
+    {
+        const uint4 v = __ldg((const uint4 *)p);
+        const __half2 *h = (const __half2 *)&v;
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __half22float2(h[i]);
+            o[2 * i] = f.x; o[2 * i + 1] = f.y;
+        }
+    }
+};
+template <> struct wvec<__nv_bfloat16> {
+    static constexpr int n = 8;
+    static __device__ __forceinline__ void load(const __nv_bfloat16 *p, float *o)
+    {
+        const uint4 v = __ldg((const uint4 *)p);
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __bfloat1622float2(h[i]);
+            o[2 * i] = f.x; o[2 * i + 1] = f.y;
+        }
+    }
+};
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* vector: rows of W are 16-byte aligned and k a multiple of the vector width */
+template <typename T, bool VECTOR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int k, const float *x, int lda,
+                                                               const T *w, const float *bias, float *y, int ldy)
+{
+    const int row = blockIdx.x * GEMV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n) return;
+    const T *wr = w + (size_t)row * k;
+    float acc[GEMV_MAX_M];
+#pragma unroll
+    for (int i = 0; i < GEMV_MAX_M; i++) acc[i] = 0.0f;
+    if (VECTOR) {
+        constexpr int V = wvec<T>::n;
+        for (int k0 = lane * V; k0 < k; k0 += 32 * V) {
+            float wf[V];
+            wvec<T>::load(wr + k0, wf);
+#pragma unroll
+            for (int i = 0; i < GEMV_MAX_M; i++) {
+                if (i < m) {
+                    const float *xr = x + (size_t)i * lda + k0;
+#pragma unroll
+                    for (int j = 0; j < V; j++) acc[i] += wf[j] * xr[j];
+                }
+            }
+        }
+    } else {
+        for (int kk = lane; kk < k; kk += 32) {
+            const float wf = to_f32(wr[kk]);
+#pragma unroll
+            for (int i = 0; i < GEMV_MAX_M; i++)
+                if (i < m) acc[i] += wf * x[(size_t)i * lda + kk];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < GEMV_MAX_M; i++) {
+        if (i >= m) break;
+        float v = acc[i];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) y[(size_t)i * ldy + row] = v + (bias ? bias[row] : 0.0f);
+    }
+}
+
+template <typename T>
+static int gemv(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                const float *bias, float *y, size_t ldy)
+{
+    constexpr int V = wvec<T>::n;
+    const bool vector = k % V == 0 && ((uintptr_t)w % 16) == 0;
+    const unsigned blocks = (unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS);
+    if (vector)
+        gemv_kernel<T, true><<<blocks, GEMV_WARPS * 32, 0, dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda,
+                                                                          (const T *)w, bias, y, (int)ldy);
+    else
+        gemv_kernel<T, false><<<blocks, GEMV_WARPS * 32, 0, dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda,
+                                                                           (const T *)w, bias, y, (int)ldy);
+    CU_LAUNCHED(dev, "gemv kernel");
+    return 0;
+}
+
+template <typename T> __global__ void widen_kernel(const T *src, size_t n, float *dst)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = to_f32(src[i]);
+}
+
+__global__ void bias_kernel(float *y, size_t ldy, const float *bias, size_t n)
+{
+    const size_t row = blockIdx.y;
+    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < n; j += (size_t)gridDim.x * blockDim.x)
+        y[row * ldy + j] += bias[j];
+}
+
+int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr w_p, mamba_dtype_t wdt,
+              mb_ptr bias_p, mb_ptr y_p, size_t ldy)
+{
+    const float *x = (const float *)cu_at(x_p), *bias = (const float *)cu_at(bias_p);
+    float *y = (float *)cu_at(y_p);
+    const void *w = cu_at(w_p);
+    if (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
+    if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
+    if (m <= GEMV_MAX_M) {
+        if (wdt == MAMBA_F16) return gemv<__half>(dev, m, n, k, x, lda, w, bias, y, ldy);
+        if (wdt == MAMBA_BF16) return gemv<__nv_bfloat16>(dev, m, n, k, x, lda, w, bias, y, ldy);
+        return gemv<float>(dev, m, n, k, x, lda, w, bias, y, ldy);
+    }
+    const float *wf = (const float *)w;
+    if (wdt != MAMBA_F32) {
+        void *s;
+        int rc = cuda_scratch(dev, n * k * sizeof(float), &s);
+        if (rc) return rc;
+        const unsigned blocks = (unsigned)(dev->sm_count * 8);
+        if (wdt == MAMBA_F16) widen_kernel<__half><<<blocks, 256, 0, dev->stream>>>((const __half *)w, n * k, (float *)s);
+        else widen_kernel<__nv_bfloat16><<<blocks, 256, 0, dev->stream>>>((const __nv_bfloat16 *)w, n * k, (float *)s);
+        CU_LAUNCHED(dev, "weight widening kernel");
+        wf = (const float *)s;
+    }
+    /* row-major y (m, n) = x (m, k) W^T is column-major y' (n, m) = W'^T (n, k) x' (k, m) */
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t st = cublasSgemm(dev->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, wf, (int)k, x,
+                                    (int)lda, &zero, y, (int)ldy);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return cuda_fail(dev, MAMBA_ERR_BACKEND, "cublasSgemm (%zu x %zu x %zu) failed: status %d", m, n, k, (int)st);
+    if (bias) {
+        bias_kernel<<<dim3((unsigned)((n + 255) / 256), (unsigned)m), 256, 0, dev->stream>>>(y, ldy, bias, n);
+        CU_LAUNCHED(dev, "bias kernel");
+    }
+    return 0;
+}

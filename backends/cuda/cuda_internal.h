@@ -1,0 +1,53 @@
+/* The CUDA backend's device: one stream, a cuBLAS handle, scratch space, event timers. */
+#ifndef MB_CUDA_INTERNAL_H
+#define MB_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "backend.h"
+
+struct mb_device {
+    int index;
+    int sm_count;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
+    size_t blas_workspace_bytes;
+    void *scratch;                 /* scan chunk states, widened GEMM weights; grown on demand */
+    size_t scratch_bytes;
+    cudaEvent_t t0, t1;
+    uint64_t mem_current, mem_peak;
+    char err[512];
+};
+
+struct mb_buffer {
+    void *ptr;
+    size_t bytes;
+};
+
+static inline void *cu_at(mb_ptr p) { return p.buf ? (char *)p.buf->ptr + p.offset : nullptr; }
+
+int cuda_fail(mb_device *dev, int status, const char *fmt, ...);
+/* Turn a CUDA error (of a call or of the last launch) into a status with a message. */
+int cuda_check(mb_device *dev, cudaError_t e, const char *what);
+#define CU_CHECK(dev, call, what)                                  \
+    do {                                                           \
+        int cu_rc_ = cuda_check((dev), (call), (what));            \
+        if (cu_rc_) return cu_rc_;                                 \
+    } while (0)
+#define CU_LAUNCHED(dev, what) CU_CHECK(dev, cudaGetLastError(), what)
+
+/* Device scratch of at least bytes (reallocated outside any graph capture). */
+int cuda_scratch(mb_device *dev, size_t bytes, void **out);
+
+int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim, mb_ptr out);
+int cuda_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
+                     mb_ptr out);
+int cuda_conv_silu(mb_device *dev, const mb_conv_op *op);
+int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
+              mb_ptr bias, mb_ptr y, size_t ldy);
+int cuda_scan(mb_device *dev, const mb_scan_op *op);
+int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
+
+#endif

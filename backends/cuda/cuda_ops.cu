@@ -1,0 +1,135 @@
+/* CUDA ops: embedding gather, fused add + RMSNorm, causal conv1d + bias + SiLU with its
+ * state, and the read-bandwidth probe. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cuda_internal.h"
+
+__device__ __forceinline__ float load_as_f32(const void *p, size_t i, mamba_dtype_t dt)
+{
+    if (dt == MAMBA_F16) return __half2float(((const __half *)p)[i]);
+    if (dt == MAMBA_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__global__ void embed_kernel(const int32_t *ids, const void *table, mamba_dtype_t dt, size_t dim, float *out)
+{
+    const size_t r = blockIdx.x;
+    const size_t row = (size_t)ids[r] * dim;
+    for (size_t i = threadIdx.x; i < dim; i += blockDim.x) out[r * dim + i] = load_as_f32(table, row + i, dt);
+}
+
+int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
+{
+    embed_kernel<<<(unsigned)rows, 256, 0, dev->stream>>>((const int32_t *)cu_at(ids), cu_at(table), dt, dim,
+                                                          (float *)cu_at(out));
+    CU_LAUNCHED(dev, "embedding kernel");
+    return 0;
+}
+
+__device__ __forceinline__ float block_sum(float v, float *shared)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x / 32) ? shared[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* One block per row: residual += x; out = residual / rms(residual) * weight. */
+__global__ void add_rmsnorm_kernel(float *res, const float *x, const float *w, size_t dim, float eps, float *out)
+{
+    __shared__ float shared[32];
+    float *r = res + blockIdx.x * dim;
+    const float *xr = x ? x + blockIdx.x * dim : nullptr;
+    float ss = 0;
+    for (size_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = r[i] + (xr ? xr[i] : 0.0f);
+        r[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, shared);
+    const float inv = rsqrtf(ss / (float)dim + eps);
+    float *o = out + blockIdx.x * dim;
+    for (size_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = r[i] * inv * w[i];
+}
+
+int cuda_add_rmsnorm(mb_device *dev, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, size_t dim, float eps, mb_ptr out)
+{
+    add_rmsnorm_kernel<<<(unsigned)rows, 256, 0, dev->stream>>>((float *)cu_at(res), (const float *)cu_at(x),
+                                                                (const float *)cu_at(w), dim, eps, (float *)cu_at(out));
+    CU_LAUNCHED(dev, "add + rmsnorm kernel");
+    return 0;
+}
+
+/* out[b, t, c] = silu(bias[c] + sum_k w[c, k] * in[b, t-(K-1)+k, c]); in[tau < 0] is the
+ * carried state. One thread per output; channels are the fast index, so loads coalesce. */
+__global__ void conv_kernel(mb_conv_op op, const float *x, const float *w, const float *bias, const float *state,
+                            float *out)
+{
+    const size_t c = blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t t = blockIdx.y, b = blockIdx.z, C = op.channels, K = op.width;
+    if (c >= C) return;
+    float acc = bias ? bias[c] : 0.0f;
+    for (size_t k = 0; k < K; k++) {
+        const long tau = (long)t - (long)(K - 1) + (long)k;
+        const float v = tau >= 0 ? x[b * op.x_sb + (size_t)tau * op.x_st + c]
+                                 : state[(b * (K - 1) + (size_t)(tau + (long)K - 1)) * C + c];
+        acc += w[c * K + k] * v;
+    }
+    out[b * op.out_sb + t * op.out_st + c] = acc / (1.0f + __expf(-acc));
+}
+
+/* The new state: the last K-1 inputs. One thread per (b, c) reads all it needs before writing. */
+__global__ void conv_state_kernel(mb_conv_op op, const float *x, float *state)
+{
+    const size_t c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, C = op.channels, K = op.width;
+    if (c >= C || K < 2) return;
+    float keep[63];
+    for (size_t j = 0; j + 1 < K; j++) {
+        const long tau = (long)op.len - (long)(K - 1) + (long)j;
+        keep[j] = tau >= 0 ? x[b * op.x_sb + (size_t)tau * op.x_st + c]
+                           : state[(b * (K - 1) + (size_t)(tau + (long)K - 1)) * C + c];
+    }
+    for (size_t j = 0; j + 1 < K; j++) state[(b * (K - 1) + j) * C + c] = keep[j];
+}
+
+int cuda_conv_silu(mb_device *dev, const mb_conv_op *op)
+{
+    if (op->width < 1 || op->width > 64)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv width %zu, expected 1..64", op->width);
+    if (op->len > 65535 || op->batch > 65535)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv: %zu steps x batch %zu per call, at most 65535 each", op->len,
+                         op->batch);
+    const unsigned threads = 128, cblocks = (unsigned)((op->channels + threads - 1) / threads);
+    const float *x = (const float *)cu_at(op->x);
+    float *state = (float *)cu_at(op->state);
+    conv_kernel<<<dim3(cblocks, (unsigned)op->len, (unsigned)op->batch), threads, 0, dev->stream>>>(
+        *op, x, (const float *)cu_at(op->weight), (const float *)cu_at(op->bias), state, (float *)cu_at(op->out));
+    CU_LAUNCHED(dev, "conv kernel");
+    conv_state_kernel<<<dim3(cblocks, (unsigned)op->batch), threads, 0, dev->stream>>>(*op, x, state);
+    CU_LAUNCHED(dev, "conv state kernel");
+    return 0;
+}
+
+__global__ void read_sum_kernel(const float4 *x, size_t n4, float *out)
+{
+    __shared__ float shared[32];
+    float s = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+        const float4 v = x[i];
+        s += (v.x + v.y) + (v.z + v.w);
+    }
+    s = block_sum(s, shared);
+    if (threadIdx.x == 0) atomicAdd(out, s);
+}
+
+int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out)
+{
+    CU_CHECK(dev, cudaMemsetAsync(cu_at(out), 0, 4, dev->stream), "read probe");
+    read_sum_kernel<<<dev->sm_count * 8, 512, 0, dev->stream>>>((const float4 *)cu_at(src), n / 4, (float *)cu_at(out));
+    CU_LAUNCHED(dev, "read probe kernel");
+    return 0;
+}

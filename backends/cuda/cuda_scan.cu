@@ -1,0 +1,242 @@
+/* Selective scan on the GPU, fused as in the Mamba paper: u, delta, z, B, C are read from HBM,
+ * the discretization and the recurrence happen in registers, and only y (and the final state)
+ * is written; the (batch, L, dim, N) states never reach HBM.
+ *
+ * One thread owns one channel d and its N states. A batch-1 scan has only dim channels, too
+ * few threads to fill the GPU, so time is split into chunks that run in parallel:
+ *   1. chunk pass: each (chunk c, d) runs the recurrence from a zero state and keeps its end
+ *      state hloc_c[n] and S_c = sum of dt over the chunk (the chunk's decay is exp(A S_c));
+ *   2. carry pass: per (d, n), H_c = exp(A S_{c-1}) H_{c-1} + hloc_{c-1}, in order over chunks:
+ *      the state entering every chunk;
+ *   3. final pass: each (chunk c, d) reruns its chunk from H_c and writes y.
+ * That is the scan over pairs (a, b) o (a', b') = (a a', a' b + b') done per chunk, with the
+ * exponentials computed twice rather than the states stored. A scan that needs one chunk
+ * (decoding, large batches) runs the final pass alone. */
+#include <math.h>
+
+#include "cuda_internal.h"
+
+#define LOG2E 1.4426950408889634f
+
+struct scan_params {
+    int B, D, L, N, G, softplus;
+    int chunk_len, n_chunks;
+    int bc_vec;           /* B and C rows are contiguous in n and 16-byte aligned: float4 loads */
+    const float *u, *delta, *A, *Bm, *Cm, *Dv, *z, *bias, *s_in;
+    float *out, *s_out;
+    long long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
+    long long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
+    float *hloc, *S;      /* (n_chunks, B, D, N), (n_chunks, B, D) */
+    float *hin;           /* (n_chunks, B, D, N): the state entering each chunk */
+};
+
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ float softplus_f(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
+
+/* B[t, 0..N) (or C) into registers: four float4 loads for N = 16 when contiguous. */
+template <int MAXN>
+__device__ __forceinline__ void load_bc(const float *p, int N, int sn, int vec, float *v)
+{
+    if (vec) {
+#pragma unroll
+        for (int q = 0; q < MAXN / 4; q++) {
+            if (4 * q < N) {
+                const float4 f = __ldg((const float4 *)p + q);
+                v[4 * q] = f.x; v[4 * q + 1] = f.y; v[4 * q + 2] = f.z; v[4 * q + 3] = f.w;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < MAXN; n++)
+            if (n < N) v[n] = __ldg(p + n * sn);
+    }
+}
+
+/* FINAL false: pass 1 (zero start, keep the end state and the sum of dt); true: pass 3.
+ * Pointers are set once and advanced by the time strides. For N <= 16 the next step's B and C
+ * are loaded while the current step computes; larger N (rare) reads them in the loop, since
+ * two more copies of N values would not fit in registers. */
+template <int MAXN, bool FINAL>
+__global__ void __launch_bounds__(128) scan_chunk_kernel(const scan_params p)
+{
+    const int d = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = blockIdx.y, b = blockIdx.z;
+    if (d >= p.D) return;
+    const int N = p.N;
+    const int t0 = c * p.chunk_len, t1 = min(p.L, t0 + p.chunk_len);
+    const int g = d / (p.D / p.G);
+    float a2[MAXN], h[MAXN];
+    const size_t sidx = ((size_t)b * p.D + d) * N;
+#pragma unroll
+    for (int n = 0; n < MAXN; n++) {
+        if (n < N) {
+            a2[n] = p.A[(size_t)d * N + n] * LOG2E;
+            if (!FINAL) h[n] = 0.0f;
+            else if (p.n_chunks > 1) h[n] = p.hin[(size_t)c * p.B * p.D * N + sidx + n];
+            else h[n] = p.s_in ? p.s_in[sidx + n] : 0.0f;
+        } else {
+            a2[n] = 0.0f;
+            h[n] = 0.0f;
+        }
+    }
+    const float bias = p.bias ? p.bias[d] : 0.0f, Dd = p.Dv ? p.Dv[d] : 0.0f;
+    const float *up = p.u + b * p.u_sb + t0 * p.u_st + d * p.u_sd;
+    const float *dp = p.delta + b * p.d_sb + t0 * p.d_st + d * p.d_sd;
+    const float *zp = p.z ? p.z + b * p.z_sb + t0 * p.z_st + d * p.z_sd : nullptr;
+    float *op = FINAL ? p.out + b * p.o_sb + t0 * p.o_st + d * p.o_sd : nullptr;
+    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg + t0 * p.B_st;
+    const float *Cp = p.Cm + b * p.C_sb + g * p.C_sg + t0 * p.C_st;
+    const long long ust = p.u_st, dst = p.d_st, zst = p.z_st, ost = p.o_st, bst = p.B_st, cst = p.C_st;
+    const int bsn = (int)p.B_sn, csn = (int)p.C_sn, vec = p.bc_vec;
+    float S = 0.0f;
+    if (t0 >= t1) return;
+    /* prefetched inputs of step t */
+    constexpr bool PF = MAXN <= 16;
+    constexpr int NB = PF ? MAXN : 1;
+    float nd = *dp, nu = *up, nz = zp ? *zp : 0.0f;
+    float nB[NB], nC[NB];
+    if (PF) {
+        load_bc<NB>(Bp, N, bsn, vec, nB);
+        if (FINAL) load_bc<NB>(Cp, N, csn, vec, nC);
+    }
+    for (int t = t0; t < t1; t++) {
+        const float dl = nd, u = nu, z = nz;
+        const float *Bt = Bp, *Ct = Cp;
+        float Bv[NB], Cv[NB];
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            Bv[n] = nB[n];
+            if (FINAL) Cv[n] = nC[n];
+        }
+        if (t + 1 < t1) {
+            dp += dst; up += ust; Bp += bst; Cp += cst;
+            nd = *dp; nu = *up;
+            if (PF) {
+                load_bc<NB>(Bp, N, bsn, vec, nB);
+                if (FINAL) load_bc<NB>(Cp, N, csn, vec, nC);
+            }
+            if (FINAL && zp) { zp += zst; nz = *zp; }
+        }
+        float dt = dl + bias;
+        if (p.softplus) dt = softplus_f(dt);
+        const float du = dt * u;
+        float y = 0.0f;
+#pragma unroll
+        for (int n = 0; n < MAXN; n++) {
+            if (n < N) {
+                const float bn = PF ? Bv[n < NB ? n : 0] : __ldg(Bt + n * bsn);
+                h[n] = ex2(dt * a2[n]) * h[n] + du * bn;
+                if (FINAL) y += (PF ? Cv[n < NB ? n : 0] : __ldg(Ct + n * csn)) * h[n];
+            }
+        }
+        if (FINAL) {
+            y += Dd * u;
+            if (p.z) y *= z / (1.0f + __expf(-z));
+            *op = y;
+            op += ost;
+        } else {
+            S += dt;
+        }
+    }
+    if (!FINAL) {
+        const size_t base = (size_t)c * p.B * p.D * N + sidx;
+#pragma unroll
+        for (int n = 0; n < MAXN; n++)
+            if (n < N) p.hloc[base + n] = h[n];
+        p.S[((size_t)c * p.B + b) * p.D + d] = S;
+    } else if (p.s_out && c == p.n_chunks - 1) {
+#pragma unroll
+        for (int n = 0; n < MAXN; n++)
+            if (n < N) p.s_out[sidx + n] = h[n];
+    }
+}
+
+/* Pass 2: one thread per (b, d, n), in order over the chunks; the loads do not depend on the
+ * running state, so unrolling keeps several in flight. */
+__global__ void scan_carry_kernel(const scan_params p)
+{
+    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x, per = (size_t)p.B * p.D * p.N;
+    if (i >= per) return;
+    const int n = (int)(i % p.N), d = (int)((i / p.N) % p.D), b = (int)(i / ((size_t)p.N * p.D));
+    const float a2 = p.A[(size_t)d * p.N + n] * LOG2E;
+    const float *S = p.S + (size_t)b * p.D + d;
+    const size_t sstride = (size_t)p.B * p.D;
+    float H = p.s_in ? p.s_in[i] : 0.0f;
+#pragma unroll 8
+    for (int c = 0; c < p.n_chunks; c++) {
+        p.hin[(size_t)c * per + i] = H;
+        if (c + 1 < p.n_chunks) H = ex2(a2 * S[c * sstride]) * H + p.hloc[(size_t)c * per + i];
+    }
+}
+
+template <int MAXN> static int launch(mb_device *dev, const scan_params &p)
+{
+    const dim3 block(128), grid((unsigned)((p.D + 127) / 128), (unsigned)p.n_chunks, (unsigned)p.B);
+    if (p.n_chunks > 1) {
+        const dim3 grid1(grid.x, (unsigned)(p.n_chunks - 1), grid.z);
+        scan_chunk_kernel<MAXN, false><<<grid1, block, 0, dev->stream>>>(p);
+        CU_LAUNCHED(dev, "scan chunk kernel");
+        const size_t per = (size_t)p.B * p.D * p.N;
+        scan_carry_kernel<<<(unsigned)((per + 255) / 256), 256, 0, dev->stream>>>(p);
+        CU_LAUNCHED(dev, "scan carry kernel");
+    }
+    scan_chunk_kernel<MAXN, true><<<grid, block, 0, dev->stream>>>(p);
+    CU_LAUNCHED(dev, "scan kernel");
+    return 0;
+}
+
+int cuda_scan(mb_device *dev, const mb_scan_op *op)
+{
+    if (op->d_state > 256)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan: d_state %zu, at most 256 supported", op->d_state);
+    if (!op->n_groups || op->dim % op->n_groups)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "scan: dim %zu not a multiple of n_groups %zu", op->dim,
+                         op->n_groups);
+    if (op->batch > 65535 || op->dim > (1u << 30) || op->len > (1u << 30))
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan: batch %zu (at most 65535), dim %zu, len %zu", op->batch,
+                         op->dim, op->len);
+    scan_params p;
+    p.B = (int)op->batch; p.D = (int)op->dim; p.L = (int)op->len; p.N = (int)op->d_state; p.G = (int)op->n_groups;
+    p.softplus = op->delta_softplus;
+    p.u = (const float *)cu_at(op->u); p.delta = (const float *)cu_at(op->delta); p.A = (const float *)cu_at(op->A);
+    p.Bm = (const float *)cu_at(op->B); p.Cm = (const float *)cu_at(op->C); p.Dv = (const float *)cu_at(op->D);
+    p.z = (const float *)cu_at(op->z); p.bias = (const float *)cu_at(op->delta_bias);
+    p.s_in = (const float *)cu_at(op->state_in); p.out = (float *)cu_at(op->out); p.s_out = (float *)cu_at(op->state_out);
+    p.u_sb = op->u_sb; p.u_st = op->u_st; p.u_sd = op->u_sd;
+    p.d_sb = op->delta_sb; p.d_st = op->delta_st; p.d_sd = op->delta_sd;
+    p.B_sb = op->B_sb; p.B_st = op->B_st; p.B_sg = op->B_sg; p.B_sn = op->B_sn;
+    p.C_sb = op->C_sb; p.C_st = op->C_st; p.C_sg = op->C_sg; p.C_sn = op->C_sn;
+    p.z_sb = op->z_sb; p.z_st = op->z_st; p.z_sd = op->z_sd;
+    p.o_sb = op->out_sb; p.o_st = op->out_st; p.o_sd = op->out_sd;
+    /* Enough chunks that about 8 warps per SM run; a chunk is at least 16 steps long. */
+    const long long want_threads = (long long)dev->sm_count * 256 * 4;
+    long long chunks = (want_threads + (long long)p.B * p.D - 1) / ((long long)p.B * p.D);
+    long long max_chunks = (p.L + 15) / 16;
+    if (chunks > max_chunks) chunks = max_chunks;
+    if (chunks > 1024) chunks = 1024;
+    if (chunks < 1) chunks = 1;
+    p.chunk_len = (int)((p.L + chunks - 1) / chunks);
+    p.n_chunks = (p.L + p.chunk_len - 1) / p.chunk_len;
+    p.bc_vec = p.B_sn == 1 && p.C_sn == 1 && p.N % 4 == 0 && ((uintptr_t)p.Bm % 16) == 0 &&
+               ((uintptr_t)p.Cm % 16) == 0 && (p.B_sb % 4) == 0 && (p.B_st % 4) == 0 && (p.B_sg % 4) == 0 &&
+               (p.C_sb % 4) == 0 && (p.C_st % 4) == 0 && (p.C_sg % 4) == 0;
+    p.hloc = p.S = p.hin = nullptr;
+    if (p.n_chunks > 1) {
+        const size_t per = (size_t)p.B * p.D * p.N, nc = (size_t)p.n_chunks;
+        void *s;
+        int rc = cuda_scratch(dev, (2 * nc * per + nc * (size_t)p.B * p.D) * sizeof(float), &s);
+        if (rc) return rc;
+        p.hloc = (float *)s;
+        p.hin = p.hloc + nc * per;
+        p.S = p.hin + nc * per;
+    }
+    if (p.N <= 16) return launch<16>(dev, p);
+    if (p.N <= 64) return launch<64>(dev, p);
+    return launch<256>(dev, p);
+}
