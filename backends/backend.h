@@ -120,6 +120,15 @@ typedef struct mb_backend {
     /* Bytes allocated through alloc(): now and the peak since the last reset. */
     void (*memory)(mb_device *dev, uint64_t *current, uint64_t *peak);
     void (*reset_peak)(mb_device *dev);
+
+    /* ---- optional (NULL when absent) ---- */
+    /* Record the ops enqueued between begin and end as a graph that launch replays with the
+     * same buffers; end returns non-zero, with no graph, if anything in between failed or
+     * cannot be recorded (the core then runs those ops directly). */
+    int (*graph_begin)(mb_device *dev);
+    int (*graph_end)(mb_device *dev, void **graph);
+    int (*graph_launch)(mb_device *dev, void *graph);
+    void (*graph_free)(mb_device *dev, void *graph);
 } mb_backend;
 
 typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);

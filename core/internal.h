@@ -154,6 +154,8 @@ struct mamba_state {
     mb_buffer *logits;         /* logits of one chunk, grown on demand                  */
     size_t logits_bytes;
     int32_t *host_ids;         /* (batch * chunk) staging                               */
+    void *step_graph;          /* the captured one-token step, when the backend records graphs */
+    int graph_failed;          /* capture was tried and failed: run steps directly          */
 };
 
 mamba_status_t mb_state_new(mamba_model_t *m, size_t batch, size_t chunk, mamba_state_t **out);

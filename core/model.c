@@ -98,10 +98,18 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
     return MAMBA_OK;
 }
 
+static void drop_step_graph(mamba_state_t *s)
+{
+    mamba_context_t *ctx = s->model->ctx;
+    if (s->step_graph) ctx->be->graph_free(ctx->dev, s->step_graph);
+    s->step_graph = NULL;
+}
+
 static mamba_status_t ensure_logits(mamba_state_t *s, size_t bytes)
 {
     mamba_context_t *ctx = s->model->ctx;
     if (s->logits_bytes >= bytes) return MAMBA_OK;
+    drop_step_graph(s); /* it wrote into the old buffer */
     if (s->logits) ctx->be->free(ctx->dev, s->logits);
     s->logits = NULL;
     s->logits_bytes = 0;
@@ -112,9 +120,10 @@ static mamba_status_t ensure_logits(mamba_state_t *s, size_t bytes)
     return MAMBA_OK;
 }
 
-/* Run ids[b, c0 .. c0+T) (row stride len) through every layer. */
-static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len, size_t c0, size_t T,
-                                mamba_logits_mode_t mode, float *logits, int last_chunk)
+/* Enqueue every layer for the ids already on the device (T per sequence), then the logits
+ * that mode asks for into s->logits (none when logits_wanted is 0). No host transfer, so
+ * that a one-token step can be recorded as a graph. */
+static mamba_status_t enqueue_chunk(mamba_state_t *s, size_t T, mamba_logits_mode_t mode, int logits_wanted)
 {
     mamba_model_t *m = s->model;
     mamba_context_t *ctx = m->ctx;
@@ -124,36 +133,81 @@ static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len
     const size_t B = s->batch, R = B * T, dm = (size_t)c->d_model, V = (size_t)c->vocab_size;
     const work_layout w = layout(c, R);
     mb_buffer *wk = s->work;
-
-    for (size_t b = 0; b < B; b++) memcpy(s->host_ids + b * T, ids + b * len + c0, T * sizeof *ids);
-    MB_TRY_BE(ctx, be->upload(dev, at(wk, w.ids), s->host_ids, R * 4), "upload of token ids");
-    MB_TRY_BE(ctx, be->embed(dev, at(wk, w.ids), R, m->embedding.p, m->embedding.dt, dm,
-                             at(wk, w.residual)), "embedding");
+    MB_TRY_BE(ctx, be->embed(dev, at(wk, w.ids), R, m->embedding.p, m->embedding.dt, dm, at(wk, w.residual)),
+              "embedding");
     for (int l = 0; l < c->n_layer; l++) {
-        MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), l ? at(wk, w.mo) : none, m->layers[l].norm,
-                                       R, dm, c->norm_eps, at(wk, w.hn)), "add + rmsnorm");
+        MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), l ? at(wk, w.mo) : none, m->layers[l].norm, R, dm,
+                                       c->norm_eps, at(wk, w.hn)), "add + rmsnorm");
         mamba_status_t st = mixer(s, &w, l, T);
         if (st != MAMBA_OK) return st;
     }
-    if (!logits || (mode == MAMBA_LOGITS_LAST && !last_chunk)) return MAMBA_OK;
-    MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), at(wk, w.mo), m->norm_f, R, dm, c->norm_eps,
-                                   at(wk, w.hn)), "final rmsnorm");
+    if (!logits_wanted) return MAMBA_OK;
+    MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), at(wk, w.mo), m->norm_f, R, dm, c->norm_eps, at(wk, w.hn)),
+              "final rmsnorm");
     if (mode == MAMBA_LOGITS_ALL) {
-        mamba_status_t st = ensure_logits(s, R * V * 4);
-        if (st != MAMBA_OK) return st;
-        MB_TRY_BE(ctx, be->gemm(dev, R, V, dm, at(wk, w.hn), dm, m->lm_head.p, m->lm_head.dt, none,
-                                at(s->logits, 0), V), "lm_head");
-        for (size_t b = 0; b < B; b++)
-            MB_TRY_BE(ctx, be->download(dev, logits + (b * len + c0) * V, at(s->logits, b * T * V * 4),
-                                        T * V * 4), "download of logits");
-        return MAMBA_OK;
+        MB_TRY_BE(ctx, be->gemm(dev, R, V, dm, at(wk, w.hn), dm, m->lm_head.p, m->lm_head.dt, none, at(s->logits, 0), V),
+                  "lm_head");
+    } else {
+        /* last position only: row T-1 of each sequence, a stride of T rows apart */
+        MB_TRY_BE(ctx, be->gemm(dev, B, V, dm, at(wk, w.hn + (T - 1) * dm * 4), T * dm, m->lm_head.p, m->lm_head.dt,
+                                none, at(s->logits, 0), V), "lm_head");
     }
-    /* Last position only: row T-1 of each sequence, a stride of T rows apart. */
-    mamba_status_t st = ensure_logits(s, B * V * 4);
-    if (st != MAMBA_OK) return st;
-    MB_TRY_BE(ctx, be->gemm(dev, B, V, dm, at(wk, w.hn + (T - 1) * dm * 4), T * dm, m->lm_head.p, m->lm_head.dt,
-                            none, at(s->logits, 0), V), "lm_head");
-    MB_TRY_BE(ctx, be->download(dev, logits, at(s->logits, 0), B * V * 4), "download of logits");
+    return MAMBA_OK;
+}
+
+/* A one-token step through the recorded graph, recording it on first use. Returns
+ * MAMBA_ERR_UNSUPPORTED (and remembers it) when the backend cannot record this step. */
+static mamba_status_t enqueue_step_graph(mamba_state_t *s)
+{
+    mamba_context_t *ctx = s->model->ctx;
+    const mb_backend *be = ctx->be;
+    if (!be->graph_begin || s->graph_failed) return MAMBA_ERR_UNSUPPORTED;
+    if (!s->step_graph) {
+        if (be->graph_begin(ctx->dev) != 0) {
+            s->graph_failed = 1;
+            return MAMBA_ERR_UNSUPPORTED;
+        }
+        mamba_status_t st = enqueue_chunk(s, 1, MAMBA_LOGITS_LAST, 1);
+        void *g = NULL;
+        int rc = be->graph_end(ctx->dev, &g);
+        if (st != MAMBA_OK || rc != 0 || !g) {
+            mb_log(ctx, MAMBA_LOG_DEBUG, "decode step not recorded as a graph: %s",
+                   st != MAMBA_OK ? ctx->err : be->last_error(ctx->dev));
+            ctx->err[0] = 0;
+            s->graph_failed = 1;
+            return MAMBA_ERR_UNSUPPORTED;
+        }
+        s->step_graph = g;
+    }
+    MB_TRY_BE(ctx, be->graph_launch(ctx->dev, s->step_graph), "decode step graph");
+    return MAMBA_OK;
+}
+
+/* Run ids[b, c0 .. c0+T) (row stride len) through the model. */
+static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len, size_t c0, size_t T,
+                                mamba_logits_mode_t mode, float *logits, int last_chunk)
+{
+    mamba_model_t *m = s->model;
+    mamba_context_t *ctx = m->ctx;
+    const mb_backend *be = ctx->be;
+    mb_device *dev = ctx->dev;
+    const size_t B = s->batch, R = B * T, V = (size_t)m->cfg.vocab_size;
+    const work_layout w = layout(&m->cfg, R);
+    const int want = logits && (mode == MAMBA_LOGITS_ALL || last_chunk);
+    mamba_status_t st;
+    if (want && (st = ensure_logits(s, (mode == MAMBA_LOGITS_ALL ? R : B) * V * 4)) != MAMBA_OK) return st;
+    for (size_t b = 0; b < B; b++) memcpy(s->host_ids + b * T, ids + b * len + c0, T * sizeof *ids);
+    MB_TRY_BE(ctx, be->upload(dev, at(s->work, w.ids), s->host_ids, R * 4), "upload of token ids");
+    st = T == 1 && want && mode == MAMBA_LOGITS_LAST ? enqueue_step_graph(s) : MAMBA_ERR_UNSUPPORTED;
+    if (st == MAMBA_ERR_UNSUPPORTED) st = enqueue_chunk(s, T, mode, want);
+    if (st != MAMBA_OK || !want) return st;
+    if (mode == MAMBA_LOGITS_ALL) {
+        for (size_t b = 0; b < B; b++)
+            MB_TRY_BE(ctx, be->download(dev, logits + (b * len + c0) * V, at(s->logits, b * T * V * 4), T * V * 4),
+                      "download of logits");
+    } else {
+        MB_TRY_BE(ctx, be->download(dev, logits, at(s->logits, 0), B * V * 4), "download of logits");
+    }
     return MAMBA_OK;
 }
 
@@ -171,6 +225,8 @@ mamba_status_t mb_model_run(mamba_state_t *s, const int32_t *ids, size_t len, ma
     MB_TRY_BE(ctx, ctx->be->sync(ctx->dev), "synchronize");
     return MAMBA_OK;
 }
+
+void mb_state_drop_graph(mamba_state_t *s) { drop_step_graph(s); }
 
 mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch, size_t len,
                              mamba_logits_mode_t mode, float *logits)

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 size_t mb_work_bytes(const mamba_config_t *c, size_t rows);
+void mb_state_drop_graph(mamba_state_t *s);
 
 /* Rows in one chunk are capped so that a large batch does not need a huge workspace. */
 #define MB_MAX_CHUNK_ROWS 8192
@@ -62,6 +63,7 @@ void mamba_state_free(mamba_state_t *s)
 {
     if (!s) return;
     mamba_context_t *ctx = s->model->ctx;
+    mb_state_drop_graph(s);
     if (s->state) ctx->be->free(ctx->dev, s->state);
     if (s->work) ctx->be->free(ctx->dev, s->work);
     if (s->logits) ctx->be->free(ctx->dev, s->logits);

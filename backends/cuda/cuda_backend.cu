@@ -214,6 +214,10 @@ static void cu_reset_peak(mb_device *d) { d->mem_peak = d->mem_current; }
 int cuda_scratch(mb_device *d, size_t bytes, void **out)
 {
     if (bytes > d->scratch_bytes) {
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        cudaStreamIsCapturing(d->stream, &cs);
+        if (cs != cudaStreamCaptureStatusNone)
+            return cuda_fail(d, MAMBA_ERR_UNSUPPORTED, "scratch of %zu bytes needed while recording a graph", bytes);
         cudaStreamSynchronize(d->stream);
         cudaFree(d->scratch);
         d->mem_current -= d->scratch_bytes;
@@ -232,6 +236,45 @@ int cuda_scratch(mb_device *d, size_t bytes, void **out)
     }
     *out = d->scratch;
     return 0;
+}
+
+static int cu_graph_begin(mb_device *d)
+{
+    CU_CHECK(d, cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    return 0;
+}
+
+static int cu_graph_end(mb_device *d, void **out)
+{
+    *out = nullptr;
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(d->stream, &g);
+    if (e != cudaSuccess || !g) {
+        (void)cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        return cuda_fail(d, MAMBA_ERR_BACKEND, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cuda_fail(d, MAMBA_ERR_BACKEND, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    }
+    *out = exec;
+    return 0;
+}
+
+static int cu_graph_launch(mb_device *d, void *g)
+{
+    CU_CHECK(d, cudaGraphLaunch((cudaGraphExec_t)g, d->stream), "cudaGraphLaunch");
+    return 0;
+}
+
+static void cu_graph_free(mb_device *d, void *g)
+{
+    cudaStreamSynchronize(d->stream);
+    cudaGraphExecDestroy((cudaGraphExec_t)g);
 }
 
 static mb_backend make_vtable(void)
@@ -262,6 +305,10 @@ static mb_backend make_vtable(void)
     v.timer_stop = cu_timer_stop;
     v.memory = cu_memory;
     v.reset_peak = cu_reset_peak;
+    v.graph_begin = cu_graph_begin;
+    v.graph_end = cu_graph_end;
+    v.graph_launch = cu_graph_launch;
+    v.graph_free = cu_graph_free;
     return v;
 }
 
