@@ -62,6 +62,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
     for (int i = 0; i < GEMV_MAX_M; i++) acc[i] = 0.0f;
     if (VECTOR) {
         constexpr int V = wvec<T>::n;
+#pragma unroll 4
         for (int k0 = lane * V; k0 < k; k0 += 32 * V) {
             float wf[V];
             wvec<T>::load(wr + k0, wf);

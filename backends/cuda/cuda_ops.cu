@@ -96,8 +96,39 @@ __global__ void conv_state_kernel(mb_conv_op op, const float *x, float *state)
     for (size_t j = 0; j + 1 < K; j++) state[(b * (K - 1) + j) * C + c] = keep[j];
 }
 
+/* Short inputs (decoding): one thread per (b, c) walks the steps with the window in registers
+ * and writes the new state itself: one launch instead of two. */
+#define SHORT_CONV_MAX_LEN 8
+#define SHORT_CONV_MAX_WIDTH 8
+__global__ void conv_short_kernel(mb_conv_op op, const float *x, const float *w, const float *bias, float *state,
+                                  float *out)
+{
+    const size_t c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, C = op.channels;
+    const int K = (int)op.width, L = (int)op.len;
+    if (c >= C) return;
+    float win[SHORT_CONV_MAX_WIDTH - 1 + SHORT_CONV_MAX_LEN], wc[SHORT_CONV_MAX_WIDTH];
+    for (int j = 0; j + 1 < K; j++) win[j] = state[(b * (K - 1) + j) * C + c];
+    for (int t = 0; t < L; t++) win[K - 1 + t] = x[b * op.x_sb + t * op.x_st + c];
+    for (int k = 0; k < K; k++) wc[k] = w[c * K + k];
+    const float bc = bias ? bias[c] : 0.0f;
+    for (int t = 0; t < L; t++) {
+        float acc = bc;
+        for (int k = 0; k < K; k++) acc += wc[k] * win[t + k];
+        out[b * op.out_sb + t * op.out_st + c] = acc / (1.0f + __expf(-acc));
+    }
+    for (int j = 0; j + 1 < K; j++) state[(b * (K - 1) + j) * C + c] = win[L + j];
+}
+
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op)
 {
+    if (op->len <= SHORT_CONV_MAX_LEN && op->width <= SHORT_CONV_MAX_WIDTH && op->batch <= 65535) {
+        const unsigned threads = 128, blocks = (unsigned)((op->channels + threads - 1) / threads);
+        conv_short_kernel<<<dim3(blocks, (unsigned)op->batch), threads, 0, dev->stream>>>(
+            *op, (const float *)cu_at(op->x), (const float *)cu_at(op->weight), (const float *)cu_at(op->bias),
+            (float *)cu_at(op->state), (float *)cu_at(op->out));
+        CU_LAUNCHED(dev, "short conv kernel");
+        return 0;
+    }
     if (op->width < 1 || op->width > 64)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv width %zu, expected 1..64", op->width);
     if (op->len > 65535 || op->batch > 65535)
