@@ -224,7 +224,7 @@ START_TEST(half_weights_match_cpu)
     const mamba_dtype_t dts[3] = {MAMBA_F32, MAMBA_F16, MAMBA_BF16};
     mamba_config_t c;
     mamba_config_init(&c);
-    c.d_model = 96;
+    c.d_model = 512; /* d_inner 1024: x_proj takes the split-K GEMV path */
     c.n_layer = 2;
     c.vocab_size = 1000;
     const size_t lens[3] = {1, 5, 150};

@@ -49,21 +49,39 @@ __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-/* vector: rows of W are 16-byte aligned and k a multiple of the vector width */
-template <typename T, bool VECTOR>
+/* 4 consecutive x values of row i: one 16-byte load when aligned. */
+template <bool XVEC> __device__ __forceinline__ void load_x4(const float *p, float *o)
+{
+    if (XVEC) {
+        const float4 v = *(const float4 *)p;
+        o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    } else {
+        o[0] = p[0]; o[1] = p[1]; o[2] = p[2]; o[3] = p[3];
+    }
+}
+
+/* y[i, row] = sum_k x[i, k] W[row, k] for i < m. A warp streams one weight row with 16-byte
+ * loads; SPLIT: the block's warps share one row, each a slice of k, when there are too few
+ * rows to fill the GPU (x_proj), and the block adds the slices. VECTOR: W rows are 16-byte
+ * aligned and k is a multiple of the vector width; XVEC: x rows are too. */
+template <typename T, bool VECTOR, bool XVEC, bool SPLIT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int k, const float *x, int lda,
                                                                const T *w, const float *bias, float *y, int ldy)
 {
-    const int row = blockIdx.x * GEMV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = SPLIT ? blockIdx.x : blockIdx.x * GEMV_WARPS + warp;
     if (row >= n) return;
     const T *wr = w + (size_t)row * k;
     float acc[GEMV_MAX_M];
 #pragma unroll
     for (int i = 0; i < GEMV_MAX_M; i++) acc[i] = 0.0f;
+    /* the k range of this warp: all of it, or its slice in SPLIT mode */
+    constexpr int V = VECTOR ? wvec<T>::n : 1;
+    const int step = 32 * V * (SPLIT ? GEMV_WARPS : 1);
+    const int first = (SPLIT ? warp * 32 * V : 0) + lane * V;
     if (VECTOR) {
-        constexpr int V = wvec<T>::n;
 #pragma unroll 4
-        for (int k0 = lane * V; k0 < k; k0 += 32 * V) {
+        for (int k0 = first; k0 < k; k0 += step) {
             float wf[V];
             wvec<T>::load(wr + k0, wf);
 #pragma unroll
@@ -71,25 +89,55 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                 if (i < m) {
                     const float *xr = x + (size_t)i * lda + k0;
 #pragma unroll
-                    for (int j = 0; j < V; j++) acc[i] += wf[j] * xr[j];
+                    for (int j = 0; j < V; j += 4) {
+                        float xv[4];
+                        load_x4<XVEC>(xr + j, xv);
+                        acc[i] += wf[j] * xv[0] + wf[j + 1] * xv[1] + wf[j + 2] * xv[2] + wf[j + 3] * xv[3];
+                    }
                 }
             }
         }
     } else {
-        for (int kk = lane; kk < k; kk += 32) {
+        for (int kk = first; kk < k; kk += step) {
             const float wf = to_f32(wr[kk]);
 #pragma unroll
             for (int i = 0; i < GEMV_MAX_M; i++)
                 if (i < m) acc[i] += wf * x[(size_t)i * lda + kk];
         }
     }
+    __shared__ float part[GEMV_WARPS][GEMV_MAX_M];
 #pragma unroll
     for (int i = 0; i < GEMV_MAX_M; i++) {
         if (i >= m) break;
         float v = acc[i];
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) y[(size_t)i * ldy + row] = v + (bias ? bias[row] : 0.0f);
+        if (SPLIT) {
+            if (lane == 0) part[warp][i] = v;
+        } else if (lane == 0) {
+            y[(size_t)i * ldy + row] = v + (bias ? bias[row] : 0.0f);
+        }
     }
+    if (SPLIT) {
+        __syncthreads();
+        if (threadIdx.x < (unsigned)m) {
+            float v = 0.0f;
+            for (int q = 0; q < GEMV_WARPS; q++) v += part[q][threadIdx.x];
+            y[(size_t)threadIdx.x * ldy + row] = v + (bias ? bias[row] : 0.0f);
+        }
+    }
+}
+
+template <typename T, bool VECTOR, bool XVEC>
+static void launch_gemv(mb_device *dev, bool split, size_t m, size_t n, size_t k, const float *x, size_t lda,
+                        const void *w, const float *bias, float *y, size_t ldy)
+{
+    if (split)
+        gemv_kernel<T, VECTOR, XVEC, true><<<(unsigned)n, GEMV_WARPS * 32, 0, dev->stream>>>(
+            (int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy);
+    else
+        gemv_kernel<T, VECTOR, XVEC, false><<<(unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS), GEMV_WARPS * 32, 0,
+                                              dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias,
+                                                             y, (int)ldy);
 }
 
 template <typename T>
@@ -98,13 +146,12 @@ static int gemv(mb_device *dev, size_t m, size_t n, size_t k, const float *x, si
 {
     constexpr int V = wvec<T>::n;
     const bool vector = k % V == 0 && ((uintptr_t)w % 16) == 0;
-    const unsigned blocks = (unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS);
-    if (vector)
-        gemv_kernel<T, true><<<blocks, GEMV_WARPS * 32, 0, dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda,
-                                                                          (const T *)w, bias, y, (int)ldy);
-    else
-        gemv_kernel<T, false><<<blocks, GEMV_WARPS * 32, 0, dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda,
-                                                                           (const T *)w, bias, y, (int)ldy);
+    const bool xvec = vector && lda % 4 == 0 && ((uintptr_t)x % 16) == 0;
+    /* fewer rows than four warps per SM: share rows among a block's warps */
+    const bool split = n < (size_t)dev->sm_count * 4 * GEMV_WARPS && k >= (size_t)(GEMV_WARPS * 32 * V);
+    if (xvec) launch_gemv<T, true, true>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+    else if (vector) launch_gemv<T, true, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+    else launch_gemv<T, false, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
     CU_LAUNCHED(dev, "gemv kernel");
     return 0;
 }
