@@ -176,7 +176,7 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
     float *y = (float *)cu_at(y_p);
     const void *w = cu_at(w_p);
     if (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16)
-        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
     if (m <= GEMV_MAX_M) {

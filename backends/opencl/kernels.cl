@@ -1,0 +1,268 @@
+/* OpenCL C 1.2 kernels of the OpenCL backend. Buffers are passed with element offsets (an
+ * mb_ptr is a buffer and a byte offset, and sub-buffers would need aligned offsets). Weight
+ * dtypes: 0 F32, 1 F16 (vload_half, core in 1.2), 2 BF16 (the high half of an f32). */
+
+#define DT_F32 0
+#define DT_F16 1
+#define DT_BF16 2
+
+inline float load_w(__global const void *p, ulong i, int dt)
+{
+    if (dt == DT_F16) return vload_half(i, (__global const half *)p);
+    if (dt == DT_BF16) return as_float(((uint)((__global const ushort *)p)[i]) << 16);
+    return ((__global const float *)p)[i];
+}
+
+/* out[r, :] = table[ids[r], :] */
+__kernel void embed(__global const int *ids, ulong ids_off, __global const void *table, ulong table_off, int dt,
+                    ulong dim, __global float *out, ulong out_off)
+{
+    const ulong r = get_group_id(0);
+    const ulong row = (ulong)ids[ids_off + r] * dim + table_off;
+    for (ulong i = get_local_id(0); i < dim; i += get_local_size(0))
+        out[out_off + r * dim + i] = load_w(table, row + i, dt);
+}
+
+/* Sum over a work-group of at most 256 items. */
+inline float group_sum(float v, __local float *tmp)
+{
+    const uint l = get_local_id(0), n = get_local_size(0);
+    tmp[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = n / 2; s > 0; s >>= 1) {
+        if (l < s) tmp[l] += tmp[l + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = tmp[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
+/* One work-group per row: residual += x (when has_x); out = residual / rms * w. */
+__kernel void add_rmsnorm(__global float *res, ulong res_off, __global const float *x, ulong x_off, int has_x,
+                          __global const float *w, ulong w_off, ulong dim, float eps, __global float *out,
+                          ulong out_off)
+{
+    __local float tmp[256];
+    const ulong r = get_group_id(0);
+    __global float *rr = res + res_off + r * dim;
+    float ss = 0.0f;
+    for (ulong i = get_local_id(0); i < dim; i += get_local_size(0)) {
+        float v = rr[i] + (has_x ? x[x_off + r * dim + i] : 0.0f);
+        rr[i] = v;
+        ss += v * v;
+    }
+    ss = group_sum(ss, tmp);
+    const float inv = rsqrt(ss / (float)dim + eps);
+    for (ulong i = get_local_id(0); i < dim; i += get_local_size(0))
+        out[out_off + r * dim + i] = rr[i] * inv * w[w_off + i];
+}
+
+/* Causal depthwise conv + bias + SiLU: one work-item per (c, t, b); in[tau < 0] is the state
+ * (batch, K-1, C). */
+__kernel void conv(ulong C, ulong K, __global const float *x, ulong x_off, ulong x_sb, ulong x_st,
+                   __global const float *w, ulong w_off, __global const float *bias, ulong b_off, int has_bias,
+                   __global const float *state, ulong s_off, __global float *out, ulong o_off, ulong o_sb,
+                   ulong o_st)
+{
+    const ulong c = get_global_id(0), t = get_global_id(1), b = get_global_id(2);
+    if (c >= C) return;
+    float acc = has_bias ? bias[b_off + c] : 0.0f;
+    for (ulong k = 0; k < K; k++) {
+        const long tau = (long)t - (long)(K - 1) + (long)k;
+        const float v = tau >= 0 ? x[x_off + b * x_sb + (ulong)tau * x_st + c]
+                                 : state[s_off + (b * (K - 1) + (ulong)(tau + (long)K - 1)) * C + c];
+        acc += w[w_off + c * K + k] * v;
+    }
+    out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + exp(-acc));
+}
+
+/* The new conv state: the last K-1 inputs; one work-item per (c, b) reads before it writes. */
+__kernel void conv_state(ulong C, ulong K, ulong L, __global const float *x, ulong x_off, ulong x_sb, ulong x_st,
+                         __global float *state, ulong s_off)
+{
+    const ulong c = get_global_id(0), b = get_global_id(1);
+    if (c >= C || K < 2) return;
+    float keep[63];
+    for (ulong j = 0; j + 1 < K; j++) {
+        const long tau = (long)L - (long)(K - 1) + (long)j;
+        keep[j] = tau >= 0 ? x[x_off + b * x_sb + (ulong)tau * x_st + c]
+                           : state[s_off + (b * (K - 1) + (ulong)(tau + (long)K - 1)) * C + c];
+    }
+    for (ulong j = 0; j + 1 < K; j++) state[s_off + (b * (K - 1) + j) * C + c] = keep[j];
+}
+
+/* ---- selective scan ----
+ * As in the CUDA backend: a work-item owns one channel and its N states in private memory;
+ * time is split into chunks run in parallel (pass 1: chunk-local end states and sum of dt;
+ * pass 2: the carry over chunks; pass 3: rerun each chunk from its entering state and write
+ * y). B and C of a chunk are loaded once per work-group into local memory, a tile of steps
+ * at a time, when the whole work-group reads one group of B/C (G = 1, or groups whose width
+ * is a multiple of the work-group size). */
+
+/* B and C tiles of 1024 floats each: SCAN_TILE(N) steps of N states */
+#define SCAN_TILE_FLOATS 1024
+
+typedef struct {
+    long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
+    long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
+    ulong u_off, d_off, A_off, B_off, C_off, D_off, z_off, bias_off, si_off, o_off, so_off;
+    int B, D, L, N, G, softplus, chunk_len, n_chunks, has_D, has_z, has_bias, has_si, has_so, shared_bc;
+} scan_params;
+
+inline float softplus_f(float x) { return x <= 20.0f ? log1p(exp(x)) : x; }
+
+#define SCAN_CHUNK_KERNEL(NAME, MAXN, FINAL)                                                                   \
+__kernel void NAME(scan_params p, __global const float *u, __global const float *delta,                       \
+                   __global const float *A, __global const float *Bm, __global const float *Cm,                 \
+                   __global const float *Dv, __global const float *z, __global const float *bias,               \
+                   __global const float *s_in, __global float *out, __global float *s_out,                      \
+                   __global float *hloc, __global float *S, __global const float *hin)                          \
+{                                                                                                              \
+    __local float lB[SCAN_TILE_FLOATS], lC[SCAN_TILE_FLOATS];                                                  \
+    const int TILE = SCAN_TILE_FLOATS / MAXN;                                                                  \
+    const int d = get_global_id(0), c = get_group_id(1), b = get_group_id(2);                                  \
+    const int N = p.N, t0 = c * p.chunk_len, t1 = min(p.L, t0 + p.chunk_len);                                  \
+    const int active = d < p.D;                                                                                \
+    const int dd = active ? d : p.D - 1;                                                                       \
+    const int g = dd / (p.D / p.G);                                                                            \
+    float a[MAXN], h[MAXN];                                                                                    \
+    const ulong sidx = ((ulong)b * p.D + dd) * N;                                                              \
+    for (int n = 0; n < MAXN; n++) {                                                                           \
+        a[n] = n < N ? A[p.A_off + (ulong)dd * N + n] : 0.0f;                                                  \
+        h[n] = 0.0f;                                                                                           \
+        if (FINAL && n < N)                                                                                    \
+            h[n] = p.n_chunks > 1 ? hin[(ulong)c * p.B * p.D * N + sidx + n]                                   \
+                                  : (p.has_si ? s_in[p.si_off + sidx + n] : 0.0f);                             \
+    }                                                                                                          \
+    const float bs = p.has_bias ? bias[p.bias_off + dd] : 0.0f, Dd = p.has_D ? Dv[p.D_off + dd] : 0.0f;        \
+    const ulong bbase = p.B_off + (ulong)((long)b * p.B_sb + (long)g * p.B_sg);                                \
+    const ulong cbase = p.C_off + (ulong)((long)b * p.C_sb + (long)g * p.C_sg);                                \
+    float Ssum = 0.0f;                                                                                         \
+    for (int tt = t0; tt < t1; tt += TILE) {                                                                   \
+        const int tn = min(TILE, t1 - tt);                                                                     \
+        if (p.shared_bc) {                                                                                     \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                                      \
+            for (int i = get_local_id(0); i < tn * N; i += get_local_size(0)) {                                \
+                const int s = i / N, n = i % N;                                                                \
+                lB[s * MAXN + n] = Bm[bbase + (ulong)((long)(tt + s) * p.B_st + (long)n * p.B_sn)];            \
+                if (FINAL) lC[s * MAXN + n] = Cm[cbase + (ulong)((long)(tt + s) * p.C_st + (long)n * p.C_sn)];  \
+            }                                                                                                  \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                                      \
+        }                                                                                                      \
+        if (active) {                                                                                          \
+            for (int s = 0; s < tn; s++) {                                                                     \
+                const long t = tt + s;                                                                         \
+                float dt = delta[p.d_off + (ulong)(b * p.d_sb + t * p.d_st + dd * p.d_sd)] + bs;               \
+                if (p.softplus) dt = softplus_f(dt);                                                           \
+                const float uu = u[p.u_off + (ulong)(b * p.u_sb + t * p.u_st + dd * p.u_sd)];                   \
+                const float du = dt * uu;                                                                      \
+                float y = 0.0f;                                                                                \
+                for (int n = 0; n < MAXN; n++) {                                                               \
+                    if (n < N) {                                                                               \
+                        const float bn = p.shared_bc ? lB[s * MAXN + n]                                        \
+                                                     : Bm[bbase + (ulong)(t * p.B_st + (long)n * p.B_sn)];     \
+                        h[n] = exp(dt * a[n]) * h[n] + du * bn;                                                \
+                        if (FINAL) {                                                                           \
+                            const float cn = p.shared_bc ? lC[s * MAXN + n]                                    \
+                                                         : Cm[cbase + (ulong)(t * p.C_st + (long)n * p.C_sn)]; \
+                            y += cn * h[n];                                                                    \
+                        }                                                                                      \
+                    }                                                                                          \
+                }                                                                                              \
+                if (FINAL) {                                                                                   \
+                    y += Dd * uu;                                                                              \
+                    if (p.has_z) {                                                                             \
+                        const float zz = z[p.z_off + (ulong)(b * p.z_sb + t * p.z_st + dd * p.z_sd)];           \
+                        y *= zz / (1.0f + exp(-zz));                                                           \
+                    }                                                                                          \
+                    out[p.o_off + (ulong)(b * p.o_sb + t * p.o_st + dd * p.o_sd)] = y;                          \
+                } else {                                                                                       \
+                    Ssum += dt;                                                                                \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    if (!active) return;                                                                                       \
+    if (!FINAL) {                                                                                              \
+        const ulong base = (ulong)c * p.B * p.D * N + sidx;                                                    \
+        for (int n = 0; n < N && n < MAXN; n++) hloc[base + n] = h[n];                                         \
+        S[((ulong)c * p.B + b) * p.D + dd] = Ssum;                                                             \
+    } else if (p.has_so && c == p.n_chunks - 1) {                                                              \
+        for (int n = 0; n < N && n < MAXN; n++) s_out[p.so_off + sidx + n] = h[n];                             \
+    }                                                                                                          \
+}
+
+SCAN_CHUNK_KERNEL(scan_pass1_16, 16, 0)
+SCAN_CHUNK_KERNEL(scan_final_16, 16, 1)
+SCAN_CHUNK_KERNEL(scan_pass1_256, 256, 0)
+SCAN_CHUNK_KERNEL(scan_final_256, 256, 1)
+
+/* Pass 2: one work-item per (b, d, n), in order over the chunks. */
+__kernel void scan_carry(scan_params p, __global const float *A, __global const float *s_in,
+                         __global const float *hloc, __global const float *S, __global float *hin)
+{
+    const ulong i = get_global_id(0), per = (ulong)p.B * p.D * p.N;
+    if (i >= per) return;
+    const int n = (int)(i % p.N), d = (int)((i / p.N) % p.D), b = (int)(i / ((ulong)p.N * p.D));
+    const float a = A[p.A_off + (ulong)d * p.N + n];
+    float H = p.has_si ? s_in[p.si_off + i] : 0.0f;
+    for (int c = 0; c < p.n_chunks; c++) {
+        hin[(ulong)c * per + i] = H;
+        if (c + 1 < p.n_chunks) H = exp(a * S[((ulong)c * p.B + b) * p.D + d]) * H + hloc[(ulong)c * per + i];
+    }
+}
+
+/* ---- GEMV for a few rows (decoding): y[i, row] = x[i, :] . W[row, :] (+ bias), i < m ---- */
+#define GEMV_MAX_M 8
+__kernel void gemv(int m, int k, __global const float *x, ulong x_off, int lda, __global const void *w, ulong w_off,
+                   int dt, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
+                   int ldy)
+{
+    __local float tmp[256];
+    const ulong row = get_group_id(0);
+    const int l = get_local_id(0), ls = get_local_size(0);
+    float acc[GEMV_MAX_M];
+    for (int i = 0; i < GEMV_MAX_M; i++) acc[i] = 0.0f;
+    const ulong wrow = w_off + row * (ulong)k;
+    for (int kk = l; kk < k; kk += ls) {
+        const float wf = load_w(w, wrow + kk, dt);
+        for (int i = 0; i < GEMV_MAX_M; i++)
+            if (i < m) acc[i] += wf * x[x_off + (ulong)i * lda + kk];
+    }
+    for (int i = 0; i < m; i++) {
+        const float v = group_sum(acc[i], tmp);
+        if (l == 0) y[y_off + (ulong)i * ldy + row] = v + (has_bias ? bias[b_off + row] : 0.0f);
+    }
+}
+
+__kernel void widen(__global const void *src, ulong src_off, int dt, ulong n, __global float *dst)
+{
+    for (ulong i = get_global_id(0); i < n; i += get_global_size(0)) dst[i] = load_w(src, src_off + i, dt);
+}
+
+__kernel void add_bias(__global float *y, ulong y_off, ulong ldy, __global const float *bias, ulong b_off, ulong n)
+{
+    const ulong j = get_global_id(0), i = get_global_id(1);
+    if (j < n) y[y_off + i * ldy + j] += bias[b_off + j];
+}
+
+/* Read-bandwidth probe: each work-group's partial sum of float4s to out[group]. */
+__kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __global float *out, ulong out_off)
+{
+    __local float tmp[256];
+    float s = 0.0f;
+    for (ulong i = get_global_id(0); i < n4; i += get_global_size(0)) {
+        const float4 v = x[src_off4 + i];
+        s += (v.x + v.y) + (v.z + v.w);
+    }
+    s = group_sum(s, tmp);
+    if (get_local_id(0) == 0) out[out_off + get_group_id(0)] = s;
+}
+
+__kernel void sum_partials(__global float *out, ulong out_off, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += out[out_off + i];
+    out[out_off] = s;
+}

@@ -1,0 +1,64 @@
+/* The OpenCL backend's device: context, in-order queue, program and kernels. */
+#ifndef MB_OPENCL_INTERNAL_H
+#define MB_OPENCL_INTERNAL_H
+
+
+#include <CL/cl.h>
+
+#include "backend.h"
+
+enum {
+    K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_256, K_SCANF_256, K_CARRY,
+    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_SUM, K_COUNT
+};
+
+struct mb_device {
+    cl_device_id device;
+    cl_context ctx;
+    cl_command_queue q;
+    cl_program prog;
+    cl_kernel k[K_COUNT];
+    size_t max_wg;
+    cl_ulong max_alloc, global_mem;
+    cl_uint compute_units;
+    cl_mem scratch;
+    size_t scratch_bytes;
+    uint64_t mem_current, mem_peak;
+    cl_event t0;
+    double host_t0;
+    char err[1024];
+};
+
+struct mb_buffer {
+    cl_mem mem;
+    size_t bytes;
+};
+
+int ocl_fail(mb_device *d, int status, const char *fmt, ...);
+const char *ocl_error_name(cl_int e);
+#define OCL_CHECK(d, call, what)                                                                   \
+    do {                                                                                           \
+        cl_int ocl_e_ = (call);                                                                    \
+        if (ocl_e_ != CL_SUCCESS)                                                                  \
+            return ocl_fail((d), ocl_e_ == CL_MEM_OBJECT_ALLOCATION_FAILURE ||                     \
+                                         ocl_e_ == CL_OUT_OF_RESOURCES ? MAMBA_ERR_OUT_OF_MEMORY   \
+                                                                       : MAMBA_ERR_BACKEND,        \
+                            "%s: %s (%d)", (what), ocl_error_name(ocl_e_), (int)ocl_e_);          \
+    } while (0)
+
+/* Set kernel arguments from a list of (size, pointer) pairs. */
+int ocl_args(mb_device *d, cl_kernel k, const char *name, int n, ...);
+int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out);
+static inline cl_mem ocl_mem(mb_ptr p) { return p.buf ? p.buf->mem : NULL; }
+
+int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out);
+int ocl_add_rmsnorm(mb_device *d, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, size_t dim, float eps, mb_ptr out);
+int ocl_conv_silu(mb_device *d, const mb_conv_op *op);
+int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt,
+             mb_ptr bias, mb_ptr y, size_t ldy);
+int ocl_scan(mb_device *d, const mb_scan_op *op);
+int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out);
+
+extern const char mb_opencl_kernels[];
+
+#endif

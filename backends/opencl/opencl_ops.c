@@ -1,0 +1,225 @@
+/* OpenCL ops: argument marshalling and launch geometry for the kernels in kernels.cl; GEMM
+ * through CLBlast. Buffer positions become element offsets. */
+#include <clblast_c.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "opencl_internal.h"
+
+#define M(x) sizeof(cl_mem), (const void *)&(x)
+#define U(x) sizeof(cl_ulong), (const void *)&(x)
+#define I(x) sizeof(cl_int), (const void *)&(x)
+#define F(x) sizeof(cl_float), (const void *)&(x)
+
+static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+static int launch(mb_device *d, int k, cl_uint dims, const size_t *global, const size_t *local, const char *what)
+{
+    OCL_CHECK(d, clEnqueueNDRangeKernel(d->q, d->k[k], dims, NULL, global, local, 0, NULL, NULL), what);
+    return 0;
+}
+
+static int dt_code(mamba_dtype_t dt) { return dt == MAMBA_F16 ? 1 : dt == MAMBA_BF16 ? 2 : 0; }
+static size_t dt_size(mamba_dtype_t dt) { return dt == MAMBA_F16 || dt == MAMBA_BF16 ? 2 : 4; }
+
+int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
+{
+    cl_mem im = ocl_mem(ids), tm = ocl_mem(table), om = ocl_mem(out);
+    cl_ulong io = ids.offset / 4, to = table.offset / dt_size(dt), oo = out.offset / 4, dm = dim;
+    cl_int dc = dt_code(dt);
+    int rc = ocl_args(d, d->k[K_EMBED], "embed", 8, M(im), U(io), M(tm), U(to), I(dc), U(dm), M(om), U(oo));
+    const size_t local = 64, global = rows * local;
+    return rc ? rc : launch(d, K_EMBED, 1, &global, &local, "embedding kernel");
+}
+
+int ocl_add_rmsnorm(mb_device *d, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, size_t dim, float eps, mb_ptr out)
+{
+    cl_mem rm = ocl_mem(res), xm = x.buf ? ocl_mem(x) : rm, wm = ocl_mem(w), om = ocl_mem(out);
+    cl_ulong ro = res.offset / 4, xo = x.offset / 4, wo = w.offset / 4, dm = dim, oo = out.offset / 4;
+    cl_int has_x = x.buf != NULL;
+    cl_float e = eps;
+    int rc = ocl_args(d, d->k[K_RMSNORM], "add_rmsnorm", 11, M(rm), U(ro), M(xm), U(xo), I(has_x), M(wm), U(wo), U(dm),
+                      F(e), M(om), U(oo));
+    const size_t local = d->max_wg >= 256 ? 256 : 128, global = rows * local;
+    return rc ? rc : launch(d, K_RMSNORM, 1, &global, &local, "add + rmsnorm kernel");
+}
+
+int ocl_conv_silu(mb_device *d, const mb_conv_op *op)
+{
+    if (op->width < 1 || op->width > 64)
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "conv width %zu, expected 1..64", op->width);
+    cl_mem xm = ocl_mem(op->x), wm = ocl_mem(op->weight), bm = op->bias.buf ? ocl_mem(op->bias) : wm;
+    cl_mem sm = ocl_mem(op->state), om = ocl_mem(op->out);
+    cl_ulong C = op->channels, K = op->width, L = op->len, xo = op->x.offset / 4, xsb = (cl_ulong)op->x_sb,
+             xst = (cl_ulong)op->x_st, wo = op->weight.offset / 4, bo = op->bias.offset / 4, so = op->state.offset / 4,
+             oo = op->out.offset / 4, osb = (cl_ulong)op->out_sb, ost = (cl_ulong)op->out_st;
+    cl_int has_b = op->bias.buf != NULL;
+    int rc = ocl_args(d, d->k[K_CONV], "conv", 17, U(C), U(K), M(xm), U(xo), U(xsb), U(xst), M(wm), U(wo), M(bm), U(bo),
+                      I(has_b), M(sm), U(so), M(om), U(oo), U(osb), U(ost));
+    const size_t local[3] = {64, 1, 1}, global[3] = {round_up(C, 64), L, op->batch};
+    if (!rc) rc = launch(d, K_CONV, 3, global, local, "conv kernel");
+    if (!rc) rc = ocl_args(d, d->k[K_CONV_STATE], "conv_state", 9, U(C), U(K), U(L), M(xm), U(xo), U(xsb), U(xst), M(sm),
+                           U(so));
+    const size_t local2[2] = {64, 1}, global2[2] = {round_up(C, 64), op->batch};
+    return rc ? rc : launch(d, K_CONV_STATE, 2, global2, local2, "conv state kernel");
+}
+
+#define GEMV_MAX_M 8
+
+int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt, mb_ptr bias,
+             mb_ptr y, size_t ldy)
+{
+    if (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16)
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
+    cl_mem xm = ocl_mem(x), wm = ocl_mem(w), ym = ocl_mem(y), bm = bias.buf ? ocl_mem(bias) : xm;
+    const size_t es = dt_size(wdt);
+    cl_ulong xo = x.offset / 4, wo = w.offset / es, yo = y.offset / 4, bo = bias.offset / 4;
+    int rc;
+    if (m <= GEMV_MAX_M) {
+        cl_int mi = (cl_int)m, ki = (cl_int)k, ldai = (cl_int)lda, dc = dt_code(wdt), hb = bias.buf != NULL,
+               ldyi = (cl_int)ldy;
+        rc = ocl_args(d, d->k[K_GEMV], "gemv", 14, I(mi), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc), M(bm), U(bo),
+                      I(hb), M(ym), U(yo), I(ldyi));
+        const size_t local = 128, global = n * local;
+        return rc ? rc : launch(d, K_GEMV, 1, &global, &local, "gemv kernel");
+    }
+    cl_mem wf = wm;
+    size_t wf_off = wo;
+    if (wdt != MAMBA_F32) {
+        if ((rc = ocl_scratch(d, n * k * 4, &wf)) != 0) return rc;
+        cl_int dc = dt_code(wdt);
+        cl_ulong cnt = (cl_ulong)n * k;
+        if ((rc = ocl_args(d, d->k[K_WIDEN], "widen", 5, M(wm), U(wo), I(dc), U(cnt), M(wf))) != 0) return rc;
+        const size_t local = 256, global = (size_t)d->compute_units * 8 * local;
+        if ((rc = launch(d, K_WIDEN, 1, &global, &local, "widen kernel")) != 0) return rc;
+        wf_off = 0;
+    }
+    /* row-major y (m, n) = x (m, k) W^T (n, k) */
+    CLBlastStatusCode st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, m, n, k, 1.0f,
+                                        xm, xo, lda, wf, wf_off, k, 0.0f, ym, yo, ldy, &d->q, NULL);
+    if (st != CLBlastSuccess)
+        return ocl_fail(d, MAMBA_ERR_BACKEND, "CLBlastSgemm (%zu x %zu x %zu) failed: status %d", m, n, k, (int)st);
+    if (bias.buf) {
+        cl_ulong ldyu = ldy, nu = n;
+        if ((rc = ocl_args(d, d->k[K_BIAS], "add_bias", 6, M(ym), U(yo), U(ldyu), M(bm), U(bo), U(nu))) != 0) return rc;
+        const size_t local[2] = {64, 1}, global[2] = {round_up(n, 64), m};
+        return launch(d, K_BIAS, 2, global, local, "bias kernel");
+    }
+    return 0;
+}
+
+/* Matches scan_params in kernels.cl: longs, then ulongs, then ints. */
+typedef struct scan_params {
+    cl_long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
+    cl_long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
+    cl_ulong u_off, d_off, A_off, B_off, C_off, D_off, z_off, bias_off, si_off, o_off, so_off;
+    cl_int B, D, L, N, G, softplus, chunk_len, n_chunks, has_D, has_z, has_bias, has_si, has_so, shared_bc;
+} scan_params;
+
+#define SCAN_LOCAL 64
+
+int ocl_scan(mb_device *d, const mb_scan_op *op)
+{
+    if (op->d_state > 256)
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "scan: d_state %zu, at most 256 supported", op->d_state);
+    if (!op->n_groups || op->dim % op->n_groups)
+        return ocl_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "scan: dim %zu not a multiple of n_groups %zu", op->dim,
+                        op->n_groups);
+    scan_params p;
+    memset(&p, 0, sizeof p);
+    p.u_sb = op->u_sb; p.u_st = op->u_st; p.u_sd = op->u_sd;
+    p.d_sb = op->delta_sb; p.d_st = op->delta_st; p.d_sd = op->delta_sd;
+    p.B_sb = op->B_sb; p.B_st = op->B_st; p.B_sg = op->B_sg; p.B_sn = op->B_sn;
+    p.C_sb = op->C_sb; p.C_st = op->C_st; p.C_sg = op->C_sg; p.C_sn = op->C_sn;
+    p.z_sb = op->z_sb; p.z_st = op->z_st; p.z_sd = op->z_sd;
+    p.o_sb = op->out_sb; p.o_st = op->out_st; p.o_sd = op->out_sd;
+    p.u_off = op->u.offset / 4; p.d_off = op->delta.offset / 4; p.A_off = op->A.offset / 4;
+    p.B_off = op->B.offset / 4; p.C_off = op->C.offset / 4; p.D_off = op->D.offset / 4; p.z_off = op->z.offset / 4;
+    p.bias_off = op->delta_bias.offset / 4; p.si_off = op->state_in.offset / 4; p.o_off = op->out.offset / 4;
+    p.so_off = op->state_out.offset / 4;
+    p.B = (cl_int)op->batch; p.D = (cl_int)op->dim; p.L = (cl_int)op->len; p.N = (cl_int)op->d_state;
+    p.G = (cl_int)op->n_groups; p.softplus = op->delta_softplus;
+    p.has_D = op->D.buf != NULL; p.has_z = op->z.buf != NULL; p.has_bias = op->delta_bias.buf != NULL;
+    p.has_si = op->state_in.buf != NULL; p.has_so = op->state_out.buf != NULL;
+    p.shared_bc = op->n_groups == 1 || (op->dim / op->n_groups) % SCAN_LOCAL == 0;
+    /* chunks so that about 1024 work-items per compute unit run */
+    const long long want = (long long)d->compute_units * 1024;
+    long long chunks = (want + (long long)p.B * p.D - 1) / ((long long)p.B * p.D);
+    if (chunks > (p.L + 15) / 16) chunks = (p.L + 15) / 16;
+    if (chunks > 1024) chunks = 1024;
+    if (chunks < 1) chunks = 1;
+    p.chunk_len = (cl_int)((p.L + chunks - 1) / chunks);
+    p.n_chunks = (p.L + p.chunk_len - 1) / p.chunk_len;
+    cl_mem any = ocl_mem(op->u);
+    cl_mem um = any, dm = ocl_mem(op->delta), am = ocl_mem(op->A), bm = ocl_mem(op->B), cm = ocl_mem(op->C);
+    cl_mem Dm = op->D.buf ? ocl_mem(op->D) : any, zm = op->z.buf ? ocl_mem(op->z) : any;
+    cl_mem biasm = op->delta_bias.buf ? ocl_mem(op->delta_bias) : any;
+    cl_mem sim = op->state_in.buf ? ocl_mem(op->state_in) : any, om = ocl_mem(op->out);
+    cl_mem som = op->state_out.buf ? ocl_mem(op->state_out) : any;
+    cl_mem hloc = any, S = any, hin = any;
+    int rc;
+    const size_t per = (size_t)p.B * p.D * p.N, nc = (size_t)p.n_chunks;
+    cl_ulong hin_off = 0, S_off = 0;
+    if (p.n_chunks > 1) {
+        /* hloc, hin, S in one scratch; sub-buffer origins on 4 KiB (the base-address
+         * alignment that devices ask for is at most that) */
+        hin_off = round_up(nc * per, 1024);
+        S_off = round_up(hin_off + nc * per, 1024);
+        cl_mem s;
+        if ((rc = ocl_scratch(d, (S_off + nc * (size_t)p.B * p.D) * 4, &s)) != 0) return rc;
+        hloc = hin = S = s;
+    }
+    /* the kernels index hloc, hin and S from 0: give them sub-buffers of the scratch */
+    cl_mem hin_b = hin, S_b = S;
+    cl_int e;
+    if (p.n_chunks > 1) {
+        cl_buffer_region r1 = {hin_off * 4, nc * per * 4}, r2 = {S_off * 4, nc * (size_t)p.B * p.D * 4};
+        hin_b = clCreateSubBuffer(hin, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r1, &e);
+        if (e != CL_SUCCESS) return ocl_fail(d, MAMBA_ERR_BACKEND, "scan scratch: %s", ocl_error_name(e));
+        S_b = clCreateSubBuffer(S, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r2, &e);
+        if (e != CL_SUCCESS) {
+            clReleaseMemObject(hin_b);
+            return ocl_fail(d, MAMBA_ERR_BACKEND, "scan scratch: %s", ocl_error_name(e));
+        }
+    }
+    const int big = p.N > 16;
+    const int k1 = big ? K_SCAN1_256 : K_SCAN1_16, kf = big ? K_SCANF_256 : K_SCANF_16;
+    const size_t local[3] = {SCAN_LOCAL, 1, 1};
+    rc = 0;
+    if (p.n_chunks > 1) {
+        rc = ocl_args(d, d->k[k1], "scan pass 1", 15, sizeof p, (const void *)&p, M(um), M(dm), M(am), M(bm), M(cm), M(Dm),
+                      M(zm), M(biasm), M(sim), M(om), M(som), M(hloc), M(S_b), M(hin_b));
+        const size_t g1[3] = {round_up((size_t)p.D, SCAN_LOCAL), nc - 1, (size_t)p.B};
+        if (!rc) rc = launch(d, k1, 3, g1, local, "scan pass 1 kernel");
+        if (!rc) rc = ocl_args(d, d->k[K_CARRY], "scan carry", 6, sizeof p, (const void *)&p, M(am), M(sim), M(hloc),
+                               M(S_b), M(hin_b));
+        const size_t lc = 64, gc = round_up(per, 64);
+        if (!rc) rc = launch(d, K_CARRY, 1, &gc, &lc, "scan carry kernel");
+    }
+    if (!rc) rc = ocl_args(d, d->k[kf], "scan", 15, sizeof p, (const void *)&p, M(um), M(dm), M(am), M(bm), M(cm), M(Dm),
+                           M(zm), M(biasm), M(sim), M(om), M(som), M(hloc), M(S_b), M(hin_b));
+    const size_t gf[3] = {round_up((size_t)p.D, SCAN_LOCAL), nc, (size_t)p.B};
+    if (!rc) rc = launch(d, kf, 3, gf, local, "scan kernel");
+    if (p.n_chunks > 1) {
+        /* released after the kernels that use them are enqueued: OpenCL keeps them alive */
+        clReleaseMemObject(hin_b);
+        clReleaseMemObject(S_b);
+    }
+    return rc;
+}
+
+int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out)
+{
+    cl_mem sm = ocl_mem(src), om = ocl_mem(out);
+    cl_ulong so = src.offset / 16, n4 = n / 4, oo = out.offset / 4;
+    const cl_int groups = 64;
+    int rc = ocl_args(d, d->k[K_READ], "read_sum", 5, M(sm), U(so), U(n4), M(om), U(oo));
+    const size_t local = 256, global = (size_t)groups * local * (d->compute_units > 8 ? d->compute_units / 8 : 1);
+    /* at most 64 partial sums (the target holds 64 floats) */
+    const size_t g = global / local > 64 ? 64 * local : global;
+    if (!rc) rc = launch(d, K_READ, 1, &g, &local, "read probe kernel");
+    cl_int np = (cl_int)(g / local);
+    if (!rc) rc = ocl_args(d, d->k[K_SUM], "sum_partials", 3, M(om), U(oo), I(np));
+    const size_t one = 1;
+    return rc ? rc : launch(d, K_SUM, 1, &one, &one, "read probe sum");
+}
