@@ -13,9 +13,11 @@
 #define MB_INSTALL_LIBDIR "/usr/local/lib"
 #endif
 
+/* Modules stay resident once loaded (RTLD_NODELETE): GPU runtimes and the C++ libraries they
+ * pull in are not safe to unload and load again within a process. */
 static const mb_backend *try_module(const char *path, void **module, char *note, size_t note_len)
 {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!h) {
         snprintf(note, note_len, "%s", dlerror());
         return NULL;

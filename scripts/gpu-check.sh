@@ -10,8 +10,8 @@ what="${1:-all}"
 shift || true
 mkdir -p "$out"
 eval "$("$root/scripts/device-deps.sh" "$root/.dev/debs")"
-if [ -d /etc/OpenCL/vendors ] && [ ! -e /etc/OpenCL/vendors/nvidia.icd ]; then
-  echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
+if [ ! -e /etc/OpenCL/vendors/nvidia.icd ] && ldconfig -p | grep -q libnvidia-opencl.so.1; then
+  mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
 fi
 nvidia-smi -L
 build="$root/build-gpu"
@@ -24,10 +24,12 @@ echo "built"
 "$build/tools/mamba" info
 status=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  (cd "$build" && MAMBA_TEST_REQUIRE=cuda ctest --output-on-failure -j4 > "$out/ctest.log" 2>&1) || status=1
+  (cd "$build" && MAMBA_TEST_REQUIRE=cuda,opencl ctest --output-on-failure -j4 > "$out/ctest.log" 2>&1) || status=1
   grep -E "tests passed|Failed|Skipped|\*\*\*" "$out/ctest.log"
-  (cd "$build" && ./tests/test_gpu_backends cuda > "$out/gpu-suite.log" 2>&1) || status=1
-  grep -vE "^Running" "$out/gpu-suite.log" | tail -40
+  for be in cuda opencl; do
+    (cd "$build" && ./tests/test_gpu_backends $be > "$out/gpu-suite-$be.log" 2>&1) || status=1
+    grep -vE "^Running" "$out/gpu-suite-$be.log" | tail -12
+  done
   if command -v compute-sanitizer > /dev/null; then
     (cd "$build" && CK_FORK=no compute-sanitizer --tool memcheck --error-exitcode 9 ./tests/test_gpu_backends cuda \
       > "$out/memcheck.log" 2>&1) || status=1
@@ -35,6 +37,6 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   fi
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
-  "$build/bench/mamba-bench" --backend=cpu,cuda --check --json="$out/bench.json" "$@" 2>&1 | tee "$out/bench.log" || status=1
+  "$build/bench/mamba-bench" --backend=cpu,cuda,opencl --check --json="$out/bench.json" "$@" 2>&1 | tee "$out/bench.log" || status=1
 fi
 exit $status

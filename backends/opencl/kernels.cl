@@ -2,6 +2,13 @@
  * mb_ptr is a buffer and a byte offset, and sub-buffers would need aligned offsets). Weight
  * dtypes: 0 F32, 1 F16 (vload_half, core in 1.2), 2 BF16 (the high half of an f32). */
 
+/* EXP2: exp2 unless the host defines it as native_exp2 for a platform whose native exp2 is
+ * accurate enough (NVIDIA: ex2.approx, about 2 ulp) */
+#ifndef EXP2
+#define EXP2 exp2
+#endif
+#define LOG2E 1.4426950408889634f
+
 #define DT_F32 0
 #define DT_F16 1
 #define DT_BF16 2
@@ -77,6 +84,27 @@ __kernel void conv(ulong C, ulong K, __global const float *x, ulong x_off, ulong
     out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + exp(-acc));
 }
 
+/* Short inputs (decoding): one work-item per (c, b) walks the L <= 8 steps with the window in
+ * private memory and writes the new state: one launch instead of two. */
+__kernel void conv_short(ulong C, ulong K, ulong L, __global const float *x, ulong x_off, ulong x_sb, ulong x_st,
+                         __global const float *w, ulong w_off, __global const float *bias, ulong b_off, int has_bias,
+                         __global float *state, ulong s_off, __global float *out, ulong o_off, ulong o_sb, ulong o_st)
+{
+    const ulong c = get_global_id(0), b = get_global_id(1);
+    if (c >= C) return;
+    float win[15], wc[8];
+    for (ulong j = 0; j + 1 < K; j++) win[j] = state[s_off + (b * (K - 1) + j) * C + c];
+    for (ulong t = 0; t < L; t++) win[K - 1 + t] = x[x_off + b * x_sb + t * x_st + c];
+    for (ulong k = 0; k < K; k++) wc[k] = w[w_off + c * K + k];
+    const float bc = has_bias ? bias[b_off + c] : 0.0f;
+    for (ulong t = 0; t < L; t++) {
+        float acc = bc;
+        for (ulong k = 0; k < K; k++) acc += wc[k] * win[t + k];
+        out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + exp(-acc));
+    }
+    for (ulong j = 0; j + 1 < K; j++) state[s_off + (b * (K - 1) + j) * C + c] = win[L + j];
+}
+
 /* The new conv state: the last K-1 inputs; one work-item per (c, b) reads before it writes. */
 __kernel void conv_state(ulong C, ulong K, ulong L, __global const float *x, ulong x_off, ulong x_sb, ulong x_st,
                          __global float *state, ulong s_off)
@@ -139,6 +167,13 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     const ulong bbase = p.B_off + (ulong)((long)b * p.B_sb + (long)g * p.B_sg);                                \
     const ulong cbase = p.C_off + (ulong)((long)b * p.C_sb + (long)g * p.C_sg);                                \
     float Ssum = 0.0f;                                                                                         \
+    for (int n = 0; n < MAXN; n++) a[n] *= LOG2E;                                                              \
+    /* element indices of step t0, advanced by the time strides */                                            \
+    ulong iu = p.u_off + (ulong)(b * p.u_sb + (long)t0 * p.u_st + (long)dd * p.u_sd);                          \
+    ulong id = p.d_off + (ulong)(b * p.d_sb + (long)t0 * p.d_st + (long)dd * p.d_sd);                          \
+    ulong iz = p.z_off + (ulong)(b * p.z_sb + (long)t0 * p.z_st + (long)dd * p.z_sd);                          \
+    ulong io = p.o_off + (ulong)(b * p.o_sb + (long)t0 * p.o_st + (long)dd * p.o_sd);                          \
+    ulong ib = bbase + (ulong)((long)t0 * p.B_st), ic = cbase + (ulong)((long)t0 * p.C_st);                    \
     for (int tt = t0; tt < t1; tt += TILE) {                                                                   \
         const int tn = min(TILE, t1 - tt);                                                                     \
         if (p.shared_bc) {                                                                                     \
@@ -152,20 +187,18 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
         }                                                                                                      \
         if (active) {                                                                                          \
             for (int s = 0; s < tn; s++) {                                                                     \
-                const long t = tt + s;                                                                         \
-                float dt = delta[p.d_off + (ulong)(b * p.d_sb + t * p.d_st + dd * p.d_sd)] + bs;               \
+                float dt = delta[id] + bs;                                                                     \
                 if (p.softplus) dt = softplus_f(dt);                                                           \
-                const float uu = u[p.u_off + (ulong)(b * p.u_sb + t * p.u_st + dd * p.u_sd)];                   \
+                const float uu = u[iu];                                                                        \
                 const float du = dt * uu;                                                                      \
                 float y = 0.0f;                                                                                \
                 for (int n = 0; n < MAXN; n++) {                                                               \
                     if (n < N) {                                                                               \
-                        const float bn = p.shared_bc ? lB[s * MAXN + n]                                        \
-                                                     : Bm[bbase + (ulong)(t * p.B_st + (long)n * p.B_sn)];     \
-                        h[n] = exp(dt * a[n]) * h[n] + du * bn;                                                \
+                        const float bn = p.shared_bc ? lB[s * MAXN + n] : Bm[ib + (ulong)((long)n * p.B_sn)];  \
+                        h[n] = EXP2(dt * a[n]) * h[n] + du * bn;                                               \
                         if (FINAL) {                                                                           \
                             const float cn = p.shared_bc ? lC[s * MAXN + n]                                    \
-                                                         : Cm[cbase + (ulong)(t * p.C_st + (long)n * p.C_sn)]; \
+                                                         : Cm[ic + (ulong)((long)n * p.C_sn)];                 \
                             y += cn * h[n];                                                                    \
                         }                                                                                      \
                     }                                                                                          \
@@ -173,13 +206,14 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
                 if (FINAL) {                                                                                   \
                     y += Dd * uu;                                                                              \
                     if (p.has_z) {                                                                             \
-                        const float zz = z[p.z_off + (ulong)(b * p.z_sb + t * p.z_st + dd * p.z_sd)];           \
+                        const float zz = z[iz];                                                                \
                         y *= zz / (1.0f + exp(-zz));                                                           \
                     }                                                                                          \
-                    out[p.o_off + (ulong)(b * p.o_sb + t * p.o_st + dd * p.o_sd)] = y;                          \
+                    out[io] = y;                                                                               \
                 } else {                                                                                       \
                     Ssum += dt;                                                                                \
                 }                                                                                              \
+                iu += p.u_st; id += p.d_st; iz += p.z_st; io += p.o_st; ib += p.B_st; ic += p.C_st;            \
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
@@ -205,11 +239,11 @@ __kernel void scan_carry(scan_params p, __global const float *A, __global const 
     const ulong i = get_global_id(0), per = (ulong)p.B * p.D * p.N;
     if (i >= per) return;
     const int n = (int)(i % p.N), d = (int)((i / p.N) % p.D), b = (int)(i / ((ulong)p.N * p.D));
-    const float a = A[p.A_off + (ulong)d * p.N + n];
+    const float a = A[p.A_off + (ulong)d * p.N + n] * LOG2E;
     float H = p.has_si ? s_in[p.si_off + i] : 0.0f;
     for (int c = 0; c < p.n_chunks; c++) {
         hin[(ulong)c * per + i] = H;
-        if (c + 1 < p.n_chunks) H = exp(a * S[((ulong)c * p.B + b) * p.D + d]) * H + hloc[(ulong)c * per + i];
+        if (c + 1 < p.n_chunks) H = EXP2(a * S[((ulong)c * p.B + b) * p.D + d]) * H + hloc[(ulong)c * per + i];
     }
 }
 
@@ -247,7 +281,8 @@ __kernel void add_bias(__global float *y, ulong y_off, ulong ldy, __global const
     if (j < n) y[y_off + i * ldy + j] += bias[b_off + j];
 }
 
-/* Read-bandwidth probe: each work-group's partial sum of float4s to out[group]. */
+/* Read-bandwidth probe: out[0] += each work-group's sum of float4s (out zeroed before); the
+ * float add is a compare-and-swap loop, as OpenCL 1.2 has no float atomics. */
 __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __global float *out, ulong out_off)
 {
     __local float tmp[256];
@@ -257,12 +292,12 @@ __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __glo
         s += (v.x + v.y) + (v.z + v.w);
     }
     s = group_sum(s, tmp);
-    if (get_local_id(0) == 0) out[out_off + get_group_id(0)] = s;
-}
-
-__kernel void sum_partials(__global float *out, ulong out_off, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += out[out_off + i];
-    out[out_off] = s;
+    if (get_local_id(0) == 0) {
+        volatile __global uint *p = (volatile __global uint *)(out + out_off);
+        uint old = *p, seen;
+        do {
+            seen = old;
+            old = atomic_cmpxchg(p, seen, as_uint(as_float(seen) + s));
+        } while (old != seen);
+    }
 }

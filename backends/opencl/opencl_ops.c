@@ -54,6 +54,12 @@ int ocl_conv_silu(mb_device *d, const mb_conv_op *op)
              xst = (cl_ulong)op->x_st, wo = op->weight.offset / 4, bo = op->bias.offset / 4, so = op->state.offset / 4,
              oo = op->out.offset / 4, osb = (cl_ulong)op->out_sb, ost = (cl_ulong)op->out_st;
     cl_int has_b = op->bias.buf != NULL;
+    if (L <= 8 && K <= 8) {
+        int rs = ocl_args(d, d->k[K_CONV_SHORT], "conv_short", 18, U(C), U(K), U(L), M(xm), U(xo), U(xsb), U(xst), M(wm),
+                          U(wo), M(bm), U(bo), I(has_b), M(sm), U(so), M(om), U(oo), U(osb), U(ost));
+        const size_t ls[2] = {64, 1}, gs[2] = {round_up(C, 64), op->batch};
+        return rs ? rs : launch(d, K_CONV_SHORT, 2, gs, ls, "short conv kernel");
+    }
     int rc = ocl_args(d, d->k[K_CONV], "conv", 17, U(C), U(K), M(xm), U(xo), U(xsb), U(xst), M(wm), U(wo), M(bm), U(bo),
                       I(has_b), M(sm), U(so), M(om), U(oo), U(osb), U(ost));
     const size_t local[3] = {64, 1, 1}, global[3] = {round_up(C, 64), L, op->batch};
@@ -212,14 +218,9 @@ int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out)
 {
     cl_mem sm = ocl_mem(src), om = ocl_mem(out);
     cl_ulong so = src.offset / 16, n4 = n / 4, oo = out.offset / 4;
-    const cl_int groups = 64;
+    const cl_float zero = 0.0f;
+    OCL_CHECK(d, clEnqueueFillBuffer(d->q, om, &zero, sizeof zero, out.offset, sizeof zero, 0, NULL, NULL), "read probe");
     int rc = ocl_args(d, d->k[K_READ], "read_sum", 5, M(sm), U(so), U(n4), M(om), U(oo));
-    const size_t local = 256, global = (size_t)groups * local * (d->compute_units > 8 ? d->compute_units / 8 : 1);
-    /* at most 64 partial sums (the target holds 64 floats) */
-    const size_t g = global / local > 64 ? 64 * local : global;
-    if (!rc) rc = launch(d, K_READ, 1, &g, &local, "read probe kernel");
-    cl_int np = (cl_int)(g / local);
-    if (!rc) rc = ocl_args(d, d->k[K_SUM], "sum_partials", 3, M(om), U(oo), I(np));
-    const size_t one = 1;
-    return rc ? rc : launch(d, K_SUM, 1, &one, &one, "read probe sum");
+    const size_t local = 256, global = (size_t)d->compute_units * 8 * local;
+    return rc ? rc : launch(d, K_READ, 1, &global, &local, "read probe kernel");
 }
