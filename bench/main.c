@@ -50,7 +50,7 @@ static const size_t standard_scans[][4] = {
 #define LOGIT_BOUND 1e-3
 
 typedef struct options {
-    char backends[MAX_BACKENDS][16];
+    char backends[MAX_BACKENDS + 1][16]; /* + the CPU reference that --check puts first */
     size_t n_backends;
     int all_backends;
     const char *model;
@@ -128,6 +128,9 @@ static int parse_options(int argc, char **argv, options *o)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
+            /* the last --backend wins */
+            o->n_backends = 0;
+            o->all_backends = 0;
             if (strcmp(optarg, "all") == 0) { o->all_backends = 1; break; }
             if (strcmp(optarg, "auto") == 0) break;
             {
@@ -483,15 +486,12 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nb; i++)
             if (be[i].available) snprintf(o.backends[o.n_backends++], 16, "%s", be[i].name);
     }
-    int cpu_added = 0;
     if (o.check && o.n_backends && strcmp(o.backends[0], "cpu") != 0) {
         /* the CPU reference runs first */
         for (size_t i = o.n_backends; i > 0; i--) memcpy(o.backends[i], o.backends[i - 1], 16);
         snprintf(o.backends[0], 16, "cpu");
         o.n_backends++;
-        cpu_added = 1;
     }
-    (void)cpu_added;
     size_t nt = o.n_backends ? o.n_backends : 1;
     target ts[MAX_BACKENDS + 1];
     memset(ts, 0, sizeof ts);

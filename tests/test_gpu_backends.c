@@ -111,42 +111,17 @@ static const char *const scan_cases[] = {"basic", "one_step", "long_chunked", "p
 
 START_TEST(fixture_scan)
 {
-    char rel[256];
-    snprintf(rel, sizeof rel, "scan/%s.safetensors", scan_cases[_i]);
-    mamba_tensor_file_t *f;
-    ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &f), MAMBA_OK);
-    mamba_tensor_t u, A, t;
-    mamba_tensor_file_find(f, "u", &u);
-    mamba_tensor_file_find(f, "A", &A);
-    const size_t B = (size_t)u.shape[0], D = (size_t)u.shape[1], L = (size_t)u.shape[2], N = (size_t)A.shape[1];
-    float *Dv = mamba_tensor_file_find(f, "D", &t) == MAMBA_OK ? file_f32(f, "D", NULL) : NULL;
-    float *z = mamba_tensor_file_find(f, "z", &t) == MAMBA_OK ? file_f32(f, "z", NULL) : NULL;
-    float *bias = mamba_tensor_file_find(f, "delta_bias", &t) == MAMBA_OK ? file_f32(f, "delta_bias", NULL) : NULL;
-    float *uu = file_f32(f, "u", NULL), *dl = file_f32(f, "delta", NULL), *AA = file_f32(f, "A", NULL);
-    float *BB = file_f32(f, "B", NULL), *CC = file_f32(f, "C", NULL);
-    size_t no, ns;
-    float *ref = file_f32(f, "out", &no), *ref_s = file_f32(f, "last_state", &ns);
-    float *out = calloc(no, 4), *st = calloc(ns, 4);
-    const ptrdiff_t sb = (ptrdiff_t)(D * L), sd = (ptrdiff_t)L;
-    mamba_scan_args_t a = {
-        .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
-        .u = uu, .u_sb = sb, .u_st = 1, .u_sd = sd, .delta = dl, .delta_sb = sb, .delta_st = 1, .delta_sd = sd,
-        .A = AA, .B = BB, .B_sb = (ptrdiff_t)(N * L), .B_st = 1, .B_sn = (ptrdiff_t)L,
-        .C = CC, .C_sb = (ptrdiff_t)(N * L), .C_st = 1, .C_sn = (ptrdiff_t)L,
-        .D = Dv, .z = z, .z_sb = sb, .z_st = 1, .z_sd = sd, .delta_bias = bias,
-        .delta_softplus = strcmp(mamba_tensor_file_metadata(f, "delta_softplus"), "true") == 0,
-        .out = out, .out_sb = sb, .out_st = 1, .out_sd = sd, .state_out = st,
-    };
+    scan_fixture f;
+    scan_fixture_load(&f, scan_cases[_i]);
     mamba_context_t *ctx = open_ctx(backend, 0);
-    ck_assert_msg(mamba_scan(ctx, &a) == MAMBA_OK, "%s", mamba_last_error(ctx));
-    double eo = max_abs_diff(out, ref, no), es = max_abs_diff(st, ref_s, ns);
-    printf("%s scan %s: out err %.3g (max %.3g), state err %.3g\n", backend, scan_cases[_i], eo, max_abs(ref, no), es);
-    ck_assert_double_le(eo, SCAN_REL_BOUND * max_abs(ref, no));
-    ck_assert_double_le(es, SCAN_REL_BOUND * max_abs(ref_s, ns));
+    ck_assert_msg(mamba_scan(ctx, &f.args) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    double eo = max_abs_diff(f.out, f.ref_out, f.n_out), es = max_abs_diff(f.state, f.ref_state, f.n_state);
+    printf("%s scan %s: out err %.3g (max %.3g), state err %.3g\n", backend, scan_cases[_i], eo,
+           max_abs(f.ref_out, f.n_out), es);
+    ck_assert_double_le(eo, SCAN_REL_BOUND * max_abs(f.ref_out, f.n_out));
+    ck_assert_double_le(es, SCAN_REL_BOUND * max_abs(f.ref_state, f.n_state));
     mamba_context_free(ctx);
-    free(uu); free(dl); free(AA); free(BB); free(CC); free(Dv); free(z); free(bias);
-    free(ref); free(ref_s); free(out); free(st);
-    mamba_tensor_file_close(f);
+    scan_fixture_free(&f);
 }
 END_TEST
 
@@ -280,14 +255,9 @@ static int run_backend(const char *name)
     tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));
     tcase_add_test(tc, half_weights_match_cpu);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
     /* CUDA cannot be used in a child forked after the parent initialized it (listing the
      * backends does), so the GPU suites run in one process. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s, 0);
 }
 
 int main(int argc, char **argv)

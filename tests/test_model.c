@@ -421,9 +421,5 @@ int main(void)
     tcase_add_test(tc, original_format_checkpoint);
     tcase_add_test(tc, sharded_and_untied_checkpoints);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s, 1);
 }

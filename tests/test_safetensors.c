@@ -209,9 +209,5 @@ int main(void)
     tcase_add_loop_test(tc, rejects_malformed, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
     tcase_add_test(tc, rejects_bad_files);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s, 1);
 }

@@ -15,45 +15,17 @@ static const char *const cases[] = {"basic", "one_step", "long_chunked", "plain"
 
 START_TEST(fixture_case)
 {
-    char rel[256];
-    snprintf(rel, sizeof rel, "scan/%s.safetensors", cases[_i]);
-    mamba_tensor_file_t *f;
-    ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &f), MAMBA_OK);
-    mamba_tensor_t u, A;
-    ck_assert_int_eq(mamba_tensor_file_find(f, "u", &u), MAMBA_OK);
-    ck_assert_int_eq(mamba_tensor_file_find(f, "A", &A), MAMBA_OK);
-    const size_t B = (size_t)u.shape[0], D = (size_t)u.shape[1], L = (size_t)u.shape[2], N = (size_t)A.shape[1];
-    mamba_tensor_t t;
-    float *D_ = mamba_tensor_file_find(f, "D", &t) == MAMBA_OK ? file_f32(f, "D", NULL) : NULL;
-    float *z = mamba_tensor_file_find(f, "z", &t) == MAMBA_OK ? file_f32(f, "z", NULL) : NULL;
-    float *bias = mamba_tensor_file_find(f, "delta_bias", &t) == MAMBA_OK ? file_f32(f, "delta_bias", NULL) : NULL;
-    float *uu = file_f32(f, "u", NULL), *dl = file_f32(f, "delta", NULL), *AA = file_f32(f, "A", NULL);
-    float *BB = file_f32(f, "B", NULL), *CC = file_f32(f, "C", NULL);
-    size_t n_out, n_state;
-    float *ref = file_f32(f, "out", &n_out), *ref_state = file_f32(f, "last_state", &n_state);
-    float *out = calloc(n_out, 4), *state = calloc(n_state, 4);
-    const ptrdiff_t sb = (ptrdiff_t)(D * L), sd = (ptrdiff_t)L;
-    mamba_scan_args_t a = {
-        .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
-        .u = uu, .u_sb = sb, .u_st = 1, .u_sd = sd,
-        .delta = dl, .delta_sb = sb, .delta_st = 1, .delta_sd = sd, .A = AA,
-        .B = BB, .B_sb = (ptrdiff_t)(N * L), .B_st = 1, .B_sn = (ptrdiff_t)L,
-        .C = CC, .C_sb = (ptrdiff_t)(N * L), .C_st = 1, .C_sn = (ptrdiff_t)L,
-        .D = D_, .z = z, .z_sb = sb, .z_st = 1, .z_sd = sd, .delta_bias = bias,
-        .delta_softplus = strcmp(mamba_tensor_file_metadata(f, "delta_softplus"), "true") == 0,
-        .out = out, .out_sb = sb, .out_st = 1, .out_sd = sd, .state_out = state,
-    };
+    scan_fixture f;
+    scan_fixture_load(&f, cases[_i]);
     mamba_context_t *ctx = cpu_context(0);
-    ck_assert_msg(mamba_scan(ctx, &a) == MAMBA_OK, "%s", mamba_last_error(ctx));
-    double e_out = max_abs_diff(out, ref, n_out), m_out = max_abs(ref, n_out);
-    double e_st = max_abs_diff(state, ref_state, n_state), m_st = max_abs(ref_state, n_state);
+    ck_assert_msg(mamba_scan(ctx, &f.args) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    double e_out = max_abs_diff(f.out, f.ref_out, f.n_out), m_out = max_abs(f.ref_out, f.n_out);
+    double e_st = max_abs_diff(f.state, f.ref_state, f.n_state), m_st = max_abs(f.ref_state, f.n_state);
     ck_assert_msg(e_out <= REL_BOUND * m_out, "%s: out max err %g vs bound %g", cases[_i], e_out, REL_BOUND * m_out);
     ck_assert_msg(e_st <= REL_BOUND * m_st, "%s: state max err %g vs bound %g", cases[_i], e_st, REL_BOUND * m_st);
-    ck_assert_double_lt(nmse(out, ref, n_out), 1e-12);
+    ck_assert_double_lt(nmse(f.out, f.ref_out, f.n_out), 1e-12);
     mamba_context_free(ctx);
-    free(uu); free(dl); free(AA); free(BB); free(CC); free(D_); free(z); free(bias);
-    free(ref); free(ref_state); free(out); free(state);
-    mamba_tensor_file_close(f);
+    scan_fixture_free(&f);
 }
 END_TEST
 
@@ -233,9 +205,5 @@ int main(void)
     tcase_add_loop_test(tc, matches_reference, 0, (int)(sizeof shapes / sizeof shapes[0]));
     tcase_add_test(tc, rejects_bad_arguments);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s, 1);
 }

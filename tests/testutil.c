@@ -147,3 +147,60 @@ int backend_required(const char *backend)
     free(copy);
     return found;
 }
+
+int run_suite(void *suite, int fork)
+{
+    SRunner *sr = srunner_create((Suite *)suite);
+    if (!fork) srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
+
+static float *optional_f32(scan_fixture *f, const char *name, int slot)
+{
+    mamba_tensor_t t;
+    if (mamba_tensor_file_find(f->file, name, &t) != MAMBA_OK) return NULL;
+    return f->owned[slot] = file_f32(f->file, name, NULL);
+}
+
+void scan_fixture_load(scan_fixture *f, const char *name)
+{
+    memset(f, 0, sizeof *f);
+    char rel[256];
+    snprintf(rel, sizeof rel, "scan/%s.safetensors", name);
+    ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &f->file), MAMBA_OK);
+    mamba_tensor_t u, A;
+    mamba_tensor_file_find(f->file, "u", &u);
+    mamba_tensor_file_find(f->file, "A", &A);
+    const size_t B = (size_t)u.shape[0], D = (size_t)u.shape[1], L = (size_t)u.shape[2], N = (size_t)A.shape[1];
+    f->ref_out = file_f32(f->file, "out", &f->n_out);
+    f->ref_state = file_f32(f->file, "last_state", &f->n_state);
+    f->out = calloc(f->n_out, 4);
+    f->state = calloc(f->n_state, 4);
+    const ptrdiff_t sb = (ptrdiff_t)(D * L), sd = (ptrdiff_t)L;
+    mamba_scan_args_t a = {
+        .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
+        .u = optional_f32(f, "u", 0), .u_sb = sb, .u_st = 1, .u_sd = sd,
+        .delta = optional_f32(f, "delta", 1), .delta_sb = sb, .delta_st = 1, .delta_sd = sd,
+        .A = optional_f32(f, "A", 2),
+        .B = optional_f32(f, "B", 3), .B_sb = (ptrdiff_t)(N * L), .B_st = 1, .B_sn = (ptrdiff_t)L,
+        .C = optional_f32(f, "C", 4), .C_sb = (ptrdiff_t)(N * L), .C_st = 1, .C_sn = (ptrdiff_t)L,
+        .D = optional_f32(f, "D", 5), .z = optional_f32(f, "z", 6), .z_sb = sb, .z_st = 1, .z_sd = sd,
+        .delta_bias = optional_f32(f, "delta_bias", 7),
+        .delta_softplus = strcmp(mamba_tensor_file_metadata(f->file, "delta_softplus"), "true") == 0,
+        .out = f->out, .out_sb = sb, .out_st = 1, .out_sd = sd, .state_out = f->state,
+    };
+    f->args = a;
+}
+
+void scan_fixture_free(scan_fixture *f)
+{
+    for (int i = 0; i < 8; i++) free(f->owned[i]);
+    free(f->ref_out);
+    free(f->ref_state);
+    free(f->out);
+    free(f->state);
+    mamba_tensor_file_close(f->file);
+}

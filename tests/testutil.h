@@ -42,4 +42,18 @@ void write_raw_safetensors(const char *path, const char *json, const void *data,
 /* 1 when MAMBA_TEST_REQUIRE lists backend (comma-separated). */
 int backend_required(const char *backend);
 
+/* Run a suite (forked per test unless fork is 0); the process exit status: 0 when all passed. */
+int run_suite(void *suite, int fork);
+
+/* A case of tests/data/scan (the selective_scan_ref layout) as scan arguments. */
+typedef struct scan_fixture {
+    mamba_tensor_file_t *file;
+    mamba_scan_args_t args;
+    float *ref_out, *ref_state, *out, *state;
+    size_t n_out, n_state;
+    float *owned[8];
+} scan_fixture;
+void scan_fixture_load(scan_fixture *f, const char *name);
+void scan_fixture_free(scan_fixture *f);
+
 #endif

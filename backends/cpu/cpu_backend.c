@@ -97,8 +97,7 @@ static int cpu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
     }
     b->bytes = bytes;
     b->data = data;
-    d->mem_current += bytes;
-    if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+    mb_mem_add(&d->mem, bytes);
     *out = b;
     return 0;
 }
@@ -106,17 +105,14 @@ static int cpu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
 static void cpu_free(mb_device *d, mb_buffer *b)
 {
     if (!b) return;
-    d->mem_current -= b->bytes;
+    mb_mem_sub(&d->mem, b->bytes);
     free(b->data);
     free(b);
 }
 
 static int check_range(mb_device *d, mb_ptr p, size_t bytes, const char *what)
 {
-    if (!p.buf || p.offset > p.buf->bytes || bytes > p.buf->bytes - p.offset)
-        return cpu_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s of %zu bytes at offset %zu outside a buffer of %zu bytes",
-                        what, bytes, p.offset, p.buf ? p.buf->bytes : 0);
-    return 0;
+    return mb_range_check(p.buf != NULL, p.buf ? p.buf->bytes : 0, p.offset, bytes, what, d->err, sizeof d->err);
 }
 
 static int cpu_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
@@ -193,11 +189,11 @@ static int cpu_timer_stop(mb_device *d, double *ms)
 
 static void cpu_memory(mb_device *d, uint64_t *current, uint64_t *peak)
 {
-    *current = d->mem_current;
-    *peak = d->mem_peak;
+    *current = d->mem.current;
+    *peak = d->mem.peak;
 }
 
-static void cpu_reset_peak(mb_device *d) { d->mem_peak = d->mem_current; }
+static void cpu_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
 
 static const mb_backend cpu_vtable = {
     .abi_version = MB_BACKEND_ABI_VERSION,

@@ -3,13 +3,14 @@
 #define MB_CPU_INTERNAL_H
 
 #include "backend.h"
+#include "common.h"
 
 struct mb_device {
     int n_threads;
     char err[512];
     float *scratch;        /* f32 copy of a 16-bit weight matrix for GEMM */
     size_t scratch_len;    /* floats */
-    uint64_t mem_current, mem_peak;   /* bytes held through alloc() */
+    mb_mem_stats mem;      /* bytes held through alloc() */
     double timer_start;    /* seconds, monotonic */
 };
 

@@ -123,8 +123,7 @@ static int cu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
                          cudaGetErrorString(e), free_b, total_b);
     }
     b->bytes = bytes;
-    d->mem_current += bytes;
-    if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+    mb_mem_add(&d->mem, bytes);
     *out = b;
     return 0;
 }
@@ -134,16 +133,13 @@ static void cu_free(mb_device *d, mb_buffer *b)
     if (!b) return;
     cudaStreamSynchronize(d->stream);
     cudaFree(b->ptr);
-    d->mem_current -= b->bytes;
+    mb_mem_sub(&d->mem, b->bytes);
     free(b);
 }
 
 static int range_ok(mb_device *d, mb_ptr p, size_t bytes, const char *what)
 {
-    if (!p.buf || p.offset > p.buf->bytes || bytes > p.buf->bytes - p.offset)
-        return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s of %zu bytes at offset %zu outside a buffer of %zu bytes",
-                         what, bytes, p.offset, p.buf ? p.buf->bytes : 0);
-    return 0;
+    return mb_range_check(p.buf != nullptr, p.buf ? p.buf->bytes : 0, p.offset, bytes, what, d->err, sizeof d->err);
 }
 
 static int cu_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
@@ -205,11 +201,11 @@ static int cu_timer_stop(mb_device *d, double *ms)
 
 static void cu_memory(mb_device *d, uint64_t *current, uint64_t *peak)
 {
-    *current = d->mem_current;
-    *peak = d->mem_peak;
+    *current = d->mem.current;
+    *peak = d->mem.peak;
 }
 
-static void cu_reset_peak(mb_device *d) { d->mem_peak = d->mem_current; }
+static void cu_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
 
 int cuda_scratch(mb_device *d, size_t bytes, void **out)
 {
@@ -220,7 +216,7 @@ int cuda_scratch(mb_device *d, size_t bytes, void **out)
             return cuda_fail(d, MAMBA_ERR_UNSUPPORTED, "scratch of %zu bytes needed while recording a graph", bytes);
         cudaStreamSynchronize(d->stream);
         cudaFree(d->scratch);
-        d->mem_current -= d->scratch_bytes;
+        mb_mem_sub(&d->mem, d->scratch_bytes);
         d->scratch = nullptr;
         d->scratch_bytes = 0;
         size_t want = bytes + bytes / 4;
@@ -231,8 +227,7 @@ int cuda_scratch(mb_device *d, size_t bytes, void **out)
                              cudaGetErrorString(e));
         }
         d->scratch_bytes = want;
-        d->mem_current += want;
-        if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+        mb_mem_add(&d->mem, want);
     }
     *out = d->scratch;
     return 0;

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "backend.h"
+#include "common.h"
 
 struct mb_device {
     int index;
@@ -17,7 +18,7 @@ struct mb_device {
     void *scratch;                 /* scan chunk states, widened GEMM weights; grown on demand */
     size_t scratch_bytes;
     cudaEvent_t t0, t1;
-    uint64_t mem_current, mem_peak;
+    mb_mem_stats mem;              /* bytes held through alloc() and the scratch */
     char err[512];
 };
 

@@ -237,16 +237,9 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op)
     p.C_sb = op->C_sb; p.C_st = op->C_st; p.C_sg = op->C_sg; p.C_sn = op->C_sn;
     p.z_sb = op->z_sb; p.z_st = op->z_st; p.z_sd = op->z_sd;
     p.o_sb = op->out_sb; p.o_st = op->out_st; p.o_sd = op->out_sd;
-    /* About two waves of chunks (measured: one wave, sm_count * 512 threads, was 12% slower on
-     * the batched shapes); a chunk is at least 16 steps long. */
-    const long long want_threads = (long long)dev->sm_count * 1024;
-    long long chunks = (want_threads + (long long)p.B * p.D - 1) / ((long long)p.B * p.D);
-    long long max_chunks = (p.L + 15) / 16;
-    if (chunks > max_chunks) chunks = max_chunks;
-    if (chunks > 1024) chunks = 1024;
-    if (chunks < 1) chunks = 1;
-    p.chunk_len = (int)((p.L + chunks - 1) / chunks);
-    p.n_chunks = (p.L + p.chunk_len - 1) / p.chunk_len;
+    /* about two waves of chunks (one wave, sm_count * 512 threads, measured 12% slower on the
+     * batched shapes) */
+    mb_scan_chunking(op->batch, op->dim, op->len, (long long)dev->sm_count * 1024, &p.chunk_len, &p.n_chunks);
     p.bc_vec = p.B_sn == 1 && p.C_sn == 1 && p.N % 4 == 0 && ((uintptr_t)p.Bm % 16) == 0 &&
                ((uintptr_t)p.Cm % 16) == 0 && (p.B_sb % 4) == 0 && (p.B_st % 4) == 0 && (p.B_sg % 4) == 0 &&
                (p.C_sb % 4) == 0 && (p.C_st % 4) == 0 && (p.C_sg % 4) == 0;

@@ -156,6 +156,7 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     const int g = dd / (p.D / p.G);                                                                            \
     float a[MAXN], h[MAXN];                                                                                    \
     const ulong sidx = ((ulong)b * p.D + dd) * N;                                                              \
+    _Pragma("unroll")                                                                                          \
     for (int n = 0; n < MAXN; n++) {                                                                           \
         a[n] = n < N ? A[p.A_off + (ulong)dd * N + n] : 0.0f;                                                  \
         h[n] = 0.0f;                                                                                           \
@@ -167,6 +168,7 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     const ulong bbase = p.B_off + (ulong)((long)b * p.B_sb + (long)g * p.B_sg);                                \
     const ulong cbase = p.C_off + (ulong)((long)b * p.C_sb + (long)g * p.C_sg);                                \
     float Ssum = 0.0f;                                                                                         \
+    _Pragma("unroll")                                                                                          \
     for (int n = 0; n < MAXN; n++) a[n] *= LOG2E;                                                              \
     /* element indices of step t0, advanced by the time strides */                                            \
     ulong iu = p.u_off + (ulong)(b * p.u_sb + (long)t0 * p.u_st + (long)dd * p.u_sd);                          \
@@ -192,6 +194,8 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
                 const float uu = u[iu];                                                                        \
                 const float du = dt * uu;                                                                      \
                 float y = 0.0f;                                                                                \
+                /* unrolled so that a[] and h[] stay in registers */                                           \
+                _Pragma("unroll")                                                                              \
                 for (int n = 0; n < MAXN; n++) {                                                               \
                     if (n < N) {                                                                               \
                         const float bn = p.shared_bc ? lB[s * MAXN + n] : Bm[ib + (ulong)((long)n * p.B_sn)];  \

@@ -196,7 +196,7 @@ static int ocl_alloc(mb_device *d, size_t bytes, mb_buffer **out)
         return ocl_fail(d, MAMBA_ERR_OUT_OF_MEMORY,
                         "%zu bytes asked for in one buffer; the device allows %llu (CL_DEVICE_MAX_MEM_ALLOC_SIZE)", bytes,
                         (unsigned long long)d->max_alloc);
-    if (d->mem_current + bytes > d->global_mem)
+    if (d->mem.current + bytes > d->global_mem)
         return ocl_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "%zu more bytes would exceed the device's %llu bytes of memory",
                         bytes, (unsigned long long)d->global_mem);
     mb_buffer *b = malloc(sizeof *b);
@@ -208,8 +208,7 @@ static int ocl_alloc(mb_device *d, size_t bytes, mb_buffer **out)
         return ocl_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "clCreateBuffer of %zu bytes: %s", bytes, ocl_error_name(e));
     }
     b->bytes = bytes;
-    d->mem_current += bytes;
-    if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+    mb_mem_add(&d->mem, bytes);
     *out = b;
     return 0;
 }
@@ -219,16 +218,13 @@ static void ocl_free(mb_device *d, mb_buffer *b)
     if (!b) return;
     clFinish(d->q);
     clReleaseMemObject(b->mem);
-    d->mem_current -= b->bytes;
+    mb_mem_sub(&d->mem, b->bytes);
     free(b);
 }
 
 static int range_ok(mb_device *d, mb_ptr p, size_t bytes, const char *what)
 {
-    if (!p.buf || p.offset > p.buf->bytes || bytes > p.buf->bytes - p.offset)
-        return ocl_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s of %zu bytes at offset %zu outside a buffer of %zu bytes",
-                        what, bytes, p.offset, p.buf ? p.buf->bytes : 0);
-    return 0;
+    return mb_range_check(p.buf != NULL, p.buf ? p.buf->bytes : 0, p.offset, bytes, what, d->err, sizeof d->err);
 }
 
 static int ocl_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
@@ -311,11 +307,11 @@ static int ocl_timer_stop(mb_device *d, double *ms)
 
 static void ocl_memory(mb_device *d, uint64_t *current, uint64_t *peak)
 {
-    *current = d->mem_current;
-    *peak = d->mem_peak;
+    *current = d->mem.current;
+    *peak = d->mem.peak;
 }
 
-static void ocl_reset_peak(mb_device *d) { d->mem_peak = d->mem_current; }
+static void ocl_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
 
 int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out)
 {
@@ -323,7 +319,7 @@ int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out)
         if (d->scratch) {
             clFinish(d->q);
             clReleaseMemObject(d->scratch);
-            d->mem_current -= d->scratch_bytes;
+            mb_mem_sub(&d->mem, d->scratch_bytes);
         }
         d->scratch = NULL;
         d->scratch_bytes = 0;
@@ -336,8 +332,7 @@ int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out)
             return ocl_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "scratch of %zu bytes: %s", want, ocl_error_name(e));
         }
         d->scratch_bytes = want;
-        d->mem_current += want;
-        if (d->mem_current > d->mem_peak) d->mem_peak = d->mem_current;
+        mb_mem_add(&d->mem, want);
     }
     *out = d->scratch;
     return 0;

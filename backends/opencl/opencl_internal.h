@@ -6,6 +6,7 @@
 #include <CL/cl.h>
 
 #include "backend.h"
+#include "common.h"
 
 enum {
     K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_256, K_SCANF_256, K_CARRY,
@@ -23,7 +24,7 @@ struct mb_device {
     cl_uint compute_units;
     cl_mem scratch;
     size_t scratch_bytes;
-    uint64_t mem_current, mem_peak;
+    mb_mem_stats mem;
     cl_event t0;
     double host_t0;
     char err[1024];

@@ -148,14 +148,10 @@ int ocl_scan(mb_device *d, const mb_scan_op *op)
     p.has_D = op->D.buf != NULL; p.has_z = op->z.buf != NULL; p.has_bias = op->delta_bias.buf != NULL;
     p.has_si = op->state_in.buf != NULL; p.has_so = op->state_out.buf != NULL;
     p.shared_bc = op->n_groups == 1 || (op->dim / op->n_groups) % SCAN_LOCAL == 0;
-    /* chunks so that about 1024 work-items per compute unit run */
-    const long long want = (long long)d->compute_units * 1024;
-    long long chunks = (want + (long long)p.B * p.D - 1) / ((long long)p.B * p.D);
-    if (chunks > (p.L + 15) / 16) chunks = (p.L + 15) / 16;
-    if (chunks > 1024) chunks = 1024;
-    if (chunks < 1) chunks = 1;
-    p.chunk_len = (cl_int)((p.L + chunks - 1) / chunks);
-    p.n_chunks = (p.L + p.chunk_len - 1) / p.chunk_len;
+    int chunk_len, n_chunks;
+    mb_scan_chunking(op->batch, op->dim, op->len, (long long)d->compute_units * 1024, &chunk_len, &n_chunks);
+    p.chunk_len = chunk_len;
+    p.n_chunks = n_chunks;
     cl_mem any = ocl_mem(op->u);
     cl_mem um = any, dm = ocl_mem(op->delta), am = ocl_mem(op->A), bm = ocl_mem(op->B), cm = ocl_mem(op->C);
     cl_mem Dm = op->D.buf ? ocl_mem(op->D) : any, zm = op->z.buf ? ocl_mem(op->z) : any;

@@ -1,0 +1,50 @@
+/* Small helpers every backend uses. Header-only: a backend module must not call into
+ * libmamba, whose internal symbols are hidden. */
+#ifndef MB_BACKEND_COMMON_H
+#define MB_BACKEND_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mamba.h"
+
+/* 0 when [offset, offset + bytes) lies inside a buffer of buf_bytes (has_buf: the buffer exists);
+ * else MAMBA_ERR_INVALID_ARGUMENT with a message in err. */
+static inline int mb_range_check(int has_buf, size_t buf_bytes, size_t offset, size_t bytes, const char *what,
+                                 char *err, size_t err_len)
+{
+    if (has_buf && offset <= buf_bytes && bytes <= buf_bytes - offset) return 0;
+    snprintf(err, err_len, "%s of %zu bytes at offset %zu outside a buffer of %zu bytes", what, bytes, offset,
+             has_buf ? buf_bytes : 0);
+    return MAMBA_ERR_INVALID_ARGUMENT;
+}
+
+/* Bytes a device holds through its allocations, and the peak since the last reset. */
+typedef struct mb_mem_stats {
+    uint64_t current, peak;
+} mb_mem_stats;
+
+static inline void mb_mem_add(mb_mem_stats *m, uint64_t bytes)
+{
+    m->current += bytes;
+    if (m->current > m->peak) m->peak = m->current;
+}
+static inline void mb_mem_sub(mb_mem_stats *m, uint64_t bytes) { m->current -= bytes; }
+
+/* How a GPU scan splits time: enough chunks that about want_threads channels x chunks run, a
+ * chunk at least 16 steps, at most 1024 chunks. */
+static inline void mb_scan_chunking(size_t batch, size_t dim, size_t len, long long want_threads, int *chunk_len,
+                                    int *n_chunks)
+{
+    const long long bd = (long long)batch * (long long)dim, L = (long long)len;
+    long long chunks = (want_threads + bd - 1) / bd;
+    if (chunks > (L + 15) / 16) chunks = (L + 15) / 16;
+    if (chunks > 1024) chunks = 1024;
+    if (chunks < 1) chunks = 1;
+    const long long cl = (L + chunks - 1) / chunks;
+    *chunk_len = (int)cl;
+    *n_chunks = (int)((L + cl - 1) / cl);
+}
+
+#endif
