@@ -27,6 +27,7 @@ typedef struct result {
     mamba_dtype_t dtype;
     size_t batch, seqlen, tokens;
     size_t shape[4];       /* scan */
+    int all_logits;        /* prefill: logits of every position */
     double median_ms, min_ms;
     double tokens_per_s;   /* prefill, decode; < 0: n/a */
     double gbps;           /* scan; < 0: n/a */

@@ -33,6 +33,8 @@ static const char usage[] =
     "  --repeat=N         timed runs (default 5 for scan, 3 for prefill and decode)\n"
     "  --scan-shape=B,D,L,N  the scan's shape; default: (1,1536,2048,16) when --mode is\n"
     "                     not given, else the five standard shapes\n"
+    "  --all-logits       prefill returns the logits of every position (mamba_forward), not\n"
+    "                     only of the last\n"
     "  --check            compare each backend's outputs with the CPU backend's (max abs\n"
     "                     error, NMSE); exit 1 when a bound is passed\n"
     "  --json=FILE        write the figures as JSON\n"
@@ -62,6 +64,7 @@ typedef struct options {
     size_t scan_shape[4];
     int have_scan_shape, mode_given;
     int check;
+    int all_logits;
     const char *json;
 } options;
 
@@ -113,7 +116,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"dtype", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'},
         {"warmup", required_argument, 0, 'w'}, {"repeat", required_argument, 0, 'r'},
         {"scan-shape", required_argument, 0, 's'}, {"check", no_argument, 0, 'c'},
-        {"json", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", required_argument, 0, 'j'}, {"all-logits", no_argument, 0, 'A'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = "130m";
     o->modes[0] = o->modes[1] = o->modes[2] = 1;
@@ -202,6 +206,7 @@ static int parse_options(int argc, char **argv, options *o)
             o->have_scan_shape = 1;
             break;
         case 'c': o->check = 1; break;
+        case 'A': o->all_logits = 1; break;
         case 'j': o->json = optarg; break;
         case 'h': fputs(usage, stdout); exit(0);
         default: fputs(usage, stderr); return 2;
@@ -373,7 +378,8 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
     const size_t V = (size_t)info.config.vocab_size, L = o->seqlen, T = o->tokens;
     const int repeat = o->repeat ? o->repeat : 3;
     int32_t *ids = malloc(batch * L * sizeof *ids), *step_ids = malloc(batch * sizeof *step_ids);
-    float *logits = malloc(batch * V * sizeof *logits), *ref = malloc(batch * V * sizeof *ref);
+    const size_t out_rows = mode == MODE_PREFILL && o->all_logits ? batch * L : batch;
+    float *logits = malloc(out_rows * V * sizeof *logits), *ref = malloc(batch * V * sizeof *ref);
     double *ms = malloc((size_t)repeat * sizeof *ms);
     if (!ids || !step_ids || !logits || !ref || !ms) {
         free(ids); free(step_ids); free(logits); free(ref); free(ms);
@@ -398,8 +404,13 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
             mamba_status_t st = mamba_state_reset(s);
             if (mode == MODE_PREFILL) {
                 if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
-                if (st == MAMBA_OK) st = mamba_prefill(s, ids, L, logits);
+                if (st == MAMBA_OK)
+                    st = o->all_logits ? mamba_forward(t->model, ids, batch, L, MAMBA_LOGITS_ALL, logits)
+                                       : mamba_prefill(s, ids, L, logits);
                 if (st == MAMBA_OK) st = mamba_timer_stop(t->ctx, &t_ms);
+                if (st == MAMBA_OK && o->all_logits) /* compare the last position */
+                    for (size_t bb = 0; bb < batch; bb++)
+                        memmove(logits + bb * V, logits + (bb * L + L - 1) * V, V * sizeof *logits);
             } else {
                 if (st == MAMBA_OK) st = mamba_prefill(s, ids, L, logits);
                 if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
@@ -441,6 +452,7 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
         r->batch = batch;
         r->seqlen = L;
         r->tokens = mode == MODE_DECODE ? T : 0;
+        r->all_logits = mode == MODE_PREFILL && o->all_logits;
         stats(ms, repeat, &r->median_ms, &r->min_ms);
         r->gbps = -1;
         const mamba_config_t *c = &mi.config;
