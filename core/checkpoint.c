@@ -2,7 +2,6 @@
  * model.safetensors.index.json. Tensors are validated against the config before anything is
  * allocated on the device; matrices are uploaded straight from the mapped file. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +155,26 @@ static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved 
 
 typedef struct load_ctx { resolved *r; mb_spec *specs; } load_ctx;
 
+/* Index of the first non-finite element of a tensor, or n when all are finite. Infinities and
+ * NaNs have an all-ones exponent in every float format. */
+static size_t first_nonfinite(const void *data, mamba_dtype_t dt, size_t n)
+{
+    size_t first = n;
+    if (dt == MAMBA_F32) {
+        const uint32_t *u = data;
+#pragma omp parallel for reduction(min : first) schedule(static)
+        for (size_t i = 0; i < n; i++)
+            if ((u[i] & 0x7f800000u) == 0x7f800000u && i < first) first = i;
+    } else {
+        const uint16_t *h = data;
+        const uint16_t mask = dt == MAMBA_F16 ? 0x7c00u : 0x7f80u;
+#pragma omp parallel for reduction(min : first) schedule(static)
+        for (size_t i = 0; i < n; i++)
+            if ((h[i] & mask) == mask && i < first) first = i;
+    }
+    return first;
+}
+
 static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *host, float *tmp,
                                       const void **src, void *user)
 {
@@ -164,16 +183,17 @@ static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *
     const resolved *r = &lc->r[s - lc->specs];
     mamba_tensor_t t;
     mb_tensor_view(r->file, r->e, &t);
+    const size_t n = (size_t)mb_spec_count(s);
+    /* one NaN or infinity in any parameter poisons every output: refuse it here, by name */
+    const size_t bad = first_nonfinite(t.data, t.dtype, n);
+    if (bad < n)
+        return mb_seterr(m->ctx->err, MAMBA_ERR_MODEL, "%s: tensor '%s' holds a non-finite value at index %zu",
+                         r->file->path, s->name, bad);
     if (s->is_matrix) {
         *src = t.data;  /* uploaded straight from the mapping, in its stored dtype */
         return MAMBA_OK;
     }
-    size_t n = (size_t)mb_spec_count(s);
     mb_to_f32(tmp, t.data, t.dtype, n);
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(tmp[i]))
-            return mb_seterr(m->ctx->err, MAMBA_ERR_MODEL, "%s: tensor '%s' holds a non-finite value at index %zu",
-                             r->file->path, s->name, i);
     *src = tmp;
     return MAMBA_OK;
 }

@@ -14,7 +14,14 @@ for t in safetensors config model; do
   work=$(mktemp -d)
   cp -r "$root/fuzz/corpus/$t/." "$work/"
   echo "== fuzz_$t for ${seconds}s"
+  log="$work.log"
+  status=0
   (cd "$root/fuzz/findings" && OMP_NUM_THREADS=1 "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -rss_limit_mb=4096 \
-     -max_len=262144 -print_final_stats=1 "$work" 2>&1 | grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak|cov:|==[0-9]+==ERROR|SUMMARY)" | tail -6)
-  rm -rf "$work"
+     -max_len=262144 -print_final_stats=1 "$work" > "$log" 2>&1) || status=$?
+  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak|==[0-9]+==ERROR|SUMMARY)|runtime error" "$log" | tail -8
+  rm -rf "$work" "$log"
+  if [ "$status" -ne 0 ]; then
+    echo "fuzz_$t found a failure (status $status): the input is in fuzz/findings/" >&2
+    exit 1
+  fi
 done

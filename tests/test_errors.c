@@ -54,6 +54,13 @@ static int poison_D(char *name, mamba_tensor_t *t, void **data, void *user)
     return 1;
 }
 
+static int poison_in_proj(char *name, mamba_tensor_t *t, void **data, void *user)
+{
+    (void)t; (void)user;
+    if (strcmp(name, "backbone.layers.0.mixer.in_proj.weight") == 0) ((float *)*data)[77] = INFINITY;
+    return 1;
+}
+
 static int ints_for_norm(char *name, mamba_tensor_t *t, void **data, void *user)
 {
     (void)data; (void)user;
@@ -117,6 +124,8 @@ START_TEST(tensor_errors)
     expect_load_error(MAMBA_ERR_MODEL, "missing tensor 'backbone.layers.1.mixer.x_proj.weight'");
     weights_with(poison_D, NULL);
     expect_load_error(MAMBA_ERR_MODEL, "'backbone.layers.1.mixer.D' holds a non-finite value at index 5");
+    weights_with(poison_in_proj, NULL);
+    expect_load_error(MAMBA_ERR_MODEL, "'backbone.layers.0.mixer.in_proj.weight' holds a non-finite value at index 77");
     weights_with(ints_for_norm, NULL);
     expect_load_error(MAMBA_ERR_MODEL, "'backbone.norm_f.weight' has dtype I32");
     /* a truncated weights file */

@@ -21,9 +21,9 @@ static inline float as_float(int32_t i) { float f; memcpy(&f, &i, 4); return f; 
 static inline int32_t as_int(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
 
 /* exp(x), about 1 ulp on [-86, 88]; clamped outside (exp(-86) = 4e-38 stands for 0). */
-static inline float fexp(float x)
+static inline float fexp(float xin)
 {
-    x = x < -86.0f ? -86.0f : x;
+    float x = xin < -86.0f ? -86.0f : xin;
     x = x > 88.0f ? 88.0f : x;
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float t = x * 1.44269504088896341f + magic;
@@ -39,7 +39,10 @@ static inline float fexp(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    return as_float(as_int(p) + n * (1 << 23));
+    /* 2^n scaling in unsigned arithmetic: defined for any n (garbage when x is NaN, which the
+     * select below returns instead) */
+    const float e = as_float((int32_t)((uint32_t)as_int(p) + ((uint32_t)n << 23)));
+    return xin != xin ? xin : e;
 }
 
 /* softplus(v) = max(v, 0) + log1p(w), w = exp(-|v|) in (0, 1]. log1p(w) = 2 atanh(s) with
