@@ -164,6 +164,10 @@ mamba_status_t mb_state_new(mamba_model_t *m, size_t batch, size_t chunk, mamba_
 mamba_status_t mb_model_run(mamba_state_t *s, const int32_t *ids, size_t len,
                             mamba_logits_mode_t mode, float *logits);
 mamba_status_t mb_check_ids(mamba_context_t *ctx, const int32_t *ids, size_t n, int vocab);
+/* Workspace bytes for a chunk of rows (batch x T) of the model's activations. */
+size_t mb_work_bytes(const mamba_config_t *c, size_t rows);
+/* Release a state's recorded decode-step graph, if any. */
+void mb_state_drop_graph(mamba_state_t *s);
 
 /* Standard weight names. */
 #define MB_NAME_LEN 160

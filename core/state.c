@@ -5,8 +5,6 @@
 
 #include "internal.h"
 
-size_t mb_work_bytes(const mamba_config_t *c, size_t rows);
-void mb_state_drop_graph(mamba_state_t *s);
 
 /* Rows in one chunk are capped so that a large batch does not need a huge workspace. */
 #define MB_MAX_CHUNK_ROWS 8192
