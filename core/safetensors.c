@@ -102,8 +102,10 @@ static mamba_status_t parse_entry(mamba_tensor_file_t *f, const cJSON *item, mb_
         return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: tensor '%s': data_offsets must have 2 entries",
                          f->path, name);
     double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    /* the range before the integer casts, which are undefined beyond it; 2^53 is the largest
+     * offset a JSON double holds exactly */
     if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) ||
-        b < 0 || en < b || b != (double)(uint64_t)b || en != (double)(uint64_t)en)
+        !(b >= 0) || !(en >= b) || en > 9007199254740992.0 || b != (double)(uint64_t)b || en != (double)(uint64_t)en)
         return mb_seterr(err, MAMBA_ERR_FORMAT,
                          "%s: tensor '%s': data_offsets [%.0f, %.0f] are not ordered non-negative integers",
                          f->path, name, b, en);

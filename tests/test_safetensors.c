@@ -134,6 +134,8 @@ static const bad_case bad_cases[] = {
      MAMBA_ERR_FORMAT, "overflow"},
     {"negative dimension", "{\"a\": {\"dtype\": \"F32\", \"shape\": [-1], \"data_offsets\": [0, 4]}}", 4,
      MAMBA_ERR_FORMAT, "shape[0]"},
+    {"offset beyond 2^53", "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 2.78e45]}}", 4,
+     MAMBA_ERR_FORMAT, "data_offsets"},
     {"reversed offsets", "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 4]}}", 8,
      MAMBA_ERR_FORMAT, "data_offsets"},
     {"missing fields", "{\"a\": {\"dtype\": \"F32\"}}", 0, MAMBA_ERR_FORMAT, "'a'"},
