@@ -236,19 +236,45 @@ SCAN_CHUNK_KERNEL(scan_final_16, 16, 1)
 SCAN_CHUNK_KERNEL(scan_pass1_256, 256, 0)
 SCAN_CHUNK_KERNEL(scan_final_256, 256, 1)
 
-/* Pass 2: one work-item per (b, d, n), in order over the chunks. */
+/* Pass 2: the states entering each chunk. For one (b, d, n), H_c = a_{c-1} H_{c-1} + b_{c-1}
+ * with a = exp(A S), b = hloc: a linear recurrence. A work-group takes 32 consecutive (b, d, n)
+ * (coalesced) times CARRY_GROUPS runs of chunks: each item folds its run into one pair, the
+ * group composes the pairs of earlier runs, (a, b) o (a', b') = (a a', a' b + b'), in local
+ * memory, and each item walks its run again from the state entering it. */
+#define CARRY_GROUPS 8
 __kernel void scan_carry(scan_params p, __global const float *A, __global const float *s_in,
                          __global const float *hloc, __global const float *S, __global float *hin)
 {
-    const ulong i = get_global_id(0), per = (ulong)p.B * p.D * p.N;
-    if (i >= per) return;
-    const int n = (int)(i % p.N), d = (int)((i / p.N) % p.D), b = (int)(i / ((ulong)p.N * p.D));
-    const float a = A[p.A_off + (ulong)d * p.N + n] * LOG2E;
-    float H = p.has_si ? s_in[p.si_off + i] : 0.0f;
-    for (int c = 0; c < p.n_chunks; c++) {
-        hin[(ulong)c * per + i] = H;
-        if (c + 1 < p.n_chunks) H = EXP2(a * S[((ulong)c * p.B + b) * p.D + d]) * H + hloc[(ulong)c * per + i];
+    __local float pa[CARRY_GROUPS][32], pb[CARRY_GROUPS][32];
+    const ulong per = (ulong)p.B * p.D * p.N;
+    const int lx = get_local_id(0), grp = get_local_id(1);
+    const ulong i = get_group_id(0) * 32 + lx;
+    const int m = p.n_chunks - 1, run = (m + CARRY_GROUPS - 1) / CARRY_GROUPS;
+    const int c0 = min(m, grp * run), c1 = min(m, c0 + run);
+    float a = 0.0f, Acc = 1.0f, Bacc = 0.0f;
+    ulong sbase = 0;
+    const ulong sstride = (ulong)p.B * p.D;
+    if (i < per) {
+        const int n = (int)(i % p.N), d = (int)((i / p.N) % p.D), b = (int)(i / ((ulong)p.N * p.D));
+        a = A[p.A_off + (ulong)d * p.N + n] * LOG2E;
+        sbase = (ulong)b * p.D + d;
+        for (int c = c0; c < c1; c++) {
+            const float e = EXP2(a * S[c * sstride + sbase]);
+            Acc *= e;
+            Bacc = e * Bacc + hloc[(ulong)c * per + i];
+        }
     }
+    pa[grp][lx] = Acc;
+    pb[grp][lx] = Bacc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (i >= per) return;
+    float H = p.has_si ? s_in[p.si_off + i] : 0.0f;
+    for (int q = 0; q < grp; q++) H = pa[q][lx] * H + pb[q][lx];
+    for (int c = c0; c < c1; c++) {
+        hin[(ulong)c * per + i] = H;
+        H = EXP2(a * S[c * sstride + sbase]) * H + hloc[(ulong)c * per + i];
+    }
+    if (grp == CARRY_GROUPS - 1) hin[(ulong)m * per + i] = H;
 }
 
 /* ---- GEMV for a few rows (decoding): y[i, row] = x[i, :] . W[row, :] (+ bias), i < m ---- */

@@ -195,8 +195,9 @@ int ocl_scan(mb_device *d, const mb_scan_op *op)
         if (!rc) rc = launch(d, k1, 3, g1, local, "scan pass 1 kernel");
         if (!rc) rc = ocl_args(d, d->k[K_CARRY], "scan carry", 6, sizeof p, (const void *)&p, M(am), M(sim), M(hloc),
                                M(S_b), M(hin_b));
-        const size_t lc = 64, gc = round_up(per, 64);
-        if (!rc) rc = launch(d, K_CARRY, 1, &gc, &lc, "scan carry kernel");
+        /* 32 states x 8 runs of chunks per work-group (CARRY_GROUPS in kernels.cl) */
+        const size_t lc[2] = {32, 8}, gc[2] = {round_up(per, 32), 8};
+        if (!rc) rc = launch(d, K_CARRY, 2, gc, lc, "scan carry kernel");
     }
     if (!rc) rc = ocl_args(d, d->k[kf], "scan", 15, sizeof p, (const void *)&p, M(um), M(dm), M(am), M(bm), M(cm), M(Dm),
                            M(zm), M(biasm), M(sim), M(om), M(som), M(hloc), M(S_b), M(hin_b));
