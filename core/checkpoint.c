@@ -164,13 +164,13 @@ static size_t first_nonfinite(const void *data, mamba_dtype_t dt, size_t n)
         const uint32_t *u = data;
 #pragma omp parallel for reduction(min : first) schedule(static)
         for (size_t i = 0; i < n; i++)
-            if ((u[i] & 0x7f800000u) == 0x7f800000u && i < first) first = i;
+            if (i < first && (u[i] & 0x7f800000u) == 0x7f800000u) first = i;
     } else {
         const uint16_t *h = data;
         const uint16_t mask = dt == MAMBA_F16 ? 0x7c00u : 0x7f80u;
 #pragma omp parallel for reduction(min : first) schedule(static)
         for (size_t i = 0; i < n; i++)
-            if ((h[i] & mask) == mask && i < first) first = i;
+            if (i < first && (h[i] & mask) == mask) first = i;
     }
     return first;
 }
