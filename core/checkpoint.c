@@ -134,7 +134,8 @@ static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved 
                 return mb_seterr(err, MAMBA_ERR_MODEL,
                                  "%s: tie_word_embeddings is false but the checkpoint has no 'lm_head.weight'",
                                  cfg_path);
-            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: missing tensor '%s'", c->files[0]->path, s->name);
+            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: missing tensor '%s'",
+                             c->n_files ? c->files[0]->path : cfg_path, s->name);
         }
         const mb_tensor_entry *e = r[i].e;
         if (!shape_matches(s, e)) {
