@@ -16,8 +16,12 @@
 
 #include "mamba.h"
 
-#define MB_BACKEND_ABI_VERSION 1
+#define MB_BACKEND_ABI_VERSION 2
 #define MB_BACKEND_ENTRY "mamba_backend_register"
+
+typedef struct mb_mem_stats {
+    uint64_t current, peak;
+} mb_mem_stats;
 
 typedef struct mb_device mb_device;   /* a backend's open device (opaque to the core) */
 typedef struct mb_buffer mb_buffer;   /* a backend's device allocation                */
@@ -73,6 +77,31 @@ typedef struct mb_conv_op {
     mb_ptr out;        ptrdiff_t out_sb, out_st;
 } mb_conv_op;
 
+/* One time step (T = 1) of a Mamba mixer between in_proj and out_proj, for batch rows b:
+ *   x = xz[b, 0:dim], z = xz[b, dim:2 dim]
+ *   xc = silu(conv_b + sum_k conv_w[:, k] * window_k), window = (conv_state[b], x); the
+ *        conv state then drops its oldest input and takes x
+ *   xdbl = xc x_proj^T                          (dt_rank + 2 d_state), written to xdbl
+ *   delta = softplus(xdbl[0:dt_rank] dt_proj^T + dt_bias)
+ *   h = exp(delta A) h + delta B xc,  y = (C . h + D xc) silu(z),  B, C = the rest of xdbl
+ * xz (batch, 2 dim) with row stride xz_sb, y (batch, dim) with y_sb, xdbl (batch, dt_rank +
+ * 2 d_state) contiguous, all f32; conv_state (batch, width-1, dim) and ssm_state (batch, dim,
+ * d_state) f32, updated in place; x_proj (dt_rank + 2 d_state, dim) and dt_proj (dim,
+ * dt_rank) in their stored dtype; conv_w (dim, width), A (dim, d_state), conv_b, dt_bias, D
+ * (dim) f32 (conv_b and D may be absent). The generic ops compute the same thing in five
+ * launches; a backend may fuse them. */
+typedef struct mb_mixer_step_op {
+    size_t batch, dim, d_state, dt_rank, width;
+    mb_ptr xz;        size_t xz_sb;
+    mb_ptr conv_w, conv_b, conv_state;
+    mb_ptr x_proj;    mamba_dtype_t x_proj_dt;
+    mb_ptr dt_proj;   mamba_dtype_t dt_proj_dt;
+    mb_ptr dt_bias, A, D;
+    mb_ptr ssm_state;
+    mb_ptr xdbl;
+    mb_ptr y;         size_t y_sb;
+} mb_mixer_step_op;
+
 typedef struct mb_backend {
     int abi_version;
     const char *name;
@@ -117,9 +146,9 @@ typedef struct mb_backend {
      * one (events), in milliseconds; stop waits for that work. */
     int (*timer_start)(mb_device *dev);
     int (*timer_stop)(mb_device *dev, double *ms);
-    /* Bytes allocated through alloc(): now and the peak since the last reset. */
-    void (*memory)(mb_device *dev, uint64_t *current, uint64_t *peak);
-    void (*reset_peak)(mb_device *dev);
+    /* Bytes allocated through alloc() (and scratch): now and the peak since the core last
+     * reset it (peak = current). */
+    struct mb_mem_stats *(*mem_stats)(mb_device *dev);
 
     /* ---- optional (NULL when absent) ---- */
     /* Record the ops enqueued between begin and end as a graph that launch replays with the
@@ -129,6 +158,12 @@ typedef struct mb_backend {
     int (*graph_end)(mb_device *dev, void **graph);
     int (*graph_launch)(mb_device *dev, void *graph);
     void (*graph_free)(mb_device *dev, void *graph);
+    /* ids[r] = the index of the largest of logits[r * vocab .. + vocab) (f32), the first on
+     * ties, as int32, for r < rows; *nan_flag (int32) is set to 1 when a row holds a NaN and
+     * is otherwise left as it is. Greedy decoding without sending logits to the host. */
+    int (*argmax)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
+    /* See mb_mixer_step_op. */
+    int (*mixer_step)(mb_device *dev, const mb_mixer_step_op *op);
 } mb_backend;
 
 typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);

@@ -21,10 +21,6 @@ static inline int mb_range_check(int has_buf, size_t buf_bytes, size_t offset, s
 }
 
 /* Bytes a device holds through its allocations, and the peak since the last reset. */
-typedef struct mb_mem_stats {
-    uint64_t current, peak;
-} mb_mem_stats;
-
 static inline void mb_mem_add(mb_mem_stats *m, uint64_t bytes)
 {
     m->current += bytes;

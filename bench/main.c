@@ -370,6 +370,17 @@ static int bench_scan(target *ts, size_t nt, const options *o, const size_t shap
     return bad ? -1 : 0;
 }
 
+/* ids[b] = argmax of logits row b, the first on ties */
+static void greedy(const float *logits, size_t batch, size_t V, int32_t *ids)
+{
+    for (size_t b = 0; b < batch; b++) {
+        const float *row = logits + b * V;
+        size_t best = 0;
+        for (size_t v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+        ids[b] = (int32_t)best;
+    }
+}
+
 static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode, size_t batch, result *res,
                        size_t *n_res)
 {
@@ -378,11 +389,12 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
     const size_t V = (size_t)info.config.vocab_size, L = o->seqlen, T = o->tokens;
     const int repeat = o->repeat ? o->repeat : 3;
     int32_t *ids = malloc(batch * L * sizeof *ids), *step_ids = malloc(batch * sizeof *step_ids);
+    int32_t *gen = malloc(batch * (T ? T : 1) * sizeof *gen);
     const size_t out_rows = mode == MODE_PREFILL && o->all_logits ? batch * L : batch;
     float *logits = malloc(out_rows * V * sizeof *logits), *ref = malloc(batch * V * sizeof *ref);
     double *ms = malloc((size_t)repeat * sizeof *ms);
-    if (!ids || !step_ids || !logits || !ref || !ms) {
-        free(ids); free(step_ids); free(logits); free(ref); free(ms);
+    if (!ids || !step_ids || !gen || !logits || !ref || !ms) {
+        free(ids); free(step_ids); free(gen); free(logits); free(ref); free(ms);
         return fail("out of memory for batch %zu x %zu tokens", batch, L);
     }
     fill_ids(ids, batch * L, info.config.vocab_size, 12345);
@@ -412,22 +424,20 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
                     for (size_t bb = 0; bb < batch; bb++)
                         memmove(logits + bb * V, logits + (bb * L + L - 1) * V, V * sizeof *logits);
             } else {
+                /* the first new token comes from the prompt's logits; then T steps, greedy, on
+                 * the device where the backend can */
                 if (st == MAMBA_OK) st = mamba_prefill(s, ids, L, logits);
-                if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
-                for (size_t j = 0; j < T && st == MAMBA_OK; j++) {
-                    for (size_t b = 0; b < batch; b++) { /* greedy */
-                        const float *row = logits + b * V;
-                        size_t best = 0;
-                        for (size_t v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
-                        step_ids[b] = (int32_t)best;
-                    }
+                if (st == MAMBA_OK) greedy(logits, batch, V, step_ids);
+                /* --check compares the first step's logits: the same input on every backend */
+                if (st == MAMBA_OK && k == 0 && o->check) {
                     st = mamba_step(s, step_ids, logits);
-                    /* --check compares the first step: the same input on every backend */
-                    if (st == MAMBA_OK && j == 0 && k == 0 && o->check) {
-                        if (i == 0) memcpy(ref, logits, batch * V * sizeof *ref);
-                        else first_err = max_abs_diff(logits, ref, batch * V, &first_nmse);
-                    }
+                    if (st == MAMBA_OK && i == 0) memcpy(ref, logits, batch * V * sizeof *ref);
+                    else if (st == MAMBA_OK) first_err = max_abs_diff(logits, ref, batch * V, &first_nmse);
+                    if (st == MAMBA_OK) st = mamba_state_reset(s);
+                    if (st == MAMBA_OK) st = mamba_prefill(s, ids, L, logits);
                 }
+                if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
+                if (st == MAMBA_OK) st = mamba_generate_greedy(s, step_ids, T, gen);
                 if (st == MAMBA_OK) st = mamba_timer_stop(t->ctx, &t_ms);
             }
             if (st != MAMBA_OK) {
@@ -480,7 +490,7 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
             if (i > 0 && first_err > LOGIT_BOUND) bad = 1;
         }
     }
-    free(ids); free(step_ids); free(logits); free(ref); free(ms);
+    free(ids); free(step_ids); free(gen); free(logits); free(ref); free(ms);
     return rc ? rc : bad ? -1 : 0;
 }
 

@@ -24,14 +24,17 @@ mamba_status_t mamba_memory_usage(mamba_context_t *ctx, uint64_t *current, uint6
 {
     if (!ctx || !current || !peak)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_memory_usage: NULL argument");
-    ctx->be->memory(ctx->dev, current, peak);
+    const mb_mem_stats *m = ctx->be->mem_stats(ctx->dev);
+    *current = m->current;
+    *peak = m->peak;
     return MAMBA_OK;
 }
 
 mamba_status_t mamba_memory_reset_peak(mamba_context_t *ctx)
 {
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
-    ctx->be->reset_peak(ctx->dev);
+    mb_mem_stats *m = ctx->be->mem_stats(ctx->dev);
+    m->peak = m->current;
     return MAMBA_OK;
 }
 

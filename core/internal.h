@@ -168,6 +168,11 @@ mamba_status_t mb_check_ids(mamba_context_t *ctx, const int32_t *ids, size_t n, 
 size_t mb_work_bytes(const mamba_config_t *c, size_t rows);
 /* Release a state's recorded decode-step graph, if any. */
 void mb_state_drop_graph(mamba_state_t *s);
+/* Where a one-token step reads its ids (batch int32) in the workspace. */
+mb_ptr mb_model_step_ids(const mamba_state_t *s);
+/* Enqueue one step (T = 1) for the ids already at mb_model_step_ids(); the last logits
+ * (batch, vocab) will be at *logits. */
+mamba_status_t mb_model_step_enqueue(mamba_state_t *s, mb_ptr *logits);
 
 /* Standard weight names. */
 #define MB_NAME_LEN 160

@@ -46,8 +46,8 @@ mamba_status_t mb_check_ids(mamba_context_t *ctx, const int32_t *ids, size_t n, 
 static mb_ptr at(mb_buffer *b, size_t off) { return (mb_ptr){b, off}; }
 static const mb_ptr none = {NULL, 0};
 
-/* One Mamba block on rows = batch*T rows of hn; result in mo. */
-static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_t T)
+/* conv, x_proj, dt_proj and the scan as separate ops, for any chunk length: xz -> y. */
+static mamba_status_t mixer_ops(mamba_state_t *s, const work_layout *w, int l, size_t T, size_t layer_off)
 {
     mamba_model_t *m = s->model;
     mamba_context_t *ctx = m->ctx;
@@ -55,18 +55,15 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
     mb_device *dev = ctx->dev;
     const mamba_config_t *c = &m->cfg;
     const mb_layer_weights *lw = &m->layers[l];
-    const size_t B = s->batch, R = B * T, dm = (size_t)c->d_model, di = (size_t)c->d_inner;
+    const size_t B = s->batch, R = B * T, di = (size_t)c->d_inner;
     const size_t N = (size_t)c->d_state, rk = (size_t)c->dt_rank, nd = rk + 2 * N;
     mb_buffer *wk = s->work;
-
-    MB_TRY_BE(ctx, be->gemm(dev, R, 2 * di, dm, at(wk, w->hn), dm, lw->in_proj.p, lw->in_proj.dt,
-                            lw->in_proj_bias, at(wk, w->xz), 2 * di), "in_proj");
 
     mb_conv_op cv = {
         .batch = B, .len = T, .channels = di, .width = (size_t)c->d_conv,
         .x = at(wk, w->xz), .x_sb = (ptrdiff_t)(T * 2 * di), .x_st = (ptrdiff_t)(2 * di),
         .weight = lw->conv_w, .bias = lw->conv_b,
-        .state = at(s->state, (size_t)l * (s->conv_bytes + s->ssm_bytes)),
+        .state = at(s->state, layer_off),
         .out = at(wk, w->xc), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di,
     };
     MB_TRY_BE(ctx, be->conv_silu(dev, &cv), "conv1d");
@@ -76,7 +73,7 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
     MB_TRY_BE(ctx, be->gemm(dev, R, di, rk, at(wk, w->xdbl), nd, lw->dt_proj.p, lw->dt_proj.dt, none,
                             at(wk, w->delta), di), "dt_proj");
 
-    mb_ptr ssm = at(s->state, (size_t)l * (s->conv_bytes + s->ssm_bytes) + s->conv_bytes);
+    mb_ptr ssm = at(s->state, layer_off + s->conv_bytes);
     const ptrdiff_t bc_sb = (ptrdiff_t)(T * nd), bc_st = (ptrdiff_t)nd;
     mb_scan_op sc = {
         .batch = B, .dim = di, .len = T, .d_state = N, .n_groups = 1,
@@ -92,7 +89,47 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
         .out = at(wk, w->y), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di, .out_sd = 1,
     };
     MB_TRY_BE(ctx, be->scan(dev, &sc), "selective scan");
+    return MAMBA_OK;
+}
 
+/* One Mamba block on rows = batch*T rows of hn; result in mo. A one-token chunk goes through
+ * the backend's fused mixer_step where it has one. */
+static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_t T)
+{
+    mamba_model_t *m = s->model;
+    mamba_context_t *ctx = m->ctx;
+    const mb_backend *be = ctx->be;
+    mb_device *dev = ctx->dev;
+    const mamba_config_t *c = &m->cfg;
+    const mb_layer_weights *lw = &m->layers[l];
+    const size_t B = s->batch, R = B * T, dm = (size_t)c->d_model, di = (size_t)c->d_inner;
+    const size_t layer_off = (size_t)l * (s->conv_bytes + s->ssm_bytes);
+    mb_buffer *wk = s->work;
+
+    MB_TRY_BE(ctx, be->gemm(dev, R, 2 * di, dm, at(wk, w->hn), dm, lw->in_proj.p, lw->in_proj.dt,
+                            lw->in_proj_bias, at(wk, w->xz), 2 * di), "in_proj");
+    int fused = 0;
+    if (T == 1 && be->mixer_step) {
+        mb_mixer_step_op ms = {
+            .batch = B, .dim = di, .d_state = (size_t)c->d_state, .dt_rank = (size_t)c->dt_rank,
+            .width = (size_t)c->d_conv,
+            .xz = at(wk, w->xz), .xz_sb = 2 * di,
+            .conv_w = lw->conv_w, .conv_b = lw->conv_b, .conv_state = at(s->state, layer_off),
+            .x_proj = lw->x_proj.p, .x_proj_dt = lw->x_proj.dt,
+            .dt_proj = lw->dt_proj.p, .dt_proj_dt = lw->dt_proj.dt,
+            .dt_bias = lw->dt_bias, .A = lw->A, .D = lw->D,
+            .ssm_state = at(s->state, layer_off + s->conv_bytes),
+            .xdbl = at(wk, w->xdbl), .y = at(wk, w->y), .y_sb = di,
+        };
+        /* a shape the fused kernels do not take runs as separate ops */
+        const int rc = be->mixer_step(dev, &ms);
+        if (rc != 0 && rc != MAMBA_ERR_UNSUPPORTED) return mb_backend_fail(ctx, rc, "mixer step");
+        fused = rc == 0;
+    }
+    if (!fused) {
+        mamba_status_t st = mixer_ops(s, w, l, T, layer_off);
+        if (st != MAMBA_OK) return st;
+    }
     MB_TRY_BE(ctx, be->gemm(dev, R, dm, di, at(wk, w->y), di, lw->out_proj.p, lw->out_proj.dt,
                             lw->out_proj_bias, at(wk, w->mo), dm), "out_proj");
     return MAMBA_OK;
@@ -227,6 +264,18 @@ mamba_status_t mb_model_run(mamba_state_t *s, const int32_t *ids, size_t len, ma
 }
 
 void mb_state_drop_graph(mamba_state_t *s) { drop_step_graph(s); }
+
+mb_ptr mb_model_step_ids(const mamba_state_t *s) { return at(s->work, layout(&s->model->cfg, s->batch).ids); }
+
+mamba_status_t mb_model_step_enqueue(mamba_state_t *s, mb_ptr *logits)
+{
+    const size_t V = (size_t)s->model->cfg.vocab_size;
+    mamba_status_t st = ensure_logits(s, s->batch * V * 4);
+    if (st != MAMBA_OK) return st;
+    *logits = at(s->logits, 0);
+    st = enqueue_step_graph(s);
+    return st == MAMBA_ERR_UNSUPPORTED ? enqueue_chunk(s, 1, MAMBA_LOGITS_LAST, 1) : st;
+}
 
 mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch, size_t len,
                              mamba_logits_mode_t mode, float *logits)

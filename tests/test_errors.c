@@ -167,6 +167,14 @@ START_TEST(call_errors)
     ids[0] = 99;
     ck_assert_int_eq(mamba_step(s, ids, logits), MAMBA_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(mamba_last_error(ctx), "token id 99"));
+    int32_t gen[4];
+    ck_assert_int_eq(mamba_generate_greedy(s, ids, 4, gen), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(mamba_last_error(ctx), "token id 99"));
+    ids[0] = 1;
+    ck_assert_int_eq(mamba_generate_greedy(s, ids, 0, gen), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(mamba_last_error(ctx), "n_tokens = 0"));
+    ck_assert_int_eq(mamba_generate_greedy(s, NULL, 4, gen), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(mamba_generate_greedy(NULL, ids, 4, gen), MAMBA_ERR_INVALID_ARGUMENT);
     /* still usable after the errors */
     ids[0] = 1;
     ck_assert_int_eq(mamba_step(s, ids, logits), MAMBA_OK);

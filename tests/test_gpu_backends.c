@@ -96,6 +96,22 @@ START_TEST(fixture_greedy_decode)
     }
     printf("%s %s greedy decode: %zu tokens identical, logits max abs err %.3g\n", backend, models[_i], ng, worst);
     ck_assert_double_le(worst, LOGIT_BOUND);
+    /* the same with the argmax on the device, two sequences at once */
+    mamba_state_t *s2;
+    ck_assert_int_eq(mamba_state_create(m, 2, &s2), MAMBA_OK);
+    int32_t *prompts = malloc(2 * np * sizeof *prompts), first[2] = {gen[0], gen[0]};
+    int32_t *out = malloc(2 * ng * sizeof *out);
+    memcpy(prompts, prompt, np * sizeof *prompts);
+    memcpy(prompts + np, prompt, np * sizeof *prompts);
+    ck_assert_msg(mamba_prefill(s2, prompts, np, NULL) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    ck_assert_msg(mamba_generate_greedy(s2, first, ng - 1, out) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    for (size_t b = 0; b < 2; b++)
+        for (size_t t = 0; t + 1 < ng; t++)
+            ck_assert_msg(out[b * (ng - 1) + t] == gen[t + 1], "%s: generated sequence %zu step %zu chose %d, reference %d",
+                          backend, b, t, out[b * (ng - 1) + t], gen[t + 1]);
+    free(out);
+    free(prompts);
+    mamba_state_free(s2);
     free(logits);
     mamba_state_free(s);
     mamba_model_free(m);

@@ -131,6 +131,35 @@ START_TEST(greedy_generation_matches_reference)
 }
 END_TEST
 
+/* mamba_generate_greedy (the device argmax path on the CPU backend) continues the prompt
+ * with the reference's tokens, for two sequences at once. */
+START_TEST(generate_greedy_matches_reference)
+{
+    golden g = load_golden(models[_i]);
+    mamba_context_t *ctx = cpu_context(0);
+    mamba_model_t *m = load_model(ctx, model_dir(models[_i]));
+    mamba_state_t *s;
+    ck_assert_int_eq(mamba_state_create(m, 2, &s), MAMBA_OK);
+    int32_t *prompts = malloc(2 * g.n_prompt * sizeof *prompts);
+    memcpy(prompts, g.prompt, g.n_prompt * sizeof *prompts);
+    memcpy(prompts + g.n_prompt, g.prompt, g.n_prompt * sizeof *prompts);
+    ck_assert_int_eq(mamba_prefill(s, prompts, g.n_prompt, NULL), MAMBA_OK);
+    const size_t n = g.n_gen - 1;
+    int32_t first[2] = {g.gen[0], g.gen[0]}, *out = malloc(2 * n * sizeof *out);
+    ck_assert_msg(mamba_generate_greedy(s, first, n, out) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    for (size_t b = 0; b < 2; b++)
+        for (size_t t = 0; t < n; t++)
+            ck_assert_msg(out[b * n + t] == g.gen[t + 1], "%s: sequence %zu step %zu chose %d, reference %d",
+                          models[_i], b, t, out[b * n + t], g.gen[t + 1]);
+    free(out);
+    free(prompts);
+    mamba_state_free(s);
+    mamba_model_free(m);
+    mamba_context_free(ctx);
+    free_golden(&g);
+}
+END_TEST
+
 START_TEST(chunked_prefill_equals_one_shot)
 {
     golden g = load_golden(models[_i]);
@@ -414,6 +443,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, forward_matches_reference, 0, 2);
     tcase_add_loop_test(tc, greedy_generation_matches_reference, 0, 2);
+    tcase_add_loop_test(tc, generate_greedy_matches_reference, 0, 2);
     tcase_add_loop_test(tc, chunked_prefill_equals_one_shot, 0, 2);
     tcase_add_loop_test(tc, step_by_step_equals_forward, 0, 2);
     tcase_add_test(tc, state_save_and_restore);

@@ -187,13 +187,7 @@ static int cpu_timer_stop(mb_device *d, double *ms)
     return 0;
 }
 
-static void cpu_memory(mb_device *d, uint64_t *current, uint64_t *peak)
-{
-    *current = d->mem.current;
-    *peak = d->mem.peak;
-}
-
-static void cpu_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
+static mb_mem_stats *cpu_mem_stats(mb_device *d) { return &d->mem; }
 
 static const mb_backend cpu_vtable = {
     .abi_version = MB_BACKEND_ABI_VERSION,
@@ -218,8 +212,8 @@ static const mb_backend cpu_vtable = {
     .read_sum = cpu_read_sum,
     .timer_start = cpu_timer_start,
     .timer_stop = cpu_timer_stop,
-    .memory = cpu_memory,
-    .reset_peak = cpu_reset_peak,
+    .mem_stats = cpu_mem_stats,
+    .argmax = cpu_argmax,
 };
 
 const mb_backend *mb_cpu_backend(void) { return &cpu_vtable; }

@@ -93,3 +93,26 @@ int cpu_conv_silu(mb_device *dev, const mb_conv_op *op)
     free(saved);
     return 0;
 }
+
+int cpu_argmax(mb_device *dev, mb_ptr logits_p, size_t rows, size_t vocab, mb_ptr ids_p, mb_ptr flag_p)
+{
+    (void)dev;
+    const float *logits = cpu_at(logits_p);
+    int32_t *ids = cpu_at(ids_p), *flag = cpu_at(flag_p);
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = logits + r * vocab;
+        size_t best = 0;
+        int nan = 0, found = 0;
+        for (size_t v = 0; v < vocab; v++) {
+            if (isnan(row[v])) {
+                nan = 1;
+            } else if (!found || row[v] > row[best]) {
+                best = v;
+                found = 1;
+            }
+        }
+        ids[r] = (int32_t)best;
+        if (nan) *flag = 1;
+    }
+    return 0;
+}

@@ -199,13 +199,7 @@ static int cu_timer_stop(mb_device *d, double *ms)
     return 0;
 }
 
-static void cu_memory(mb_device *d, uint64_t *current, uint64_t *peak)
-{
-    *current = d->mem.current;
-    *peak = d->mem.peak;
-}
-
-static void cu_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
+static mb_mem_stats *cu_mem_stats(mb_device *d) { return &d->mem; }
 
 int cuda_scratch(mb_device *d, size_t bytes, void **out)
 {
@@ -298,8 +292,9 @@ static mb_backend make_vtable(void)
     v.read_sum = cuda_read_sum;
     v.timer_start = cu_timer_start;
     v.timer_stop = cu_timer_stop;
-    v.memory = cu_memory;
-    v.reset_peak = cu_reset_peak;
+    v.mem_stats = cu_mem_stats;
+    v.argmax = cuda_argmax;
+    v.mixer_step = cuda_mixer_step;
     v.graph_begin = cu_graph_begin;
     v.graph_end = cu_graph_end;
     v.graph_launch = cu_graph_launch;

@@ -2,9 +2,6 @@
  * weight row once with 16-byte loads, in the weights' stored dtype, for all rows at once; the
  * arithmetic is f32. More rows (prefill): cuBLAS SGEMM, 16-bit weights widened to f32 first
  * (the widening is a small fraction of a prefill GEMM's time). */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "cuda_internal.h"
 
 #define GEMV_MAX_M 8
@@ -45,10 +42,6 @@ template <> struct wvec<__nv_bfloat16> {
     }
 };
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-
 /* 4 consecutive x values of row i: one 16-byte load when aligned. */
 template <bool XVEC> __device__ __forceinline__ void load_x4(const float *p, float *o)
 {
@@ -60,11 +53,13 @@ template <bool XVEC> __device__ __forceinline__ void load_x4(const float *p, flo
     }
 }
 
-/* y[i, row] = sum_k x[i, k] W[row, k] for i < m. A warp streams one weight row with 16-byte
- * loads; SPLIT: the block's warps share one row, each a slice of k, when there are too few
- * rows to fill the GPU (x_proj), and the block adds the slices. VECTOR: W rows are 16-byte
- * aligned and k is a multiple of the vector width; XVEC: x rows are too. */
-template <typename T, bool VECTOR, bool XVEC, bool SPLIT>
+/* y[i, row] = sum_k x[i, k] W[row, k] for i < m <= M. A warp streams one weight row with
+ * 16-byte loads; SPLIT: the block's warps share one row, each a slice of k, when there are too
+ * few rows to fill the GPU (x_proj), and the block adds the slices. VECTOR: W rows are 16-byte
+ * aligned and k is a multiple of the vector width; XVEC: x rows are too. M is a compile-time
+ * bound so that a one-row GEMV (decoding) keeps one accumulator, not eight: fewer registers,
+ * more warps per SM, more loads in flight. */
+template <typename T, int M, bool VECTOR, bool XVEC, bool SPLIT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int k, const float *x, int lda,
                                                                const T *w, const float *bias, float *y, int ldy)
 {
@@ -72,20 +67,20 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
     const int row = SPLIT ? blockIdx.x : blockIdx.x * GEMV_WARPS + warp;
     if (row >= n) return;
     const T *wr = w + (size_t)row * k;
-    float acc[GEMV_MAX_M];
+    float acc[M];
 #pragma unroll
-    for (int i = 0; i < GEMV_MAX_M; i++) acc[i] = 0.0f;
+    for (int i = 0; i < M; i++) acc[i] = 0.0f;
     /* the k range of this warp: all of it, or its slice in SPLIT mode */
     constexpr int V = VECTOR ? wvec<T>::n : 1;
     const int step = 32 * V * (SPLIT ? GEMV_WARPS : 1);
     const int first = (SPLIT ? warp * 32 * V : 0) + lane * V;
     if (VECTOR) {
-#pragma unroll 4
+#pragma unroll(M <= 2 ? 8 : 4)
         for (int k0 = first; k0 < k; k0 += step) {
             float wf[V];
             wvec<T>::load(wr + k0, wf);
 #pragma unroll
-            for (int i = 0; i < GEMV_MAX_M; i++) {
+            for (int i = 0; i < M; i++) {
                 if (i < m) {
                     const float *xr = x + (size_t)i * lda + k0;
 #pragma unroll
@@ -101,16 +96,15 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
         for (int kk = first; kk < k; kk += step) {
             const float wf = to_f32(wr[kk]);
 #pragma unroll
-            for (int i = 0; i < GEMV_MAX_M; i++)
+            for (int i = 0; i < M; i++)
                 if (i < m) acc[i] += wf * x[(size_t)i * lda + kk];
         }
     }
-    __shared__ float part[GEMV_WARPS][GEMV_MAX_M];
+    __shared__ float part[GEMV_WARPS][M];
 #pragma unroll
-    for (int i = 0; i < GEMV_MAX_M; i++) {
+    for (int i = 0; i < M; i++) {
         if (i >= m) break;
-        float v = acc[i];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        const float v = warp_sum(acc[i]);
         if (SPLIT) {
             if (lane == 0) part[warp][i] = v;
         } else if (lane == 0) {
@@ -127,31 +121,41 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
     }
 }
 
-template <typename T, bool VECTOR, bool XVEC>
+template <typename T, int M, bool VECTOR, bool XVEC>
 static void launch_gemv(mb_device *dev, bool split, size_t m, size_t n, size_t k, const float *x, size_t lda,
                         const void *w, const float *bias, float *y, size_t ldy)
 {
     if (split)
-        gemv_kernel<T, VECTOR, XVEC, true><<<(unsigned)n, GEMV_WARPS * 32, 0, dev->stream>>>(
+        gemv_kernel<T, M, VECTOR, XVEC, true><<<(unsigned)n, GEMV_WARPS * 32, 0, dev->stream>>>(
             (int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy);
     else
-        gemv_kernel<T, VECTOR, XVEC, false><<<(unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS), GEMV_WARPS * 32, 0,
-                                              dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias,
-                                                             y, (int)ldy);
+        gemv_kernel<T, M, VECTOR, XVEC, false><<<(unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS), GEMV_WARPS * 32, 0,
+                                                 dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda, (const T *)w,
+                                                                bias, y, (int)ldy);
 }
 
-template <typename T>
-static int gemv(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
-                const float *bias, float *y, size_t ldy)
+template <typename T, int M>
+static void gemv_m(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                   const float *bias, float *y, size_t ldy)
 {
     constexpr int V = wvec<T>::n;
     const bool vector = k % V == 0 && ((uintptr_t)w % 16) == 0;
     const bool xvec = vector && lda % 4 == 0 && ((uintptr_t)x % 16) == 0;
     /* fewer rows than four warps per SM: share rows among a block's warps */
     const bool split = n < (size_t)dev->sm_count * 4 * GEMV_WARPS && k >= (size_t)(GEMV_WARPS * 32 * V);
-    if (xvec) launch_gemv<T, true, true>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
-    else if (vector) launch_gemv<T, true, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
-    else launch_gemv<T, false, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+    if (xvec) launch_gemv<T, M, true, true>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+    else if (vector) launch_gemv<T, M, true, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+    else launch_gemv<T, M, false, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+}
+
+template <typename T>
+static int gemv(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                const float *bias, float *y, size_t ldy)
+{
+    if (m == 1) gemv_m<T, 1>(dev, m, n, k, x, lda, w, bias, y, ldy);
+    else if (m <= 2) gemv_m<T, 2>(dev, m, n, k, x, lda, w, bias, y, ldy);
+    else if (m <= 4) gemv_m<T, 4>(dev, m, n, k, x, lda, w, bias, y, ldy);
+    else gemv_m<T, GEMV_MAX_M>(dev, m, n, k, x, lda, w, bias, y, ldy);
     CU_LAUNCHED(dev, "gemv kernel");
     return 0;
 }

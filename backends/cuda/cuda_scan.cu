@@ -16,7 +16,6 @@
 
 #include "cuda_internal.h"
 
-#define LOG2E 1.4426950408889634f
 
 struct scan_params {
     int B, D, L, N, G, softplus;
@@ -29,15 +28,6 @@ struct scan_params {
     float *hloc, *S;      /* (n_chunks, B, D, N), (n_chunks, B, D) */
     float *hin;           /* (n_chunks, B, D, N): the state entering each chunk */
 };
-
-__device__ __forceinline__ float ex2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-__device__ __forceinline__ float softplus_f(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 
 /* B[t, 0..N) (or C) into registers: four float4 loads for N = 16 when contiguous. */
 template <int MAXN>

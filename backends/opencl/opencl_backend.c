@@ -305,13 +305,7 @@ static int ocl_timer_stop(mb_device *d, double *ms)
     return 0;
 }
 
-static void ocl_memory(mb_device *d, uint64_t *current, uint64_t *peak)
-{
-    *current = d->mem.current;
-    *peak = d->mem.peak;
-}
-
-static void ocl_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
+static mb_mem_stats *ocl_mem_stats(mb_device *d) { return &d->mem; }
 
 int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out)
 {
@@ -378,8 +372,7 @@ static const mb_backend ocl_vtable = {
     .read_sum = ocl_read_sum,
     .timer_start = ocl_timer_start,
     .timer_stop = ocl_timer_stop,
-    .memory = ocl_memory,
-    .reset_peak = ocl_reset_peak,
+    .mem_stats = ocl_mem_stats,
 };
 
 __attribute__((visibility("default"))) const mb_backend *mamba_backend_register(int abi_version)

@@ -1,0 +1,238 @@
+/* Decoding kernels: the mixer of one time step in two launches instead of five, and the
+ * greedy argmax that keeps the chosen ids on the device.
+ *
+ * A step's conv output xc is needed whole by x_proj (every output feature sums over all
+ * channels) and per channel by the scan. Rather than write it and launch again, both kernels
+ * recompute it from the conv window (width taps per channel, read from L2): kernel 1 does
+ * conv + x_proj, kernel 2 redoes the conv of its channel, shifts the conv state, and does
+ * dt_proj + softplus + the state update + the D skip + the z gate. */
+#include <limits.h>
+#include <math.h>
+
+#include "cuda_internal.h"
+
+#define STEP_ROWS 8   /* sequences per block in kernel 1 */
+#define STEP_WARPS 8
+
+struct step_params {
+    int B, D, N, R, K, nd;   /* batch, dim, d_state, dt_rank, conv width, dt_rank + 2 N */
+    long long xz_sb, y_sb;
+    const float *xz, *conv_w, *conv_b, *A, *Dv, *dt_bias;
+    const void *xw, *dtw;
+    float *conv_state, *ssm, *xdbl, *y;
+};
+
+/* silu(conv) of channel k of sequence b over the window (state, x). KW: the width when known
+ * at compile time (4 in every released Mamba), so that the window's loads issue together. */
+template <int KW> __device__ __forceinline__ float step_conv(const step_params &p, int b, int k)
+{
+    const int K = KW ? KW : p.K;
+    const float *w = p.conv_w + (size_t)k * K;
+    const float *st = p.conv_state + (size_t)b * (K - 1) * p.D + k;
+    float a = p.conv_b ? p.conv_b[k] : 0.0f;
+#pragma unroll
+    for (int t = 0; t + 1 < K; t++) a += w[t] * st[(size_t)t * p.D];
+    a += w[K - 1] * p.xz[b * p.xz_sb + k];
+    return a / (1.0f + __expf(-a));
+}
+
+/* xdbl[b, j] = sum_k x_proj[j, k] xc[b, k]: block (j, group of STEP_ROWS sequences); the
+ * threads stride over k, so the weight row and the conv inputs are read coalesced. */
+template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32) step_xproj_kernel(const step_params p)
+{
+    const int j = blockIdx.x, b0 = blockIdx.y * STEP_ROWS, nb = min(STEP_ROWS, p.B - b0);
+    const T *wr = (const T *)p.xw + (size_t)j * p.D;
+    float acc[STEP_ROWS];
+#pragma unroll
+    for (int i = 0; i < STEP_ROWS; i++) acc[i] = 0.0f;
+    /* unrolled so that several channels' loads are in flight: this kernel is latency-bound */
+#pragma unroll 4
+    for (int k = threadIdx.x; k < p.D; k += blockDim.x) {
+        const float wv = to_f32(wr[k]);
+#pragma unroll
+        for (int i = 0; i < STEP_ROWS; i++)
+            if (i < nb) acc[i] += wv * step_conv<KW>(p, b0 + i, k);
+    }
+    __shared__ float part[STEP_WARPS][STEP_ROWS];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int i = 0; i < STEP_ROWS; i++) {
+        const float v = warp_sum(acc[i]);
+        if (lane == 0) part[warp][i] = v;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nb) {
+        float v = 0.0f;
+        for (int q = 0; q < STEP_WARPS; q++) v += part[q][threadIdx.x];
+        p.xdbl[(size_t)(b0 + threadIdx.x) * p.nd + j] = v;
+    }
+}
+
+/* One warp per (channel d, sequence b): the conv of d (lane t holds window tap t) and its
+ * state shift, delta = softplus(dt_proj[d] . xdbl[0:R] + bias) with the lanes over R, then
+ * the N states spread over the lanes: h = exp(delta A) h + delta B u, y = C . h. */
+template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_kernel(const step_params p)
+{
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int d = blockIdx.x * STEP_WARPS + warp, b = blockIdx.y;
+    if (d >= p.D) return;
+    const int K = p.K;
+    float *st = p.conv_state + (size_t)b * (K - 1) * p.D + d;
+    float v = 0.0f, w = 0.0f;
+    if (lane < K) {
+        w = p.conv_w[(size_t)d * K + lane];
+        v = lane < K - 1 ? st[(size_t)lane * p.D] : p.xz[b * p.xz_sb + d];
+    }
+    const float a = warp_sum(w * v) + (p.conv_b ? p.conv_b[d] : 0.0f);
+    const float u = a / (1.0f + __expf(-a));
+    /* every lane has read its tap: the window moves by one */
+    const float next = __shfl_down_sync(0xffffffffu, v, 1);
+    if (lane < K - 1) st[(size_t)lane * p.D] = next;
+
+    const float *xd = p.xdbl + (size_t)b * p.nd;
+    const T *dw = (const T *)p.dtw + (size_t)d * p.R;
+    float s = 0.0f;
+    for (int r = lane; r < p.R; r += 32) s += to_f32(dw[r]) * xd[r];
+    const float dt = softplus_f(warp_sum(s) + (p.dt_bias ? p.dt_bias[d] : 0.0f));
+    const float du = dt * u;
+    float *h = p.ssm + ((size_t)b * p.D + d) * p.N;
+    const float *Ar = p.A + (size_t)d * p.N, *Bv = xd + p.R, *Cv = xd + p.R + p.N;
+    float y = 0.0f;
+    for (int n = lane; n < p.N; n += 32) {
+        const float hn = ex2(dt * (Ar[n] * LOG2E)) * h[n] + du * Bv[n];
+        h[n] = hn;
+        y += Cv[n] * hn;
+    }
+    y = warp_sum(y);
+    if (lane == 0) {
+        y += (p.Dv ? p.Dv[d] : 0.0f) * u;
+        const float z = p.xz[b * p.xz_sb + p.D + d];
+        p.y[b * p.y_sb + d] = y * (z / (1.0f + __expf(-z)));
+    }
+}
+
+template <template <typename> class Launch, typename... Args>
+static void by_dtype(mamba_dtype_t dt, Args... args)
+{
+    if (dt == MAMBA_F16) Launch<__half>::run(args...);
+    else if (dt == MAMBA_BF16) Launch<__nv_bfloat16>::run(args...);
+    else Launch<float>::run(args...);
+}
+
+template <typename T> struct launch_xproj {
+    static void run(mb_device *dev, const step_params &p)
+    {
+        const dim3 grid((unsigned)p.nd, (unsigned)((p.B + STEP_ROWS - 1) / STEP_ROWS));
+        if (p.K == 4) step_xproj_kernel<T, 4><<<grid, STEP_WARPS * 32, 0, dev->stream>>>(p);
+        else step_xproj_kernel<T, 0><<<grid, STEP_WARPS * 32, 0, dev->stream>>>(p);
+    }
+};
+template <typename T> struct launch_scan {
+    static void run(mb_device *dev, const step_params &p)
+    {
+        const dim3 grid((unsigned)((p.D + STEP_WARPS - 1) / STEP_WARPS), (unsigned)p.B);
+        step_scan_kernel<T><<<grid, STEP_WARPS * 32, 0, dev->stream>>>(p);
+    }
+};
+
+static bool dtype_ok(mamba_dtype_t dt) { return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16; }
+
+int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
+{
+    /* the conv window sits in one warp's lanes */
+    if (op->width < 1 || op->width > 32 || op->batch > 65535 || op->dim > (1u << 30) || op->d_state > 4096 ||
+        op->dt_rank > 65536 || !dtype_ok(op->x_proj_dt) || !dtype_ok(op->dt_proj_dt))
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED,
+                         "mixer step: width %zu (1..32), batch %zu, dim %zu, d_state %zu, dt_rank %zu, dtypes %d/%d",
+                         op->width, op->batch, op->dim, op->d_state, op->dt_rank, (int)op->x_proj_dt,
+                         (int)op->dt_proj_dt);
+    step_params p;
+    p.B = (int)op->batch; p.D = (int)op->dim; p.N = (int)op->d_state; p.R = (int)op->dt_rank; p.K = (int)op->width;
+    p.nd = p.R + 2 * p.N;
+    p.xz_sb = (long long)op->xz_sb; p.y_sb = (long long)op->y_sb;
+    p.xz = (const float *)cu_at(op->xz); p.conv_w = (const float *)cu_at(op->conv_w);
+    p.conv_b = (const float *)cu_at(op->conv_b); p.A = (const float *)cu_at(op->A);
+    p.Dv = (const float *)cu_at(op->D); p.dt_bias = (const float *)cu_at(op->dt_bias);
+    p.xw = cu_at(op->x_proj); p.dtw = cu_at(op->dt_proj);
+    p.conv_state = (float *)cu_at(op->conv_state); p.ssm = (float *)cu_at(op->ssm_state);
+    p.xdbl = (float *)cu_at(op->xdbl); p.y = (float *)cu_at(op->y);
+    by_dtype<launch_xproj>(op->x_proj_dt, dev, p);
+    CU_LAUNCHED(dev, "mixer step: conv + x_proj kernel");
+    by_dtype<launch_scan>(op->dt_proj_dt, dev, p);
+    CU_LAUNCHED(dev, "mixer step: scan kernel");
+    return 0;
+}
+
+/* (value, index) with the larger value winning, the smaller index on ties; NaN never wins. */
+__device__ __forceinline__ void better(float &v, int &i, float v2, int i2)
+{
+    if (v2 > v || (v2 == v && i2 < i)) {
+        v = v2;
+        i = i2;
+    }
+}
+
+#define ARGMAX_THREADS 1024
+/* One block per row. */
+__global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *logits, int vocab, int32_t *ids,
+                                                                int32_t *flag)
+{
+    const float *row = logits + (size_t)blockIdx.x * vocab;
+    float best = -INFINITY;
+    int bi = INT_MAX, nan = 0;
+    /* 16-byte loads, several in flight, when the row is aligned: one block reads the row at
+     * a useful speed only with many loads outstanding */
+    int head = 0;
+    if ((((uintptr_t)row) & 15) == 0) {
+        const int n4 = vocab / 4;
+        const float4 *r4 = (const float4 *)row;
+#pragma unroll 4
+        for (int q = threadIdx.x; q < n4; q += blockDim.x) {
+            const float4 v = r4[q];
+            nan |= isnan(v.x) | isnan(v.y) | isnan(v.z) | isnan(v.w);
+            better(best, bi, v.x, 4 * q);
+            better(best, bi, v.y, 4 * q + 1);
+            better(best, bi, v.z, 4 * q + 2);
+            better(best, bi, v.w, 4 * q + 3);
+        }
+        head = 4 * n4;
+    }
+    for (int i = head + threadIdx.x; i < vocab; i += blockDim.x) {
+        const float v = row[i];
+        nan |= isnan(v);
+        better(best, bi, v, i);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+        const int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+        better(best, bi, v2, i2);
+    }
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+        sv[warp] = best;
+        si[warp] = bi;
+    }
+    if (__syncthreads_or(nan) && threadIdx.x == 0) *flag = 1;
+    if (warp == 0) {
+        best = lane < (int)(blockDim.x / 32) ? sv[lane] : -INFINITY;
+        bi = lane < (int)(blockDim.x / 32) ? si[lane] : INT_MAX;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+            better(best, bi, v2, i2);
+        }
+        if (lane == 0) ids[blockIdx.x] = bi == INT_MAX ? 0 : bi; /* all NaN: 0, and the flag says so */
+    }
+}
+
+int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr flag)
+{
+    if (rows > 0x7fffffff || vocab > 0x7fffffff || vocab == 0)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "argmax: %zu rows of %zu", rows, vocab);
+    argmax_kernel<<<(unsigned)rows, ARGMAX_THREADS, 0, dev->stream>>>((const float *)cu_at(logits), (int)vocab,
+                                                                      (int32_t *)cu_at(ids), (int32_t *)cu_at(flag));
+    CU_LAUNCHED(dev, "argmax kernel");
+    return 0;
+}

@@ -1,0 +1,99 @@
+/* Greedy decoding. With a backend argmax, each step's chosen ids stay on the device as the
+ * next step's input and are appended to a device history, so nothing crosses to the host
+ * until the end: steps run back to back. Otherwise the logits come to the host each step. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* The host path: one mamba_step per token and an argmax here. */
+static mamba_status_t generate_on_host(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
+{
+    mamba_context_t *ctx = s->model->ctx;
+    const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
+    float *logits = malloc(B * V * sizeof *logits);
+    int32_t *cur = malloc(B * sizeof *cur);
+    mamba_status_t st = MAMBA_OK;
+    if (!logits || !cur) st = mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "greedy decoding: out of host memory");
+    else memcpy(cur, ids, B * sizeof *cur);
+    for (size_t t = 0; t < n && st == MAMBA_OK; t++) {
+        st = mb_model_run(s, cur, 1, MAMBA_LOGITS_LAST, logits);
+        for (size_t b = 0; b < B && st == MAMBA_OK; b++) {
+            const float *row = logits + b * V;
+            size_t best = 0;
+            for (size_t v = 0; v < V; v++) {
+                if (isnan(row[v])) {
+                    st = mb_seterr(ctx->err, MAMBA_ERR_MODEL, "greedy decoding: logit %zu of sequence %zu is NaN at step %zu",
+                                   v, b, t);
+                    break;
+                }
+                if (row[v] > row[best]) best = v;
+            }
+            cur[b] = (int32_t)best;
+            out[b * n + t] = (int32_t)best;
+        }
+    }
+    free(logits);
+    free(cur);
+    return st;
+}
+
+static mamba_status_t generate_on_device(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
+{
+    mamba_context_t *ctx = s->model->ctx;
+    const mb_backend *be = ctx->be;
+    mb_device *dev = ctx->dev;
+    const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
+    /* history (n, B) then the NaN flag */
+    const size_t hist_bytes = (n * B + 1) * sizeof(int32_t);
+    int32_t *host = malloc(hist_bytes);
+    if (!host) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "greedy decoding: out of host memory for %zu ids", n * B);
+    mb_buffer *hist = NULL;
+    if (be->alloc(dev, hist_bytes, &hist) != 0) {
+        free(host);
+        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "%s backend: cannot allocate %zu bytes for %zu generated ids: %s",
+                         ctx->backend_name, hist_bytes, n * B, be->last_error(dev));
+    }
+    const mb_ptr flag = {hist, n * B * sizeof(int32_t)};
+    mamba_status_t st = MAMBA_OK;
+    int rc = be->fill_zero(dev, flag, sizeof(int32_t));
+    if (rc) st = mb_backend_fail(ctx, rc, "greedy decoding: flag reset");
+    const mb_ptr d_ids = mb_model_step_ids(s);
+    if (st == MAMBA_OK && (rc = be->upload(dev, d_ids, ids, B * sizeof *ids)) != 0)
+        st = mb_backend_fail(ctx, rc, "upload of token ids");
+    for (size_t t = 0; t < n && st == MAMBA_OK; t++) {
+        mb_ptr d_logits;
+        if ((st = mb_model_step_enqueue(s, &d_logits)) != MAMBA_OK) break;
+        if ((rc = be->argmax(dev, d_logits, B, V, d_ids, flag)) != 0) st = mb_backend_fail(ctx, rc, "argmax");
+        else if ((rc = be->copy(dev, (mb_ptr){hist, t * B * sizeof(int32_t)}, d_ids, B * sizeof(int32_t))) != 0)
+            st = mb_backend_fail(ctx, rc, "copy of generated ids");
+    }
+    if (st == MAMBA_OK && (rc = be->download(dev, host, (mb_ptr){hist, 0}, hist_bytes)) != 0)
+        st = mb_backend_fail(ctx, rc, "download of generated ids");
+    if (st == MAMBA_OK && (rc = be->sync(dev)) != 0) st = mb_backend_fail(ctx, rc, "synchronize");
+    if (st == MAMBA_OK && host[n * B])
+        st = mb_seterr(ctx->err, MAMBA_ERR_MODEL, "greedy decoding: the logits held a NaN in one of the %zu steps", n);
+    if (st == MAMBA_OK)
+        for (size_t t = 0; t < n; t++)
+            for (size_t b = 0; b < B; b++) out[b * n + t] = host[t * B + b];
+    be->free(dev, hist);
+    free(host);
+    return st;
+}
+
+mamba_status_t mamba_generate_greedy(mamba_state_t *s, const int32_t *ids, size_t n_tokens, int32_t *out_ids)
+{
+    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
+    mamba_context_t *ctx = s->model->ctx;
+    if (!ids || !out_ids)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: ids or out_ids is NULL");
+    if (n_tokens == 0)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = 0, expected > 0");
+    if (n_tokens > ((size_t)1 << 40) / s->batch)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = %zu is too large",
+                         n_tokens);
+    mamba_status_t st = mb_check_ids(ctx, ids, s->batch, s->model->cfg.vocab_size);
+    if (st != MAMBA_OK) return st;
+    return ctx->be->argmax ? generate_on_device(s, ids, n_tokens, out_ids) : generate_on_host(s, ids, n_tokens, out_ids);
+}
