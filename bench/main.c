@@ -245,7 +245,7 @@ static double max_abs_diff(const float *a, const float *b, size_t n, double *nms
 static double max_abs(const float *a, size_t n)
 {
     double m = 0;
-    for (size_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    for (size_t i = 0; i < n; i++) m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
     return m;
 }
 
@@ -289,7 +289,7 @@ static int measure_device(target *t)
 /* FLOP/s of the prefill's four GEMMs per layer at rows rows, measured alone. */
 static int measure_gemm(target *t, const mamba_config_t *c, size_t rows, mamba_dtype_t dt)
 {
-    const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner, nd = (size_t)(c->dt_rank + 2 * c->d_state);
+    const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner, nd = (size_t)c->dt_rank + 2 * (size_t)c->d_state;
     const size_t shapes[4][2] = {{2 * di, dm}, {nd, di}, {di, (size_t)c->dt_rank}, {dm, di}};
     double flops = 0, secs = 0;
     for (int i = 0; i < 4; i++) {
@@ -391,7 +391,7 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
     int32_t *ids = malloc(batch * L * sizeof *ids), *step_ids = malloc(batch * sizeof *step_ids);
     int32_t *gen = malloc(batch * (T ? T : 1) * sizeof *gen);
     const size_t out_rows = mode == MODE_PREFILL && o->all_logits ? batch * L : batch;
-    float *logits = malloc(out_rows * V * sizeof *logits), *ref = malloc(batch * V * sizeof *ref);
+    float *logits = malloc(out_rows * V * sizeof *logits), *ref = calloc(batch * V, sizeof *ref);
     double *ms = malloc((size_t)repeat * sizeof *ms);
     if (!ids || !step_ids || !gen || !logits || !ref || !ms) {
         free(ids); free(step_ids); free(gen); free(logits); free(ref); free(ms);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fault.h"
 
 mamba_status_t mamba_timer_start(mamba_context_t *ctx)
 {
@@ -48,9 +49,9 @@ static mamba_status_t check_runs(mamba_context_t *ctx, int warmup, int repeat, c
 
 static mamba_status_t alloc(mamba_context_t *ctx, size_t bytes, mb_buffer **b, const char *what)
 {
-    if (ctx->be->alloc(ctx->dev, bytes ? bytes : 4, b) != 0)
+    if (mb_dev_alloc(ctx, bytes ? bytes : 4, b) != 0)
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "bench: cannot allocate %zu bytes for %s on %s: %s", bytes,
-                         what, ctx->backend_name, ctx->be->last_error(ctx->dev));
+                         what, ctx->backend_name, mb_dev_alloc_error(ctx));
     return MAMBA_OK;
 }
 
@@ -59,8 +60,8 @@ static mamba_status_t upload_random(mamba_context_t *ctx, mb_ptr dst, size_t n, 
                                     mamba_dtype_t dt)
 {
     const size_t chunk = (size_t)1 << 22;
-    float *f = malloc(chunk * sizeof *f);
-    void *h = dt == MAMBA_F32 ? NULL : malloc(chunk * 2);
+    float *f = mb_malloc(chunk * sizeof *f);
+    void *h = dt == MAMBA_F32 ? NULL : mb_malloc(chunk * 2);
     if (!f || (dt != MAMBA_F32 && !h)) {
         free(f);
         free(h);

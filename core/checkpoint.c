@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "weights.h"
+#include "fault.h"
 
 typedef struct ckpt {
     mamba_tensor_file_t **files;
@@ -27,7 +28,8 @@ static void ckpt_close(ckpt *c)
 
 static mamba_status_t ckpt_add(ckpt *c, const char *path, char *err)
 {
-    mamba_tensor_file_t **grown = realloc(c->files, (c->n_files + 1) * sizeof *grown);
+    /* an array of pointers: sizeof *grown is a pointer's size on purpose */
+    mamba_tensor_file_t **grown = mb_realloc(c->files, (c->n_files + 1) * sizeof *grown); // NOLINT(bugprone-sizeof-expression)
     if (!grown) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory opening %s", path);
     c->files = grown;
     mamba_status_t st = mb_tensor_file_open(path, &c->files[c->n_files], err);
@@ -47,34 +49,44 @@ static const mb_tensor_entry *ckpt_find(const ckpt *c, const char *name, const m
 /* Open the shards named by an index file's weight_map (each once). */
 static mamba_status_t open_index(ckpt *c, const char *dir, const char *index_path, char *err)
 {
-    FILE *fp = fopen(index_path, "rb");
+    FILE *fp = mb_fopen(index_path, "rb");
     if (!fp) return mb_seterr(err, MAMBA_ERR_IO, "%s: cannot open: %s", index_path, strerror(errno));
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
         if (len + 65536 + 1 > cap) {
             cap = (cap + 65536) * 2;
-            char *g = cap <= (64u << 20) ? realloc(text, cap) : NULL;
-            if (!g) {
+            if (cap > (64u << 20)) {
                 free(text);
                 fclose(fp);
                 return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: too large for an index (64 MiB at most)", index_path);
             }
+            char *g = mb_realloc(text, cap);
+            if (!g) {
+                free(text);
+                fclose(fp);
+                return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory reading the index", index_path);
+            }
             text = g;
         }
-        size_t got = fread(text + len, 1, 65536, fp);
+        size_t got = mb_fread(text + len, 1, 65536, fp);
         len += got;
+        if (got < 65536 && !feof(fp)) {
+            free(text);
+            fclose(fp);
+            return mb_seterr(err, MAMBA_ERR_IO, "%s: cannot read: %s", index_path, strerror(errno));
+        }
         if (got == 0) break;
     }
     fclose(fp);
     text[len] = 0;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    mamba_status_t st;
+    cJSON *root = mb_json_parse(text, len, index_path, err, &st);
     free(text);
+    if (!root) return st;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    mamba_status_t st = MAMBA_OK;
     if (!cJSON_IsObject(map)) {
-        st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: %s", index_path,
-                       root ? "no 'weight_map' object" : "malformed JSON");
+        st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: no 'weight_map' object", index_path);
         goto out;
     }
     const cJSON *it;
@@ -157,21 +169,27 @@ static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved 
 typedef struct load_ctx { resolved *r; mb_spec *specs; } load_ctx;
 
 /* Index of the first non-finite element of a tensor, or n when all are finite. Infinities and
- * NaNs have an all-ones exponent in every float format. */
+ * NaNs have an all-ones exponent in every float format. The format does not align tensors,
+ * so elements are read with memcpy (one unaligned load each). */
 static size_t first_nonfinite(const void *data, mamba_dtype_t dt, size_t n)
 {
     size_t first = n;
+    const unsigned char *p = data;
     if (dt == MAMBA_F32) {
-        const uint32_t *u = data;
 #pragma omp parallel for reduction(min : first) schedule(static)
-        for (size_t i = 0; i < n; i++)
-            if (i < first && (u[i] & 0x7f800000u) == 0x7f800000u) first = i;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            if (i < first && (u & 0x7f800000u) == 0x7f800000u) first = i;
+        }
     } else {
-        const uint16_t *h = data;
         const uint16_t mask = dt == MAMBA_F16 ? 0x7c00u : 0x7f80u;
 #pragma omp parallel for reduction(min : first) schedule(static)
-        for (size_t i = 0; i < n; i++)
-            if (i < first && (h[i] & mask) == mask) first = i;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            if (i < first && (h & mask) == mask) first = i;
+        }
     }
     return first;
 }
@@ -208,10 +226,10 @@ static mamba_status_t load(mamba_context_t *ctx, const char *cfg_path, ckpt *c, 
     mamba_model_t *m;
     if ((st = mb_model_new(ctx, &cf.cfg, &m)) != MAMBA_OK) return st;
     size_t n;
-    mb_spec *specs = calloc(mb_specs_count(&cf.cfg), sizeof *specs);
-    resolved *r = calloc(mb_specs_count(&cf.cfg), sizeof *r);
+    mb_spec *specs = mb_calloc(mb_specs_count(&cf.cfg), sizeof *specs);
+    resolved *r = mb_calloc(mb_specs_count(&cf.cfg), sizeof *r);
     if (!specs || !r) {
-        st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory");
+        st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for the tensor table", cfg_path);
         goto out;
     }
     mb_specs_build(m, specs, &n);

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
+#include "fault.h"
 
 #define MB_MAX_CONFIG_BYTES (1 << 20)
 
@@ -29,14 +30,17 @@ static char *read_small_file(const char *path, size_t max, char *err, mamba_stat
                         path, (long long)sb.st_size, max);
         return NULL;
     }
-    FILE *fp = fopen(path, "rb");
-    char *buf = malloc((size_t)sb.st_size + 1);
-    size_t got = (fp && buf) ? fread(buf, 1, (size_t)sb.st_size, fp) : 0;
+    FILE *fp = mb_fopen(path, "rb");
+    char *buf = mb_malloc((size_t)sb.st_size + 1);
+    size_t got = (fp && buf) ? mb_fread(buf, 1, (size_t)sb.st_size, fp) : 0;
     if (fp) fclose(fp);
-    if (!fp || !buf || got != (size_t)sb.st_size) {
+    if (fp && !buf) {
+        *st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %lld bytes", path, (long long)sb.st_size);
+        return NULL;
+    }
+    if (!fp || got != (size_t)sb.st_size) {
         free(buf);
-        *st = mb_seterr(err, fp && !buf ? MAMBA_ERR_OUT_OF_MEMORY : MAMBA_ERR_IO, "%s: cannot read: %s",
-                        path, strerror(errno));
+        *st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
         return NULL;
     }
     buf[got] = 0;
@@ -64,11 +68,12 @@ mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
     mamba_status_t st;
     char *text = read_small_file(path, MB_MAX_CONFIG_BYTES, err, &st);
     if (!text) return st;
-    cJSON *root = cJSON_Parse(text);
+    cJSON *root = mb_json_parse(text, strlen(text), path, err, &st);
     free(text);
-    if (!root || !cJSON_IsObject(root)) {
+    if (!root) return st;
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: malformed JSON (expected an object)", path);
+        return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: malformed config (expected a JSON object)", path);
     }
     mamba_config_t *c = &out->cfg;
     c->tie_embeddings = 1;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fault.h"
 
 void mamba_context_options_init(mamba_context_options_t *o)
 {
@@ -96,7 +97,7 @@ mamba_status_t mamba_context_create(const mamba_context_options_t *opts, mamba_c
     if (!parse_backend(o.backend, name, sizeof name, &index))
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
                          "backend '%s': expected auto, cpu, opencl[:i] or cuda[:i]", o.backend);
-    mamba_context_t *ctx = calloc(1, sizeof *ctx);
+    mamba_context_t *ctx = mb_calloc(1, sizeof *ctx);
     if (!ctx) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a context");
     ctx->log = o.log;
     ctx->log_user = o.log_user;
@@ -147,4 +148,16 @@ mamba_status_t mamba_context_synchronize(mamba_context_t *ctx)
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
     MB_TRY_BE(ctx, ctx->be->sync(ctx->dev), "synchronize");
     return MAMBA_OK;
+}
+
+int mb_dev_alloc(mamba_context_t *ctx, size_t bytes, mb_buffer **out)
+{
+    *out = NULL;
+    ctx->alloc_injected = mb_fault();
+    return ctx->alloc_injected ? MAMBA_ERR_OUT_OF_MEMORY : ctx->be->alloc(ctx->dev, bytes, out);
+}
+
+const char *mb_dev_alloc_error(const mamba_context_t *ctx)
+{
+    return ctx->alloc_injected ? "allocation failed (injected fault)" : ctx->be->last_error(ctx->dev);
 }

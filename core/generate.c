@@ -6,17 +6,22 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fault.h"
 
 /* The host path: one mamba_step per token and an argmax here. */
 static mamba_status_t generate_on_host(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
 {
     mamba_context_t *ctx = s->model->ctx;
     const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
-    float *logits = malloc(B * V * sizeof *logits);
-    int32_t *cur = malloc(B * sizeof *cur);
+    float *logits = mb_malloc(B * V * sizeof *logits);
+    int32_t *cur = mb_malloc(B * sizeof *cur);
+    if (!logits || !cur) {
+        free(logits);
+        free(cur);
+        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "greedy decoding: out of host memory");
+    }
+    memcpy(cur, ids, B * sizeof *cur);
     mamba_status_t st = MAMBA_OK;
-    if (!logits || !cur) st = mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "greedy decoding: out of host memory");
-    else memcpy(cur, ids, B * sizeof *cur);
     for (size_t t = 0; t < n && st == MAMBA_OK; t++) {
         st = mb_model_run(s, cur, 1, MAMBA_LOGITS_LAST, logits);
         for (size_t b = 0; b < B && st == MAMBA_OK; b++) {
@@ -47,13 +52,13 @@ static mamba_status_t generate_on_device(mamba_state_t *s, const int32_t *ids, s
     const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
     /* history (n, B) then the NaN flag */
     const size_t hist_bytes = (n * B + 1) * sizeof(int32_t);
-    int32_t *host = malloc(hist_bytes);
+    int32_t *host = mb_malloc(hist_bytes);
     if (!host) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "greedy decoding: out of host memory for %zu ids", n * B);
     mb_buffer *hist = NULL;
-    if (be->alloc(dev, hist_bytes, &hist) != 0) {
+    if (mb_dev_alloc(ctx, hist_bytes, &hist) != 0) {
         free(host);
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "%s backend: cannot allocate %zu bytes for %zu generated ids: %s",
-                         ctx->backend_name, hist_bytes, n * B, be->last_error(dev));
+                         ctx->backend_name, hist_bytes, n * B, mb_dev_alloc_error(ctx));
     }
     const mb_ptr flag = {hist, n * B * sizeof(int32_t)};
     mamba_status_t st = MAMBA_OK;

@@ -63,13 +63,20 @@ uint16_t mamba_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* 16-bit element i of possibly unaligned data (a safetensors file does not align tensors) */
+static uint16_t u16_at(const void *src, size_t i)
+{
+    uint16_t h;
+    memcpy(&h, (const unsigned char *)src + 2 * i, 2);
+    return h;
+}
+
 void mb_to_f32(float *dst, const void *src, mamba_dtype_t dt, size_t n)
 {
-    const uint16_t *h = src;
     switch (dt) {
     case MAMBA_F32: memcpy(dst, src, n * 4); break;
-    case MAMBA_F16: for (size_t i = 0; i < n; i++) dst[i] = mamba_f16_to_f32(h[i]); break;
-    case MAMBA_BF16: for (size_t i = 0; i < n; i++) dst[i] = mamba_bf16_to_f32(h[i]); break;
+    case MAMBA_F16: for (size_t i = 0; i < n; i++) dst[i] = mamba_f16_to_f32(u16_at(src, i)); break;
+    case MAMBA_BF16: for (size_t i = 0; i < n; i++) dst[i] = mamba_bf16_to_f32(u16_at(src, i)); break;
     case MAMBA_F64: for (size_t i = 0; i < n; i++) { double d; memcpy(&d, (const char *)src + 8 * i, 8); dst[i] = (float)d; } break;
     case MAMBA_I64: case MAMBA_I32: break;
     }

@@ -35,6 +35,7 @@ struct mamba_context {
     mamba_log_level_t log_level;
     size_t prefill_chunk;
     int n_models;
+    int alloc_injected;         /* the last mb_dev_alloc failed by fault injection         */
 };
 
 void mb_log(const mamba_context_t *ctx, mamba_log_level_t level, const char *fmt, ...)
@@ -46,6 +47,11 @@ mamba_status_t mb_backend_fail(mamba_context_t *ctx, int st, const char *what);
         int mb_rc_ = (call);                                        \
         if (mb_rc_ != 0) return mb_backend_fail((ctx), mb_rc_, (what)); \
     } while (0)
+
+/* A device allocation through the context's backend; a fault-injection point (fault.h). */
+int mb_dev_alloc(mamba_context_t *ctx, size_t bytes, mb_buffer **out);
+/* Why the last mb_dev_alloc failed. */
+const char *mb_dev_alloc_error(const mamba_context_t *ctx);
 
 /* ---- backend registry (registry.c) ---- */
 typedef struct mb_backend_entry {
@@ -87,6 +93,13 @@ struct mamba_tensor_file {
 };
 
 #define MB_MAX_HEADER_BYTES ((uint64_t)100 * 1000 * 1000)
+/* Nesting limit of every JSON the library reads (a safetensors header needs 3 levels, a
+ * config 2): deeper input is refused before cJSON recurses into it. */
+#define MB_MAX_JSON_DEPTH 64
+typedef struct cJSON cJSON;
+/* Parse len bytes of JSON; NULL on failure, with *st and a message "<what>: ..." in err
+ * (nested too deep, out of memory, or malformed near a byte). json.c */
+cJSON *mb_json_parse(const char *text, size_t len, const char *what, char *err, mamba_status_t *st);
 mamba_status_t mb_tensor_file_open(const char *path, mamba_tensor_file_t **out, char *err);
 const mb_tensor_entry *mb_tensor_file_lookup(const mamba_tensor_file_t *f, const char *name);
 void mb_tensor_view(const mamba_tensor_file_t *f, const mb_tensor_entry *e, mamba_tensor_t *t);

@@ -18,7 +18,7 @@ static work_layout layout(const mamba_config_t *c, size_t rows)
     work_layout w;
     size_t o = 0;
     const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner;
-    const size_t nd = (size_t)(c->dt_rank + 2 * c->d_state);
+    const size_t nd = (size_t)c->dt_rank + 2 * (size_t)c->d_state;
     w.ids = o;      o += up(rows * 4);
     w.residual = o; o += up(rows * dm * 4);
     w.hn = o;       o += up(rows * dm * 4);
@@ -150,9 +150,9 @@ static mamba_status_t ensure_logits(mamba_state_t *s, size_t bytes)
     if (s->logits) ctx->be->free(ctx->dev, s->logits);
     s->logits = NULL;
     s->logits_bytes = 0;
-    if (ctx->be->alloc(ctx->dev, bytes, &s->logits) != 0)
+    if (mb_dev_alloc(ctx, bytes, &s->logits) != 0)
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "%s backend: cannot allocate %zu bytes for logits: %s",
-                         ctx->backend_name, bytes, ctx->be->last_error(ctx->dev));
+                         ctx->backend_name, bytes, mb_dev_alloc_error(ctx));
     s->logits_bytes = bytes;
     return MAMBA_OK;
 }

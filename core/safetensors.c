@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
+#include "fault.h"
 
 static int parse_dtype(const char *s, mamba_dtype_t *dt)
 {
@@ -48,15 +49,15 @@ static mamba_status_t parse_metadata(mamba_tensor_file_t *f, const cJSON *meta, 
     if (!cJSON_IsObject(meta))
         return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: __metadata__ is not an object", f->path);
     size_t n = (size_t)cJSON_GetArraySize(meta);
-    f->meta = calloc(2 * n + 1, sizeof *f->meta);
+    f->meta = mb_calloc(2 * n + 1, sizeof *f->meta);
     if (!f->meta) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path);
     const cJSON *it;
     cJSON_ArrayForEach(it, meta) {
         if (!cJSON_IsString(it))
             return mb_seterr(err, MAMBA_ERR_FORMAT,
                              "%s: __metadata__ value of '%s' is not a string", f->path, it->string);
-        f->meta[2 * f->n_meta] = strdup(it->string);
-        f->meta[2 * f->n_meta + 1] = strdup(it->valuestring);
+        f->meta[2 * f->n_meta] = mb_strdup(it->string);
+        f->meta[2 * f->n_meta + 1] = mb_strdup(it->valuestring);
         f->n_meta++;
         if (!f->meta[2 * f->n_meta - 2] || !f->meta[2 * f->n_meta - 1])
             return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path);
@@ -120,28 +121,25 @@ static mamba_status_t parse_entry(mamba_tensor_file_t *f, const cJSON *item, mb_
         return mb_seterr(err, MAMBA_ERR_FORMAT,
                          "%s: tensor '%s': %zu data bytes, but shape and dtype %s need %llu",
                          f->path, name, e->end - e->begin, mamba_dtype_name(e->dtype),
-                         (unsigned long long)(count * esz));
-    e->name = strdup(name);
+                         (unsigned long long)count * esz);
+    e->name = mb_strdup(name);
     if (!e->name) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path);
     return MAMBA_OK;
 }
 
 static mamba_status_t parse_header(mamba_tensor_file_t *f, const char *json, size_t len, char *err)
 {
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        long pos = at ? (long)(at - json) : -1;
-        return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: malformed JSON header (error near byte %ld)",
-                         f->path, pos);
-    }
-    mamba_status_t st = MAMBA_OK;
+    char what[4200];
+    snprintf(what, sizeof what, "%s: header", f->path);
+    mamba_status_t st;
+    cJSON *root = mb_json_parse(json, len, what, err, &st);
+    if (!root) return st;
     if (!cJSON_IsObject(root)) {
         st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: JSON header is not an object", f->path);
         goto out;
     }
     size_t n = (size_t)cJSON_GetArraySize(root);
-    f->tensors = calloc(n ? n : 1, sizeof *f->tensors);
+    f->tensors = mb_calloc(n ? n : 1, sizeof *f->tensors);
     if (!f->tensors) { st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path); goto out; }
     const cJSON *item;
     cJSON_ArrayForEach(item, root) {
@@ -159,10 +157,11 @@ static mamba_status_t parse_header(mamba_tensor_file_t *f, const char *json, siz
     }
     /* Tensors must not overlap (the format also asks them to be contiguous; we accept gaps). */
     if (f->n_tensors > 1) {
-        mb_tensor_entry **order = malloc(f->n_tensors * sizeof *order);
+        /* an array of pointers, sorted by offset */
+        mb_tensor_entry **order = mb_malloc(f->n_tensors * sizeof *order); // NOLINT(bugprone-sizeof-expression)
         if (!order) { st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path); goto out; }
         for (size_t i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
-        qsort(order, f->n_tensors, sizeof *order, cmp_begin);
+        qsort(order, f->n_tensors, sizeof *order, cmp_begin); // NOLINT(bugprone-sizeof-expression)
         for (size_t i = 1; i < f->n_tensors; i++) {
             if (order[i]->begin < order[i - 1]->end && order[i]->end > order[i]->begin) {
                 st = mb_seterr(err, MAMBA_ERR_FORMAT,
@@ -183,15 +182,15 @@ mamba_status_t mb_tensor_file_open(const char *path, mamba_tensor_file_t **out, 
 {
     *out = NULL;
     if (!path) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "safetensors path is NULL");
-    mamba_tensor_file_t *f = calloc(1, sizeof *f);
+    mamba_tensor_file_t *f = mb_calloc(1, sizeof *f);
     if (!f) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     f->fd = -1;
-    f->path = strdup(path);
+    f->path = mb_strdup(path);
     mamba_status_t st = MAMBA_OK;
     if (!f->path) { st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path); goto fail; }
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    f->fd = mb_io_fault() ? -1 : open(path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
-    if (f->fd < 0 || fstat(f->fd, &sb) != 0) {
+    if (f->fd < 0 || mb_io_fault() || fstat(f->fd, &sb) != 0) {
         st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
@@ -206,7 +205,7 @@ mamba_status_t mb_tensor_file_open(const char *path, mamba_tensor_file_t **out, 
         goto fail;
     }
     f->map_len = (size_t)sb.st_size;
-    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, f->fd, 0);
+    f->map = mb_io_fault() ? MAP_FAILED : mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, f->fd, 0);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
         st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot map: %s", path, strerror(errno));

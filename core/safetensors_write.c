@@ -9,6 +9,13 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
+#include "fault.h"
+
+static int add_number(cJSON *array, double v)
+{
+    cJSON *n = cJSON_CreateNumber(v);
+    return n && cJSON_AddItemToArray(array, n);
+}
 
 static cJSON *build_header(const mamba_tensor_t *t, size_t n, const char *const *meta, size_t n_meta)
 {
@@ -29,11 +36,16 @@ static cJSON *build_header(const mamba_tensor_t *t, size_t n, const char *const 
             cJSON_Delete(root);
             return NULL;
         }
-        for (int d = 0; d < t[i].ndim; d++)
-            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t[i].shape[d]));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        /* a node that could not be made would leave a header that does not describe the data */
+        int ok = 1;
+        for (int d = 0; ok && d < t[i].ndim; d++) ok = add_number(shape, (double)t[i].shape[d]);
+        ok = ok && add_number(offs, (double)off);
         off += t[i].nbytes;
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        ok = ok && add_number(offs, (double)off);
+        if (!ok) {
+            cJSON_Delete(root);
+            return NULL;
+        }
     }
     return root;
 }
@@ -62,12 +74,12 @@ mamba_status_t mamba_tensor_file_write(const char *path, const mamba_tensor_t *t
     size_t jlen = strlen(json);
     size_t padded = (jlen + 7) & ~(size_t)7;   /* keep the data 8-byte aligned */
     size_t tlen = strlen(path) + 16;
-    char *tmp = malloc(tlen);
+    char *tmp = mb_malloc(tlen);
     mamba_status_t st = MAMBA_OK;
     FILE *fp = NULL;
     if (!tmp) { st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path); goto out; }
     snprintf(tmp, tlen, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
+    int fd = mb_io_fault() ? -1 : mkstemp(tmp);
     if (fd < 0 || !(fp = fdopen(fd, "wb"))) {
         if (fd >= 0) close(fd);
         st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
@@ -75,10 +87,10 @@ mamba_status_t mamba_tensor_file_write(const char *path, const mamba_tensor_t *t
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(json, 1, jlen, fp) == jlen;
+    int ok = !mb_io_fault() && fwrite(len8, 1, 8, fp) == 8 && fwrite(json, 1, jlen, fp) == jlen;
     for (size_t i = jlen; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
     for (size_t i = 0; ok && i < n; i++)
-        ok = tensors[i].nbytes == 0 || fwrite(tensors[i].data, 1, tensors[i].nbytes, fp) == tensors[i].nbytes;
+        ok = !mb_io_fault() && (tensors[i].nbytes == 0 || fwrite(tensors[i].data, 1, tensors[i].nbytes, fp) == tensors[i].nbytes);
     if (fclose(fp) != 0) ok = 0;
     if (!ok || rename(tmp, path) != 0) {
         st = mb_seterr(err, MAMBA_ERR_IO, "%s: write failed: %s", path, strerror(errno));

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fault.h"
 
 struct mamba_sampler {
     mamba_sampler_params_t p;
@@ -30,7 +31,7 @@ mamba_status_t mamba_sampler_create(const mamba_sampler_params_t *p, mamba_sampl
     if (p->top_k < 0) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "top_k %d: expected >= 0", p->top_k);
     if (!(p->top_p >= 0 && p->top_p <= 1))
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "top_p %g: expected 0..1", p->top_p);
-    mamba_sampler_t *s = calloc(1, sizeof *s);
+    mamba_sampler_t *s = mb_calloc(1, sizeof *s);
     if (!s) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a sampler");
     s->p = *p;
     s->rng = p->seed ^ 0x853c49e6748fea9bULL;
@@ -79,9 +80,9 @@ mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t voca
         return MAMBA_OK;
     }
     if (s->cap < vocab) {
-        struct pair *pairs = realloc(s->pairs, vocab * sizeof *pairs);
+        struct pair *pairs = mb_realloc(s->pairs, vocab * sizeof *pairs);
         if (pairs) s->pairs = pairs;
-        float *prob = realloc(s->prob, vocab * sizeof *prob);
+        float *prob = mb_realloc(s->prob, vocab * sizeof *prob);
         if (prob) s->prob = prob;
         if (!pairs || !prob) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_sample: out of memory");
         s->cap = vocab;

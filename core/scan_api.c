@@ -70,9 +70,9 @@ mamba_status_t mamba_scan(mamba_context_t *ctx, const mamba_scan_args_t *a)
     size_t state_off = total;
     total += state_bytes;
     mb_buffer *buf;
-    if (ctx->be->alloc(ctx->dev, total, &buf) != 0)
+    if (mb_dev_alloc(ctx, total, &buf) != 0)
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_scan: cannot allocate %zu bytes on %s: %s", total,
-                         ctx->backend_name, ctx->be->last_error(ctx->dev));
+                         ctx->backend_name, mb_dev_alloc_error(ctx));
     mamba_status_t st = MAMBA_OK;
     int rc;
     for (size_t i = 0; i < n_in && st == MAMBA_OK; i++) {

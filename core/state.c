@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fault.h"
 
 
 /* Rows in one chunk are capped so that a large batch does not need a huge workspace. */
@@ -24,7 +25,7 @@ mamba_status_t mamba_state_create(mamba_model_t *m, size_t batch, mamba_state_t 
     if (batch == 0 || batch > (1u << 20))
         return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "state batch = %zu, expected 1..%u", batch, 1u << 20);
     const mamba_config_t *c = &m->cfg;
-    mamba_state_t *s = calloc(1, sizeof *s);
+    mamba_state_t *s = mb_calloc(1, sizeof *s);
     if (!s) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a state");
     s->model = m;
     s->batch = batch;
@@ -37,15 +38,15 @@ mamba_status_t mamba_state_create(mamba_model_t *m, size_t batch, mamba_state_t 
     s->conv_bytes = (s->conv_bytes + 255) / 256 * 256;
     s->work_bytes = mb_work_bytes(c, batch * s->chunk);
     size_t state_bytes = (size_t)c->n_layer * (s->conv_bytes + s->ssm_bytes);
-    s->host_ids = malloc(batch * s->chunk * sizeof *s->host_ids);
+    s->host_ids = mb_malloc(batch * s->chunk * sizeof *s->host_ids);
     mamba_status_t st = MAMBA_OK;
     if (!s->host_ids) {
         st = mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a state");
-    } else if (ctx->be->alloc(ctx->dev, state_bytes, &s->state) != 0 ||
-               ctx->be->alloc(ctx->dev, s->work_bytes, &s->work) != 0) {
+    } else if (mb_dev_alloc(ctx, state_bytes, &s->state) != 0 ||
+               mb_dev_alloc(ctx, s->work_bytes, &s->work) != 0) {
         st = mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY,
                        "%s backend: cannot allocate the state (%zu bytes) and workspace (%zu bytes) for batch %zu: %s",
-                       ctx->backend_name, state_bytes, s->work_bytes, batch, ctx->be->last_error(ctx->dev));
+                       ctx->backend_name, state_bytes, s->work_bytes, batch, mb_dev_alloc_error(ctx));
     }
     m->n_states++;
     if (st == MAMBA_OK) st = mamba_state_reset(s);

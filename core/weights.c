@@ -7,6 +7,7 @@
 
 #include "internal.h"
 #include "weights.h"
+#include "fault.h"
 
 #define ALIGN 256
 
@@ -120,11 +121,11 @@ static size_t pack(mb_spec *specs, size_t n, uint64_t *n_params)
 
 mamba_status_t mb_model_new(mamba_context_t *ctx, const mamba_config_t *cfg, mamba_model_t **out)
 {
-    mamba_model_t *m = calloc(1, sizeof *m);
+    mamba_model_t *m = mb_calloc(1, sizeof *m);
     if (!m) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a model");
     m->ctx = ctx;
     m->cfg = *cfg;
-    m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
+    m->layers = mb_calloc((size_t)cfg->n_layer, sizeof *m->layers);
     if (!m->layers) {
         free(m);
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a model");
@@ -139,17 +140,17 @@ mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill
 {
     mamba_context_t *ctx = m->ctx;
     m->weight_bytes = pack(specs, n, &m->n_params);
-    int rc = ctx->be->alloc(ctx->dev, m->weight_bytes, &m->weights);
+    int rc = mb_dev_alloc(ctx, m->weight_bytes, &m->weights);
     if (rc != 0)
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY,
                          "%s backend: cannot allocate %zu bytes for the weights of a model with %llu parameters: %s",
                          ctx->backend_name, m->weight_bytes, (unsigned long long)m->n_params,
-                         ctx->be->last_error(ctx->dev));
+                         mb_dev_alloc_error(ctx));
     size_t max_bytes = 0;
     for (size_t i = 0; i < n; i++)
         if (!specs[i].skip && specs[i].bytes > max_bytes) max_bytes = specs[i].bytes;
-    void *host = malloc(max_bytes ? max_bytes : 1);
-    float *tmp = malloc(max_bytes ? max_bytes * 2 : 1); /* f32 staging for conversions */
+    void *host = mb_malloc(max_bytes ? max_bytes : 1);
+    float *tmp = mb_malloc(max_bytes ? max_bytes * 2 : 1); /* f32 staging for conversions */
     if (!host || !tmp) {
         free(host);
         free(tmp);

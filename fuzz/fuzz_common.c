@@ -4,24 +4,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[256];
 
-static void cleanup(void)
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    (void)sb; (void)flag; (void)ftw;
+    if (remove(path) != 0) fprintf(stderr, "could not remove %s\n", path);
+    return 0;
 }
+
+static void cleanup(void) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 const char *fuzz_dir(void)
 {
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/mamba-fuzz-%d", (int)getpid());
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
-        if (system(cmd) != 0) abort();
+        snprintf(dir, sizeof dir, "/tmp/mamba-fuzz-XXXXXX");
+        if (!mkdtemp(dir)) abort();
         atexit(cleanup);
     }
     return dir;

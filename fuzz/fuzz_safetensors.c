@@ -21,6 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mamba_tensor_t again;
         if (mamba_tensor_file_find(f, t.name, &again) != MAMBA_OK || again.data != t.data) abort();
     }
+    (void)sum;
     (void)mamba_tensor_file_metadata(f, "format");
     mamba_tensor_file_close(f);
     return 0;

@@ -91,9 +91,9 @@ typedef struct mamba_backend_info {
 
 typedef struct mamba_device_info {
     char backend[16];
+    uint64_t memory_bytes;
     int index;          /* the i of "backend:i"                                       */
     char name[128];
-    uint64_t memory_bytes;
     int compute_units;
     int is_gpu;
     int usable;

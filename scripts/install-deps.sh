@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config
   libopenblas-openmp-dev libcjson-dev check
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev clinfo
-  valgrind cppcheck clang libclang-rt-14-dev libomp-14-dev
+  valgrind cppcheck clang clang-tidy libclang-rt-14-dev libomp-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

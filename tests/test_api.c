@@ -211,9 +211,9 @@ START_TEST(sampling)
         counts[tok]++;
     }
     double z = 0;
-    for (int i = 0; i < 5; i++) z += exp(logits[i]);
+    for (int i = 0; i < 5; i++) z += exp((double)logits[i]);
     for (int i = 0; i < 5; i++) {
-        double p = exp(logits[i]) / z, sd = sqrt(draws * p * (1 - p));
+        double p = exp((double)logits[i]) / z, sd = sqrt(draws * p * (1 - p));
         ck_assert_msg(fabs(counts[i] - draws * p) < 4 * sd, "token %d: %d draws, expected %.0f", i, counts[i], draws * p);
     }
     mamba_sampler_free(s);

@@ -174,7 +174,7 @@ START_TEST(scan_matches_cpu)
     float *out[2], *st[2];
     const char *names[2] = {"cpu", backend};
     for (int k = 0; k < 2; k++) {
-        out[k] = calloc(B * L * D, 4);
+        out[k] = calloc(B * L * D + 1, 4);
         st[k] = malloc(B * D * N * 4);
         memcpy(st[k], s0, B * D * N * 4);
         mamba_context_t *ctx = open_ctx(names[k], 0);
@@ -228,7 +228,7 @@ START_TEST(half_weights_match_cpu)
             mamba_context_t *ctx = open_ctx(names[j], 0);
             mamba_model_t *m;
             ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, dts[k], 5, &m), MAMBA_OK);
-            res[j] = malloc(2 * (1 + 5 + 150) * 1000 * sizeof(float));
+            res[j] = malloc((size_t)2 * (1 + 5 + 150) * 1000 * sizeof(float));
             size_t off = 0;
             for (int l = 0; l < 3; l++) {
                 ck_assert_msg(mamba_forward(m, ids, 2, lens[l], MAMBA_LOGITS_ALL, res[j] + off) == MAMBA_OK, "%s",
@@ -238,7 +238,7 @@ START_TEST(half_weights_match_cpu)
             mamba_model_free(m);
             mamba_context_free(ctx);
         }
-        size_t n = 2 * (1 + 5 + 150) * 1000;
+        size_t n = (size_t)2 * (1 + 5 + 150) * 1000;
         double e = max_abs_diff(res[1], res[0], n);
         printf("%s %s synthetic weights vs cpu: max abs err %.3g, nmse %.3g\n", backend, mamba_dtype_name(dts[k]), e,
                nmse(res[1], res[0], n));

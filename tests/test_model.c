@@ -15,6 +15,13 @@
 
 static const char *const models[] = {"tiny", "small"};
 
+/* path = dir/name; returns path */
+static char *cat_path(char *path, size_t cap, const char *dir, const char *name)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    return path;
+}
+
 typedef struct golden {
     mamba_tensor_file_t *f;
     int32_t *ids, *prompt, *gen;
@@ -321,10 +328,10 @@ START_TEST(half_precision_checkpoints)
         mamba_dtype_t dt = dts[k];
         snprintf(path, sizeof path, "%s/model.safetensors", half_dir);
         rewrite_checkpoint(data_path(0, "models/small/model.safetensors"), path, to_half, &dt, 0, 0);
-        copy_file(data_path(0, "models/small/config.json"), strcat(strcpy(path, half_dir), "/config.json"));
+        copy_file(data_path(0, "models/small/config.json"), cat_path(path, sizeof path, half_dir, "config.json"));
         snprintf(path, sizeof path, "%s/model.safetensors", ref_dir);
         rewrite_checkpoint(data_path(0, "models/small/model.safetensors"), path, round_to_half, &dt, 0, 0);
-        copy_file(data_path(0, "models/small/config.json"), strcat(strcpy(path, ref_dir), "/config.json"));
+        copy_file(data_path(0, "models/small/config.json"), cat_path(path, sizeof path, ref_dir, "config.json"));
         mamba_context_t *ctx = cpu_context(0);
         mamba_model_t *m = load_model(ctx, half_dir);
         mamba_model_info_t info;
@@ -351,7 +358,7 @@ END_TEST
 static int rename_original(char *name, mamba_tensor_t *t, void **data, void *user)
 {
     (void)t; (void)data; (void)user;
-    if (strcmp(name, "backbone.embeddings.weight") == 0) strcpy(name, "backbone.embedding.weight");
+    if (strcmp(name, "backbone.embeddings.weight") == 0) memcpy(name, "backbone.embedding.weight", sizeof "backbone.embedding.weight");
     return 1;
 }
 
@@ -398,7 +405,7 @@ START_TEST(sharded_and_untied_checkpoints)
     rewrite_checkpoint(data_path(0, "models/tiny/model.safetensors"), path, NULL, NULL, count / 2, count);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     write_file(path, index, strlen(index));
-    copy_file(data_path(0, "models/tiny/config.json"), strcat(strcpy(path, dir), "/config.json"));
+    copy_file(data_path(0, "models/tiny/config.json"), cat_path(path, sizeof path, dir, "config.json"));
     float *a = forward_dir(dir, &g);
     ck_assert_double_le(max_abs_diff(a, g.logits, n), LOGIT_BOUND);
     free(a);

@@ -65,7 +65,11 @@ START_TEST(write_read_round_trip)
     ck_assert_msg(mamba_tensor_file_open(path, &f) == MAMBA_OK, "%s", mamba_last_error(NULL));
     mamba_tensor_t r;
     ck_assert_int_eq(mamba_tensor_file_find(f, "a", &r), MAMBA_OK);
-    ck_assert_int_eq(memcmp(r.data, a, sizeof a), 0);
+    for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) {
+        float v;
+        memcpy(&v, (const char *)r.data + 4 * i, 4);
+        ck_assert_float_eq(v, a[i]);
+    }
     ck_assert_uint_eq((uintptr_t)r.data % 8, 0);
     ck_assert_int_eq(mamba_tensor_file_find(f, "h", &r), MAMBA_OK);
     ck_assert_int_eq(r.dtype, MAMBA_F16);
@@ -140,6 +144,13 @@ static const bad_case bad_cases[] = {
      MAMBA_ERR_FORMAT, "data_offsets"},
     {"missing fields", "{\"a\": {\"dtype\": \"F32\"}}", 0, MAMBA_ERR_FORMAT, "'a'"},
     {"metadata not strings", "{\"__metadata__\": {\"k\": 1}}", 0, MAMBA_ERR_FORMAT, "__metadata__"},
+    /* 65 levels: one past the limit; brackets inside a string do not count */
+    {"nested too deep",
+     "{\"a\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", 0,
+     MAMBA_ERR_FORMAT, "nested more than 64 levels"},
+    {"brackets in a string are not nesting",
+     "{\"__metadata__\": {\"k\": \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"\"}, \"a\": 1}", 0,
+     MAMBA_ERR_FORMAT, "'a'"},
 };
 
 START_TEST(rejects_malformed)

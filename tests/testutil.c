@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *data_path(int slot, const char *rel)
@@ -23,12 +25,17 @@ char *tmpdir_new(void)
     return strdup(d);
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    if (remove(path) != 0) fprintf(stderr, "could not remove %s\n", path);
+    return 0;
+}
+
 void tmpdir_remove(char *dir)
 {
     if (!dir) return;
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(dir);
 }
 
@@ -46,7 +53,7 @@ double max_abs(const float *a, size_t n)
 {
     double m = 0;
     for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m) m = fabs(a[i]);
+        if (fabs((double)a[i]) > m) m = fabs((double)a[i]);
     return m;
 }
 
@@ -130,7 +137,7 @@ void write_raw_safetensors(const char *path, const char *json, const void *data,
     size_t jl = strlen(json);
     unsigned char *buf = malloc(8 + jl + data_len + 1);
     for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)jl >> (8 * i));
-    memcpy(buf + 8, json, jl);
+    memcpy(buf + 8, json, jl); // NOLINT(bugprone-not-null-terminated-result): a header is not NUL-terminated
     if (data_len) memcpy(buf + 8 + jl, data, data_len);
     write_file(path, buf, 8 + jl + data_len);
     free(buf);

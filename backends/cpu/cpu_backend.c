@@ -12,6 +12,7 @@
 
 #include "cpu_internal.h"
 #include "internal.h"
+#include "fault.h"
 
 int cpu_fail(mb_device *dev, int status, const char *fmt, ...)
 {
@@ -32,7 +33,7 @@ static int cpu_device_count(char *note, size_t len)
 static void cpu_model_name(char *name, size_t len)
 {
     snprintf(name, len, "CPU");
-    FILE *fp = fopen("/proc/cpuinfo", "r");
+    FILE *fp = mb_fopen("/proc/cpuinfo", "r");
     if (!fp) return;
     char line[512];
     while (fgets(line, sizeof line, fp)) {
@@ -66,9 +67,9 @@ static int cpu_open(int index, const mb_open_options *o, mb_device **out, char *
         snprintf(err, err_len, "the cpu backend has one device (cpu:0), %d asked for", index);
         return MAMBA_ERR_NO_DEVICE;
     }
-    mb_device *d = calloc(1, sizeof *d);
+    mb_device *d = mb_calloc(1, sizeof *d);
     if (!d) {
-        snprintf(err, err_len, "out of memory");
+        snprintf(err, err_len, "cpu backend: out of memory opening the device");
         return MAMBA_ERR_OUT_OF_MEMORY;
     }
     d->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
@@ -88,9 +89,9 @@ static const char *cpu_last_error(mb_device *d) { return d ? d->err : ""; }
 
 static int cpu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
 {
-    mb_buffer *b = malloc(sizeof *b);
+    mb_buffer *b = mb_malloc(sizeof *b);
     size_t rounded = (bytes + 63) / 64 * 64;
-    void *data = b ? aligned_alloc(64, rounded ? rounded : 64) : NULL;
+    void *data = b ? mb_aligned_alloc(64, rounded ? rounded : 64) : NULL;
     if (!data) {
         free(b);
         return cpu_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory", bytes);

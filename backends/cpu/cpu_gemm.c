@@ -5,6 +5,7 @@
 
 #include "cpu_internal.h"
 #include "internal.h"
+#include "fault.h"
 
 int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr w_p, mamba_dtype_t wdt,
              mb_ptr bias_p, mb_ptr y_p, size_t ldy)
@@ -16,7 +17,7 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
         if (wdt != MAMBA_F16 && wdt != MAMBA_BF16)
             return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
         if (dev->scratch_len < n * k) {
-            float *s = realloc(dev->scratch, n * k * sizeof *s);
+            float *s = mb_realloc(dev->scratch, n * k * sizeof *s);
             if (!s) return cpu_fail(dev, MAMBA_ERR_OUT_OF_MEMORY, "gemm: cannot widen a %zux%zu weight", n, k);
             dev->scratch = s;
             dev->scratch_len = n * k;

@@ -5,6 +5,7 @@
 
 #include "cpu_internal.h"
 #include "internal.h"
+#include "fault.h"
 
 int cpu_embed(mb_device *dev, mb_ptr ids_p, size_t rows, mb_ptr table_p, mamba_dtype_t dtype, size_t dim,
               mb_ptr out_p)
@@ -50,8 +51,8 @@ int cpu_conv_silu(mb_device *dev, const mb_conv_op *op)
     const float *x = cpu_at(op->x), *w = cpu_at(op->weight), *bias = cpu_at(op->bias);
     float *state = cpu_at(op->state), *out = cpu_at(op->out);
     /* weight transposed to (K, C) so that the channel loop is unit-stride */
-    float *wt = malloc(K * Cn * sizeof *wt);
-    float *saved = malloc(B * (K - 1) * Cn * sizeof *saved + 1);
+    float *wt = mb_malloc(K * Cn * sizeof *wt);
+    float *saved = mb_malloc(B * (K - 1) * Cn * sizeof *saved + 1);
     if (!wt || !saved) {
         free(wt);
         free(saved);

@@ -102,8 +102,11 @@ static void scan_channel(const mb_scan_op *op, const scan_view *v, size_t b, siz
         for (size_t n = 0; n < N; n++) v->s_out[(b * op->dim + d) * N + n] = h[n];
 }
 
-/* TILE consecutive channels d0.. of one group, channel stride 1 for u, delta, z, out. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+/* TILE consecutive channels d0.. of one group, channel stride 1 for u, delta, z, out.
+ * Not cloned in sanitizer builds: the clones' ifunc resolver runs before the sanitizer's
+ * runtime is up (a ThreadSanitizer build crashed while loading the library). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 static void scan_tile(const mb_scan_op *op, const scan_view *v, size_t b, size_t d0)
@@ -172,6 +175,8 @@ int cpu_scan(mb_device *dev, const mb_scan_op *op)
         cpu_at(op->u), cpu_at(op->delta), cpu_at(op->A), cpu_at(op->B), cpu_at(op->C), cpu_at(op->D),
         cpu_at(op->z), cpu_at(op->delta_bias), cpu_at(op->state_in), cpu_at(op->out), cpu_at(op->state_out),
     };
+    if (!v.u || !v.delta || !v.A || !v.B || !v.C || !v.out)
+        return cpu_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "scan: u, delta, A, B, C and out are required");
     const size_t group = op->dim / op->n_groups;
     const int unit = op->u_sd == 1 && op->delta_sd == 1 && op->out_sd == 1 && (!v.z || op->z_sd == 1) &&
                      group % TILE == 0;

@@ -93,8 +93,12 @@ static int ocl_device_props(int index, mb_device_props *p)
     p->compute_units = (int)cu;
     p->is_gpu = (type & CL_DEVICE_TYPE_GPU) != 0;
     /* OpenCL 1.2 or later */
-    int major = 0, minor = 0;
-    sscanf(version, "OpenCL %d.%d", &major, &minor);
+    long major = 0, minor = 0;
+    if (strncmp(version, "OpenCL ", 7) == 0) {
+        char *end;
+        major = strtol(version + 7, &end, 10);
+        if (*end == '.') minor = strtol(end + 1, NULL, 10);
+    }
     p->usable = major > 1 || (major == 1 && minor >= 2);
     snprintf(p->note, sizeof p->note, "%s, %s%s", vendor, version, p->usable ? "" : " (OpenCL 1.2 needed)");
     return 0;
