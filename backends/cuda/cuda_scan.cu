@@ -13,7 +13,6 @@
  * exponentials computed twice rather than the states stored. A scan that needs one chunk
  * (decoding, large batches) runs the final pass alone. */
 #include <math.h>
-#include <stdlib.h>
 
 #include "cuda_internal.h"
 
@@ -148,114 +147,6 @@ __global__ void __launch_bounds__(128) scan_chunk_kernel(const scan_params p)
     }
 }
 
-/* The same passes for N <= 16 (every released Mamba-1) with QUAD threads per channel, each
- * holding QN = 4 of the states: about 40 registers a thread instead of over 100, so four
- * times the warps are resident to hide the loads' latency (the one-thread-per-channel kernel
- * is latency-bound at 16-22% occupancy). The four lanes of a channel are consecutive in a
- * warp: u, delta, z are one broadcast sector for 8 channels, and lane q reads its 4 values of
- * B and C as one float4. dt is computed by all four lanes (cheaper than a shuffle); C . h is
- * summed over the quad with two shuffles and lane 0 writes y. */
-#define QUAD 4
-#define QN 4
-#define QUAD_CHANNELS 32   /* per 128-thread block */
-
-__device__ __forceinline__ void load4(const float *p, int n0, int N, int sn, int vec, float *v)
-{
-    if (vec && n0 + 4 <= N) {
-        const float4 f = __ldg((const float4 *)(p + n0));
-        v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-    } else {
-#pragma unroll
-        for (int i = 0; i < 4; i++) v[i] = n0 + i < N ? __ldg(p + (size_t)(n0 + i) * sn) : 0.0f;
-    }
-}
-
-template <bool FINAL> __global__ void __launch_bounds__(128, 8) scan_quad_kernel(const scan_params p)
-{
-    const int q = threadIdx.x % QUAD;
-    const int d = blockIdx.x * QUAD_CHANNELS + threadIdx.x / QUAD;
-    const int c = blockIdx.y, b = blockIdx.z;
-    if (d >= p.D) return; /* whole quads leave together: the shuffles below stay full */
-    const int N = p.N, n0 = q * QN;
-    const int t0 = c * p.chunk_len, t1 = min(p.L, t0 + p.chunk_len);
-    if (t0 >= t1) return;
-    const int g = d / (p.D / p.G);
-    float a2[QN], h[QN];
-    const size_t sidx = ((size_t)b * p.D + d) * N;
-#pragma unroll
-    for (int i = 0; i < QN; i++) {
-        const int n = n0 + i;
-        a2[i] = n < N ? p.A[(size_t)d * N + n] * LOG2E : 0.0f;
-        if (n >= N || !FINAL) h[i] = 0.0f;
-        else if (p.n_chunks > 1) h[i] = p.hin[(size_t)c * p.B * p.D * N + sidx + n];
-        else h[i] = p.s_in ? p.s_in[sidx + n] : 0.0f;
-    }
-    const float bias = p.bias ? p.bias[d] : 0.0f, Dd = p.Dv ? p.Dv[d] : 0.0f;
-    const float *up = p.u + b * p.u_sb + t0 * p.u_st + d * p.u_sd;
-    const float *dp = p.delta + b * p.d_sb + t0 * p.d_st + d * p.d_sd;
-    const float *zp = p.z ? p.z + b * p.z_sb + t0 * p.z_st + d * p.z_sd : nullptr;
-    float *op = FINAL ? p.out + b * p.o_sb + t0 * p.o_st + d * p.o_sd : nullptr;
-    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg + t0 * p.B_st;
-    const float *Cp = p.Cm + b * p.C_sb + g * p.C_sg + t0 * p.C_st;
-    const long long ust = p.u_st, dst = p.d_st, zst = p.z_st, ost = p.o_st, bst = p.B_st, cst = p.C_st;
-    const int bsn = (int)p.B_sn, csn = (int)p.C_sn, vec = p.bc_vec;
-    float S = 0.0f;
-    /* the next step's inputs, loaded while this step computes */
-    float nd = *dp, nu = *up, nz = zp ? *zp : 0.0f, nB[QN], nC[QN];
-    load4(Bp, n0, N, bsn, vec, nB);
-    if (FINAL) load4(Cp, n0, N, csn, vec, nC);
-    for (int t = t0; t < t1; t++) {
-        const float dl = nd, u = nu, z = nz;
-        float Bv[QN], Cv[QN];
-#pragma unroll
-        for (int i = 0; i < QN; i++) {
-            Bv[i] = nB[i];
-            Cv[i] = FINAL ? nC[i] : 0.0f;
-        }
-        if (t + 1 < t1) {
-            dp += dst; up += ust; Bp += bst; Cp += cst;
-            nd = *dp; nu = *up;
-            load4(Bp, n0, N, bsn, vec, nB);
-            if (FINAL) {
-                load4(Cp, n0, N, csn, vec, nC);
-                if (zp) { zp += zst; nz = *zp; }
-            }
-        }
-        float dt = dl + bias;
-        if (p.softplus) dt = softplus_f(dt);
-        const float du = dt * u;
-        float y = 0.0f;
-#pragma unroll
-        for (int i = 0; i < QN; i++) {
-            h[i] = ex2(dt * a2[i]) * h[i] + du * Bv[i];
-            y += Cv[i] * h[i];
-        }
-        if (FINAL) {
-            y += __shfl_xor_sync(0xffffffffu, y, 1);
-            y += __shfl_xor_sync(0xffffffffu, y, 2);
-            if (q == 0) {
-                y += Dd * u;
-                if (p.z) y *= z / (1.0f + __expf(-z));
-                *op = y;
-            }
-            op += ost;
-        } else {
-            S += dt;
-        }
-    }
-    if (!FINAL) {
-        const size_t base = (size_t)c * p.B * p.D * N + sidx;
-#pragma unroll
-        for (int i = 0; i < QN; i++)
-            if (n0 + i < N) p.hloc[base + n0 + i] = h[i];
-        if (q == 0) p.S[((size_t)c * p.B + b) * p.D + d] = S;
-    } else if (p.s_out && c == p.n_chunks - 1) {
-#pragma unroll
-        for (int i = 0; i < QN; i++)
-            if (n0 + i < N) p.s_out[sidx + n0 + i] = h[i];
-    }
-}
-
 /* Pass 2: the states entering each chunk. For one (b, d, n) the chunks compose as
  * H_c = a_{c-1} H_{c-1} + b_{c-1} with a = exp(A S), b = hloc: a linear recurrence. A block
  * takes 32 consecutive (b, d, n) (so that loads coalesce) times CARRY_GROUPS runs of chunks:
@@ -297,28 +188,6 @@ __global__ void __launch_bounds__(32 * CARRY_GROUPS) scan_carry_kernel(const sca
     if (grp == CARRY_GROUPS - 1) p.hin[(size_t)m * per + i] = H; /* entering the last chunk */
 }
 
-static void launch_carry(mb_device *dev, const scan_params &p)
-{
-    const size_t per = (size_t)p.B * p.D * p.N;
-    scan_carry_kernel<<<(unsigned)((per + 31) / 32), dim3(32, CARRY_GROUPS), 0, dev->stream>>>(p);
-}
-
-static int launch_quad(mb_device *dev, const scan_params &p)
-{
-    const dim3 block(128), grid((unsigned)((p.D + QUAD_CHANNELS - 1) / QUAD_CHANNELS), (unsigned)p.n_chunks,
-                                (unsigned)p.B);
-    if (p.n_chunks > 1) {
-        const dim3 grid1(grid.x, (unsigned)(p.n_chunks - 1), grid.z);
-        scan_quad_kernel<false><<<grid1, block, 0, dev->stream>>>(p);
-        CU_LAUNCHED(dev, "scan chunk kernel");
-        launch_carry(dev, p);
-        CU_LAUNCHED(dev, "scan carry kernel");
-    }
-    scan_quad_kernel<true><<<grid, block, 0, dev->stream>>>(p);
-    CU_LAUNCHED(dev, "scan kernel");
-    return 0;
-}
-
 template <int MAXN> static int launch(mb_device *dev, const scan_params &p)
 {
     const dim3 block(128), grid((unsigned)((p.D + 127) / 128), (unsigned)p.n_chunks, (unsigned)p.B);
@@ -326,7 +195,8 @@ template <int MAXN> static int launch(mb_device *dev, const scan_params &p)
         const dim3 grid1(grid.x, (unsigned)(p.n_chunks - 1), grid.z);
         scan_chunk_kernel<MAXN, false><<<grid1, block, 0, dev->stream>>>(p);
         CU_LAUNCHED(dev, "scan chunk kernel");
-        launch_carry(dev, p);
+        const size_t per = (size_t)p.B * p.D * p.N;
+        scan_carry_kernel<<<(unsigned)((per + 31) / 32), dim3(32, CARRY_GROUPS), 0, dev->stream>>>(p);
         CU_LAUNCHED(dev, "scan carry kernel");
     }
     scan_chunk_kernel<MAXN, true><<<grid, block, 0, dev->stream>>>(p);
@@ -357,17 +227,9 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op)
     p.C_sb = op->C_sb; p.C_st = op->C_st; p.C_sg = op->C_sg; p.C_sn = op->C_sn;
     p.z_sb = op->z_sb; p.z_st = op->z_st; p.z_sd = op->z_sd;
     p.o_sb = op->out_sb; p.o_st = op->out_st; p.o_sd = op->out_sd;
-    /* Chunks of time so that about want channel-chunks run: for the one-thread kernel two
-     * waves of 512-thread SMs (one wave measured 12% slower on the batched shapes); for the
-     * quad kernel, channel-chunks per SM as set by MAMBA_CUDA_SCAN_CPS (tuning), default 512. */
-    const bool quad = p.N <= 16;
-    long long want = (long long)dev->sm_count * 1024;
-    if (quad) {
-        const char *e = getenv("MAMBA_CUDA_SCAN_CPS");
-        const long long cps = e && atoll(e) > 0 ? atoll(e) : 512;
-        want = (long long)dev->sm_count * cps;
-    }
-    mb_scan_chunking(op->batch, op->dim, op->len, want, &p.chunk_len, &p.n_chunks);
+    /* about two waves of chunks (one wave, sm_count * 512 threads, measured 12% slower on the
+     * batched shapes) */
+    mb_scan_chunking(op->batch, op->dim, op->len, (long long)dev->sm_count * 1024, &p.chunk_len, &p.n_chunks);
     p.bc_vec = p.B_sn == 1 && p.C_sn == 1 && p.N % 4 == 0 && ((uintptr_t)p.Bm % 16) == 0 &&
                ((uintptr_t)p.Cm % 16) == 0 && (p.B_sb % 4) == 0 && (p.B_st % 4) == 0 && (p.B_sg % 4) == 0 &&
                (p.C_sb % 4) == 0 && (p.C_st % 4) == 0 && (p.C_sg % 4) == 0;
@@ -381,7 +243,6 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op)
         p.hin = p.hloc + nc * per;
         p.S = p.hin + nc * per;
     }
-    if (quad && !getenv("MAMBA_CUDA_SCAN_OLD")) return launch_quad(dev, p);
     if (p.N <= 16) return launch<16>(dev, p);
     if (p.N <= 64) return launch<64>(dev, p);
     return launch<256>(dev, p);
