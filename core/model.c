@@ -125,6 +125,7 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
         const int rc = be->mixer_step(dev, &ms);
         if (rc != 0 && rc != MAMBA_ERR_UNSUPPORTED) return mb_backend_fail(ctx, rc, "mixer step");
         fused = rc == 0;
+        if (!fused && l == 0) mb_log(ctx, MAMBA_LOG_DEBUG, "mixer step runs as separate ops: %s", be->last_error(dev));
     }
     if (!fused) {
         mamba_status_t st = mixer_ops(s, w, l, T, layer_off);

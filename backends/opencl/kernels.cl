@@ -331,3 +331,114 @@ __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __glo
         } while (old != seen);
     }
 }
+
+/* ---- decoding: the mixer of one time step in two kernels, and the greedy argmax ----
+ * The conv output of a step is needed whole by x_proj and per channel by the scan; both
+ * kernels recompute it from the conv window (K taps a channel) instead of a third launch.
+ * Every buffer comes with its element offset in the parameters (mirrored in opencl_ops.c:
+ * the ulongs first, so that both sides lay the struct out alike). */
+typedef struct step_params {
+    ulong xz, cw, cb, cs, xw, dtw, dtb, A, Dv, ssm, xdbl, y;   /* element offsets */
+    ulong xz_sb, y_sb;
+    int B, D, N, R, K, nd, has_cb, has_D, xdt, ddt;
+} step_params;
+
+/* silu(conv) of channel k of sequence b over the window (state, x) */
+inline float step_conv(const step_params *p, __global const float *xz, __global const float *w,
+                       __global const float *st, int b, int k)
+{
+    float a = p->has_cb ? w[p->cb + k] : 0.0f;
+    const ulong s0 = p->cs + (ulong)b * (p->K - 1) * p->D + k, w0 = p->cw + (ulong)k * p->K;
+    for (int t = 0; t + 1 < p->K; t++) a += w[w0 + t] * st[s0 + (ulong)t * p->D];
+    a += w[w0 + p->K - 1] * xz[p->xz + b * p->xz_sb + k];
+    return a / (1.0f + exp(-a));
+}
+
+#define STEP_ROWS 8
+/* xdbl[b, j] = x_proj[j, :] . xc[b, :]: a work-group of 128 per (j, group of 8 sequences).
+ * wf: the f32 weights (conv), wx: x_proj in its dtype; work: xz and xdbl; state: conv state. */
+__kernel void step_xproj(step_params p, __global const float *wf, __global const void *wx, __global float *work,
+                         __global const float *state)
+{
+    __local float tmp[STEP_ROWS][128];
+    const int j = get_group_id(0), b0 = get_group_id(1) * STEP_ROWS, l = get_local_id(0);
+    const int nb = min(STEP_ROWS, p.B - b0);
+    float acc[STEP_ROWS];
+    for (int i = 0; i < STEP_ROWS; i++) acc[i] = 0.0f;
+    const ulong row = p.xw + (ulong)j * p.D;
+    for (int k = l; k < p.D; k += 128) {
+        const float w = load_w(wx, row + k, p.xdt);
+        for (int i = 0; i < nb; i++) acc[i] += w * step_conv(&p, work, wf, state, b0 + i, k);
+    }
+    for (int i = 0; i < STEP_ROWS; i++) tmp[i][l] = acc[i];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = 64; s > 0; s >>= 1) {
+        if (l < s)
+            for (int i = 0; i < STEP_ROWS; i++) tmp[i][l] += tmp[i][l + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (l < nb) work[p.xdbl + (ulong)(b0 + l) * p.nd + j] = tmp[l][0];
+}
+
+/* One work-item per (channel d, sequence b): the conv of d and its state shift, delta =
+ * softplus(dt_proj[d] . xdbl[b, 0:R] + bias), the N states, y = (C . h + D u) silu(z).
+ * wf: f32 weights (conv, dt bias, A, D); wd: dt_proj in its dtype; work: xz, xdbl, y;
+ * state: the conv and ssm states. */
+__kernel void step_scan(step_params p, __global const float *wf, __global const void *wd, __global float *work,
+                        __global float *state)
+{
+    const int d = get_global_id(0), b = get_global_id(1);
+    if (d >= p.D) return;
+    const float u = step_conv(&p, work, wf, state, b, d);
+    const ulong s0 = p.cs + (ulong)b * (p.K - 1) * p.D + d;
+    for (int t = 0; t + 2 < p.K; t++) state[s0 + (ulong)t * p.D] = state[s0 + (ulong)(t + 1) * p.D];
+    if (p.K > 1) state[s0 + (ulong)(p.K - 2) * p.D] = work[p.xz + b * p.xz_sb + d];
+    const ulong xd = p.xdbl + (ulong)b * p.nd;
+    float s = wf[p.dtb + d];
+    const ulong wr = p.dtw + (ulong)d * p.R;
+    for (int r = 0; r < p.R; r++) s += load_w(wd, wr + r, p.ddt) * work[xd + r];
+    const float dt = softplus_f(s), du = dt * u;
+    const ulong h = p.ssm + ((ulong)b * p.D + d) * p.N, a = p.A + (ulong)d * p.N;
+    float acc = 0.0f;
+    for (int n = 0; n < p.N; n++) {
+        const float hn = EXP2(dt * (wf[a + n] * LOG2E)) * state[h + n] + du * work[xd + p.R + n];
+        state[h + n] = hn;
+        acc += work[xd + p.R + p.N + n] * hn;
+    }
+    acc += (p.has_D ? wf[p.Dv + d] : 0.0f) * u;
+    const float z = work[p.xz + b * p.xz_sb + p.D + d];
+    work[p.y + b * p.y_sb + d] = acc * (z / (1.0f + exp(-z)));
+}
+
+/* ids[r] = the index of row r's largest logit, the first on ties; NaN never wins and sets
+ * flag[0]. One work-group of 256 per row. */
+__kernel void argmax(__global const float *logits, ulong off, int vocab, __global int *ids, ulong ids_off,
+                     __global int *flag, ulong flag_off)
+{
+    __local float lv[256];
+    __local int li[256], lnan[256];
+    const int l = get_local_id(0), r = get_group_id(0);
+    __global const float *row = logits + off + (ulong)r * vocab;
+    float best = -INFINITY;
+    int bi = INT_MAX, nan = 0;
+    for (int i = l; i < vocab; i += 256) {
+        const float v = row[i];
+        nan |= isnan(v);
+        if (v > best) { best = v; bi = i; }
+    }
+    lv[l] = best; li[l] = bi; lnan[l] = nan;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = 128; s > 0; s >>= 1) {
+        if (l < s) {
+            const float v2 = lv[l + s];
+            const int i2 = li[l + s];
+            if (v2 > lv[l] || (v2 == lv[l] && i2 < li[l])) { lv[l] = v2; li[l] = i2; }
+            lnan[l] |= lnan[l + s];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (l == 0) {
+        ids[ids_off + r] = li[0] == INT_MAX ? 0 : li[0];
+        if (lnan[0]) flag[flag_off] = 1;
+    }
+}

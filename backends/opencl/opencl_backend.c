@@ -120,7 +120,8 @@ static void ocl_close(mb_device *d)
 
 static const char *const kernel_names[K_COUNT] = {
     "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_256",
-    "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short",
+    "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
+    "argmax",
 };
 
 static int build_program(mb_device *d)
@@ -377,6 +378,8 @@ static const mb_backend ocl_vtable = {
     .timer_start = ocl_timer_start,
     .timer_stop = ocl_timer_stop,
     .mem_stats = ocl_mem_stats,
+    .argmax = ocl_argmax,
+    .mixer_step = ocl_mixer_step,
 };
 
 __attribute__((visibility("default"))) const mb_backend *mamba_backend_register(int abi_version)

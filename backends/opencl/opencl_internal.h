@@ -10,7 +10,7 @@
 
 enum {
     K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_256, K_SCANF_256, K_CARRY,
-    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_COUNT
+    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_COUNT
 };
 
 struct mb_device {
@@ -59,6 +59,8 @@ int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, m
              mb_ptr bias, mb_ptr y, size_t ldy);
 int ocl_scan(mb_device *d, const mb_scan_op *op);
 int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out);
+int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op);
+int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
 
 extern const char mb_opencl_kernels[];
 

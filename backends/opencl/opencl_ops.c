@@ -221,3 +221,54 @@ int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out)
     const size_t local = 256, global = (size_t)d->compute_units * 8 * local;
     return rc ? rc : launch(d, K_READ, 1, &global, &local, "read probe kernel");
 }
+
+/* mirrors step_params in kernels.cl */
+typedef struct step_params {
+    cl_ulong xz, cw, cb, cs, xw, dtw, dtb, A, Dv, ssm, xdbl, y;
+    cl_ulong xz_sb, y_sb;
+    cl_int B, D, N, R, K, nd, has_cb, has_D, xdt, ddt;
+} step_params;
+
+static int dtype_ok(mamba_dtype_t dt) { return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16; }
+
+int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
+{
+    /* the kernels take the f32 vectors from one buffer (the weights), the activations from
+     * another (the workspace) and both states from a third: true of the core's layout, and
+     * checked here; anything else runs as separate ops */
+    cl_mem wf = ocl_mem(op->conv_w), work = ocl_mem(op->xz), st = ocl_mem(op->conv_state);
+    const int same = ocl_mem(op->A) == wf && ocl_mem(op->dt_bias) == wf && (!op->conv_b.buf || ocl_mem(op->conv_b) == wf) &&
+                     (!op->D.buf || ocl_mem(op->D) == wf) && ocl_mem(op->xdbl) == work && ocl_mem(op->y) == work &&
+                     ocl_mem(op->ssm_state) == st;
+    if (!same || op->width < 1 || op->width > 64 || op->batch > 65535 || op->dim > (1u << 30) ||
+        op->d_state > 4096 || op->dt_rank > 65536 || !dtype_ok(op->x_proj_dt) || !dtype_ok(op->dt_proj_dt))
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "mixer step: width %zu, batch %zu, dim %zu, d_state %zu, dt_rank %zu",
+                        op->width, op->batch, op->dim, op->d_state, op->dt_rank);
+    step_params p = {
+        op->xz.offset / 4, op->conv_w.offset / 4, op->conv_b.offset / 4, op->conv_state.offset / 4,
+        op->x_proj.offset / dt_size(op->x_proj_dt), op->dt_proj.offset / dt_size(op->dt_proj_dt),
+        op->dt_bias.offset / 4, op->A.offset / 4, op->D.offset / 4, op->ssm_state.offset / 4, op->xdbl.offset / 4,
+        op->y.offset / 4, op->xz_sb, op->y_sb,
+        (cl_int)op->batch, (cl_int)op->dim, (cl_int)op->d_state, (cl_int)op->dt_rank, (cl_int)op->width,
+        (cl_int)(op->dt_rank + 2 * op->d_state), op->conv_b.buf != NULL, op->D.buf != NULL,
+        dt_code(op->x_proj_dt), dt_code(op->dt_proj_dt),
+    };
+    cl_mem xw = ocl_mem(op->x_proj), dw = ocl_mem(op->dt_proj);
+    int rc = ocl_args(d, d->k[K_STEP_XPROJ], "step_xproj", 5, sizeof p, (const void *)&p, M(wf), M(xw), M(work), M(st));
+    const size_t ls1[2] = {128, 1}, gs1[2] = {(size_t)p.nd * 128, (op->batch + 7) / 8};
+    if (!rc) rc = launch(d, K_STEP_XPROJ, 2, gs1, ls1, "mixer step: conv + x_proj kernel");
+    if (!rc) rc = ocl_args(d, d->k[K_STEP_SCAN], "step_scan", 5, sizeof p, (const void *)&p, M(wf), M(dw), M(work), M(st));
+    const size_t ls2[2] = {64, 1}, gs2[2] = {round_up(op->dim, 64), op->batch};
+    return rc ? rc : launch(d, K_STEP_SCAN, 2, gs2, ls2, "mixer step: scan kernel");
+}
+
+int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr flag)
+{
+    if (vocab == 0 || vocab > 0x7fffffff) return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "argmax: vocab %zu", vocab);
+    cl_mem lm = ocl_mem(logits), im = ocl_mem(ids), fm = ocl_mem(flag);
+    cl_ulong lo = logits.offset / 4, io = ids.offset / 4, fo = flag.offset / 4;
+    cl_int v = (cl_int)vocab;
+    int rc = ocl_args(d, d->k[K_ARGMAX], "argmax", 7, M(lm), U(lo), I(v), M(im), U(io), M(fm), U(fo));
+    const size_t local = 256, global = rows * local;
+    return rc ? rc : launch(d, K_ARGMAX, 1, &global, &local, "argmax kernel");
+}
