@@ -164,6 +164,12 @@ typedef struct mb_backend {
     int (*argmax)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
     /* See mb_mixer_step_op. */
     int (*mixer_step)(mb_device *dev, const mb_mixer_step_op *op);
+    /* A decoding GEMV (1..8 rows) with the RMSNorm of its input and the residual add folded in:
+     *   xn[i] = norm_w.buf ? x[i] / sqrt(mean(x[i]^2) + eps) * norm_w : x[i]   (over k)
+     *   y[i, :] = (accumulate ? y[i, :] : 0) + xn[i] W^T + bias
+     * MAMBA_ERR_UNSUPPORTED, with nothing enqueued, for a shape or layout it does not take. */
+    int (*gemv_fused)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
+                      mb_ptr w, mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 } mb_backend;
 
 typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);

@@ -295,6 +295,7 @@ static mb_backend make_vtable(void)
     v.mem_stats = cu_mem_stats;
     v.argmax = cuda_argmax;
     v.mixer_step = cuda_mixer_step;
+    v.gemv_fused = cuda_gemv_fused;
     v.graph_begin = cu_graph_begin;
     v.graph_end = cu_graph_end;
     v.graph_launch = cu_graph_launch;

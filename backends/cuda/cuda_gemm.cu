@@ -58,13 +58,45 @@ template <bool XVEC> __device__ __forceinline__ void load_x4(const float *p, flo
  * few rows to fill the GPU (x_proj), and the block adds the slices. VECTOR: W rows are 16-byte
  * aligned and k is a multiple of the vector width; XVEC: x rows are too. M is a compile-time
  * bound so that a one-row GEMV (decoding) keeps one accumulator, not eight: fewer registers,
- * more warps per SM, more loads in flight. */
-template <typename T, int M, bool VECTOR, bool XVEC, bool SPLIT>
+ * more warps per SM, more loads in flight.
+ * NORM (decoding, aligned rows only): x[i] is first RMS-normalized and scaled by nw, each block
+ * computing the norms itself from x (in L2), which saves the separate add + RMSNorm launch of
+ * every layer. accum: y += instead of y = (the residual add, folded into out_proj). */
+template <typename T, int M, bool VECTOR, bool XVEC, bool SPLIT, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int k, const float *x, int lda,
-                                                               const T *w, const float *bias, float *y, int ldy)
+                                                               const T *w, const float *bias, float *y, int ldy,
+                                                               const float *nw, float eps, int accum)
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row = SPLIT ? blockIdx.x : blockIdx.x * GEMV_WARPS + warp;
+    __shared__ float inv_rms[M];
+    if (NORM) {
+        float ss[M];
+#pragma unroll
+        for (int i = 0; i < M; i++) ss[i] = 0.0f;
+        for (int kk = threadIdx.x * 4; kk < k; kk += blockDim.x * 4) {
+#pragma unroll
+            for (int i = 0; i < M; i++) {
+                if (i < m) {
+                    const float4 v = *(const float4 *)(x + (size_t)i * lda + kk);
+                    ss[i] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                }
+            }
+        }
+        __shared__ float part_ss[GEMV_WARPS][M];
+#pragma unroll
+        for (int i = 0; i < M; i++) {
+            const float v = warp_sum(ss[i]);
+            if (lane == 0) part_ss[warp][i] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x < (unsigned)m) {
+            float v = 0.0f;
+            for (int q = 0; q < GEMV_WARPS; q++) v += part_ss[q][threadIdx.x];
+            inv_rms[threadIdx.x] = rsqrtf(v / (float)k + eps);
+        }
+        __syncthreads();
+    }
     if (row >= n) return;
     const T *wr = w + (size_t)row * k;
     float acc[M];
@@ -87,6 +119,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                     for (int j = 0; j < V; j += 4) {
                         float xv[4];
                         load_x4<XVEC>(xr + j, xv);
+                        if (NORM) {
+                            const float4 g = *(const float4 *)(nw + k0 + j);
+                            const float r = inv_rms[i];
+                            xv[0] *= r * g.x; xv[1] *= r * g.y; xv[2] *= r * g.z; xv[3] *= r * g.w;
+                        }
                         acc[i] += wf[j] * xv[0] + wf[j + 1] * xv[1] + wf[j + 2] * xv[2] + wf[j + 3] * xv[3];
                     }
                 }
@@ -108,7 +145,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
         if (SPLIT) {
             if (lane == 0) part[warp][i] = v;
         } else if (lane == 0) {
-            y[(size_t)i * ldy + row] = v + (bias ? bias[row] : 0.0f);
+            float *yp = y + (size_t)i * ldy + row;
+            *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row] : 0.0f);
         }
     }
     if (SPLIT) {
@@ -116,48 +154,88 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
         if (threadIdx.x < (unsigned)m) {
             float v = 0.0f;
             for (int q = 0; q < GEMV_WARPS; q++) v += part[q][threadIdx.x];
-            y[(size_t)threadIdx.x * ldy + row] = v + (bias ? bias[row] : 0.0f);
+            float *yp = y + (size_t)threadIdx.x * ldy + row;
+            *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row] : 0.0f);
         }
     }
 }
 
-template <typename T, int M, bool VECTOR, bool XVEC>
+/* the fused parts of a decoding GEMV: nw NULL: no norm; accum: y += */
+struct gemv_fuse {
+    const float *nw;
+    float eps;
+    int accum;
+};
+
+template <typename T, int M, bool VECTOR, bool XVEC, bool NORM>
 static void launch_gemv(mb_device *dev, bool split, size_t m, size_t n, size_t k, const float *x, size_t lda,
-                        const void *w, const float *bias, float *y, size_t ldy)
+                        const void *w, const float *bias, float *y, size_t ldy, const gemv_fuse &f)
 {
     if (split)
-        gemv_kernel<T, M, VECTOR, XVEC, true><<<(unsigned)n, GEMV_WARPS * 32, 0, dev->stream>>>(
-            (int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy);
+        gemv_kernel<T, M, VECTOR, XVEC, true, NORM><<<(unsigned)n, GEMV_WARPS * 32, 0, dev->stream>>>(
+            (int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy, f.nw, f.eps, f.accum);
     else
-        gemv_kernel<T, M, VECTOR, XVEC, false><<<(unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS), GEMV_WARPS * 32, 0,
-                                                 dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda, (const T *)w,
-                                                                bias, y, (int)ldy);
+        gemv_kernel<T, M, VECTOR, XVEC, false, NORM><<<(unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS), GEMV_WARPS * 32,
+                                                       0, dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda,
+                                                                         (const T *)w, bias, y, (int)ldy, f.nw, f.eps,
+                                                                         f.accum);
 }
 
+/* Returns false (nothing launched) for a norm on rows that are not 16-byte aligned. */
 template <typename T, int M>
-static void gemv_m(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
-                   const float *bias, float *y, size_t ldy)
+static bool gemv_m(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                   const float *bias, float *y, size_t ldy, const gemv_fuse &f)
 {
     constexpr int V = wvec<T>::n;
     const bool vector = k % V == 0 && ((uintptr_t)w % 16) == 0;
     const bool xvec = vector && lda % 4 == 0 && ((uintptr_t)x % 16) == 0;
     /* fewer rows than four warps per SM: share rows among a block's warps */
     const bool split = n < (size_t)dev->sm_count * 4 * GEMV_WARPS && k >= (size_t)(GEMV_WARPS * 32 * V);
-    if (xvec) launch_gemv<T, M, true, true>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
-    else if (vector) launch_gemv<T, M, true, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
-    else launch_gemv<T, M, false, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy);
+    if (f.nw) {
+        if (!xvec || ((uintptr_t)f.nw % 16) != 0) return false;
+        launch_gemv<T, M, true, true, true>(dev, split, m, n, k, x, lda, w, bias, y, ldy, f);
+    } else if (xvec) {
+        launch_gemv<T, M, true, true, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy, f);
+    } else if (vector) {
+        launch_gemv<T, M, true, false, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy, f);
+    } else {
+        launch_gemv<T, M, false, false, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy, f);
+    }
+    return true;
 }
 
 template <typename T>
 static int gemv(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
-                const float *bias, float *y, size_t ldy)
+                const float *bias, float *y, size_t ldy, const gemv_fuse &f)
 {
-    if (m == 1) gemv_m<T, 1>(dev, m, n, k, x, lda, w, bias, y, ldy);
-    else if (m <= 2) gemv_m<T, 2>(dev, m, n, k, x, lda, w, bias, y, ldy);
-    else if (m <= 4) gemv_m<T, 4>(dev, m, n, k, x, lda, w, bias, y, ldy);
-    else gemv_m<T, GEMV_MAX_M>(dev, m, n, k, x, lda, w, bias, y, ldy);
+    bool ok;
+    if (m == 1) ok = gemv_m<T, 1>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+    else if (m <= 2) ok = gemv_m<T, 2>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+    else if (m <= 4) ok = gemv_m<T, 4>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+    else ok = gemv_m<T, GEMV_MAX_M>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+    if (!ok) return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemv with a norm: rows not 16-byte aligned");
     CU_LAUNCHED(dev, "gemv kernel");
     return 0;
+}
+
+static int gemv_dtype(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                      mamba_dtype_t wdt, const float *bias, float *y, size_t ldy, const gemv_fuse &f)
+{
+    if (wdt == MAMBA_F16) return gemv<__half>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+    if (wdt == MAMBA_BF16) return gemv<__nv_bfloat16>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+    return gemv<float>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
+}
+
+int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
+                    mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
+{
+    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff ||
+        (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16))
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M,
+                         n, k, (int)wdt);
+    const gemv_fuse f = {(const float *)cu_at(norm_w), eps, accumulate};
+    return gemv_dtype(dev, m, n, k, (const float *)cu_at(x), lda, cu_at(w), wdt, (const float *)cu_at(bias),
+                      (float *)cu_at(y), ldy, f);
 }
 
 template <typename T> __global__ void widen_kernel(const T *src, size_t n, float *dst)
@@ -183,11 +261,7 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
-    if (m <= GEMV_MAX_M) {
-        if (wdt == MAMBA_F16) return gemv<__half>(dev, m, n, k, x, lda, w, bias, y, ldy);
-        if (wdt == MAMBA_BF16) return gemv<__nv_bfloat16>(dev, m, n, k, x, lda, w, bias, y, ldy);
-        return gemv<float>(dev, m, n, k, x, lda, w, bias, y, ldy);
-    }
+    if (m <= GEMV_MAX_M) return gemv_dtype(dev, m, n, k, x, lda, w, wdt, bias, y, ldy, gemv_fuse{nullptr, 0.0f, 0});
     const float *wf = (const float *)w;
     if (wdt != MAMBA_F32) {
         void *s;

@@ -54,6 +54,8 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op);
 int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
 int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
+int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
+                    mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
