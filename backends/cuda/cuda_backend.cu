@@ -86,6 +86,7 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         (rc = cuda_check(d, cudaEventCreate(&d->t1), "cudaEventCreate")))
         goto fail;
     d->sm_count = prop.multiProcessorCount;
+    d->pdl = prop.major >= 9 && !getenv("MAMBA_CUDA_NO_PDL");
     if ((bs = cublasCreate(&d->blas)) != CUBLAS_STATUS_SUCCESS) {
         d->blas = nullptr;
         rc = cuda_fail(d, MAMBA_ERR_BACKEND, "cublasCreate failed (status %d)", (int)bs);

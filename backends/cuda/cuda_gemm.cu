@@ -67,6 +67,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                                                                const T *w, const float *bias, float *y, int ldy,
                                                                const float *nw, float eps, int accum)
 {
+    griddep_wait();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row = SPLIT ? blockIdx.x : blockIdx.x * GEMV_WARPS + warp;
     __shared__ float inv_rms[M];
@@ -171,14 +172,13 @@ template <typename T, int M, bool VECTOR, bool XVEC, bool NORM>
 static void launch_gemv(mb_device *dev, bool split, size_t m, size_t n, size_t k, const float *x, size_t lda,
                         const void *w, const float *bias, float *y, size_t ldy, const gemv_fuse &f)
 {
+    const dim3 grid(split ? (unsigned)n : (unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS));
     if (split)
-        gemv_kernel<T, M, VECTOR, XVEC, true, NORM><<<(unsigned)n, GEMV_WARPS * 32, 0, dev->stream>>>(
-            (int)m, (int)n, (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy, f.nw, f.eps, f.accum);
+        launch_pdl(dev, gemv_kernel<T, M, VECTOR, XVEC, true, NORM>, grid, dim3(GEMV_WARPS * 32), (int)m, (int)n,
+                   (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy, f.nw, f.eps, f.accum);
     else
-        gemv_kernel<T, M, VECTOR, XVEC, false, NORM><<<(unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS), GEMV_WARPS * 32,
-                                                       0, dev->stream>>>((int)m, (int)n, (int)k, x, (int)lda,
-                                                                         (const T *)w, bias, y, (int)ldy, f.nw, f.eps,
-                                                                         f.accum);
+        launch_pdl(dev, gemv_kernel<T, M, VECTOR, XVEC, false, NORM>, grid, dim3(GEMV_WARPS * 32), (int)m, (int)n,
+                   (int)k, x, (int)lda, (const T *)w, bias, y, (int)ldy, f.nw, f.eps, f.accum);
 }
 
 /* Returns false (nothing launched) for a norm on rows that are not 16-byte aligned. */

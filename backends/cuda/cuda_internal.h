@@ -13,6 +13,7 @@
 struct mb_device {
     int index;
     int sm_count;
+    int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
@@ -75,6 +76,35 @@ __device__ __forceinline__ float ex2(float x)
     return y;
 }
 #define LOG2E 1.4426950408889634f
+
+/* Programmatic dependent launch (sm_90+): a kernel launched with launch_pdl may be scheduled
+ * while the previous one in the stream still runs, and waits here until that kernel has
+ * completed and its writes are visible; then it lets its own successor be scheduled. A
+ * decoding step is a chain of short kernels, where this hides most of each launch's latency.
+ * Every kernel launched through launch_pdl calls this before anything else. */
+__device__ __forceinline__ void griddep_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cudaGridDependencySynchronize();
+    cudaTriggerProgrammaticLaunchCompletion();
+#endif
+}
+
+template <typename... KArgs, typename... Args>
+static inline void launch_pdl(mb_device *dev, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = dev->stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = dev->pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, args...);
+}
 /* softplus as the scans compute it: x itself above 20, where log1p(e^x) == x in f32 */
 __device__ __forceinline__ float softplus_f(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 

@@ -14,6 +14,7 @@ __device__ __forceinline__ float load_as_f32(const void *p, size_t i, mamba_dtyp
 
 __global__ void embed_kernel(const int32_t *ids, const void *table, mamba_dtype_t dt, size_t dim, float *out)
 {
+    griddep_wait();
     const size_t r = blockIdx.x;
     const size_t row = (size_t)ids[r] * dim;
     for (size_t i = threadIdx.x; i < dim; i += blockDim.x) out[r * dim + i] = load_as_f32(table, row + i, dt);
@@ -21,8 +22,8 @@ __global__ void embed_kernel(const int32_t *ids, const void *table, mamba_dtype_
 
 int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
 {
-    embed_kernel<<<(unsigned)rows, 256, 0, dev->stream>>>((const int32_t *)cu_at(ids), cu_at(table), dt, dim,
-                                                          (float *)cu_at(out));
+    launch_pdl(dev, embed_kernel, dim3((unsigned)rows), dim3(256), (const int32_t *)cu_at(ids), cu_at(table), dt, dim,
+               (float *)cu_at(out));
     CU_LAUNCHED(dev, "embedding kernel");
     return 0;
 }
@@ -41,6 +42,7 @@ __device__ __forceinline__ float block_sum(float v, float *shared)
 /* One block per row: residual += x; out = residual / rms(residual) * weight. */
 __global__ void add_rmsnorm_kernel(float *res, const float *x, const float *w, size_t dim, float eps, float *out)
 {
+    griddep_wait();
     __shared__ float shared[32];
     float *r = res + blockIdx.x * dim;
     const float *xr = x ? x + blockIdx.x * dim : nullptr;
@@ -58,8 +60,8 @@ __global__ void add_rmsnorm_kernel(float *res, const float *x, const float *w, s
 
 int cuda_add_rmsnorm(mb_device *dev, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, size_t dim, float eps, mb_ptr out)
 {
-    add_rmsnorm_kernel<<<(unsigned)rows, 256, 0, dev->stream>>>((float *)cu_at(res), (const float *)cu_at(x),
-                                                                (const float *)cu_at(w), dim, eps, (float *)cu_at(out));
+    launch_pdl(dev, add_rmsnorm_kernel, dim3((unsigned)rows), dim3(256), (float *)cu_at(res), (const float *)cu_at(x),
+               (const float *)cu_at(w), dim, eps, (float *)cu_at(out));
     CU_LAUNCHED(dev, "add + rmsnorm kernel");
     return 0;
 }

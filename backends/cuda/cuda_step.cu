@@ -40,6 +40,7 @@ template <int KW> __device__ __forceinline__ float step_conv(const step_params &
  * threads stride over k, so the weight row and the conv inputs are read coalesced. */
 template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32) step_xproj_kernel(const step_params p)
 {
+    griddep_wait();
     const int j = blockIdx.x, b0 = blockIdx.y * STEP_ROWS, nb = min(STEP_ROWS, p.B - b0);
     const T *wr = (const T *)p.xw + (size_t)j * p.D;
     float acc[STEP_ROWS];
@@ -73,6 +74,7 @@ template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32)
  * the N states spread over the lanes: h = exp(delta A) h + delta B u, y = C . h. */
 template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_kernel(const step_params p)
 {
+    griddep_wait();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int d = blockIdx.x * STEP_WARPS + warp, b = blockIdx.y;
     if (d >= p.D) return;
@@ -123,15 +125,15 @@ template <typename T> struct launch_xproj {
     static void run(mb_device *dev, const step_params &p)
     {
         const dim3 grid((unsigned)p.nd, (unsigned)((p.B + STEP_ROWS - 1) / STEP_ROWS));
-        if (p.K == 4) step_xproj_kernel<T, 4><<<grid, STEP_WARPS * 32, 0, dev->stream>>>(p);
-        else step_xproj_kernel<T, 0><<<grid, STEP_WARPS * 32, 0, dev->stream>>>(p);
+        if (p.K == 4) launch_pdl(dev, step_xproj_kernel<T, 4>, grid, dim3(STEP_WARPS * 32), p);
+        else launch_pdl(dev, step_xproj_kernel<T, 0>, grid, dim3(STEP_WARPS * 32), p);
     }
 };
 template <typename T> struct launch_scan {
     static void run(mb_device *dev, const step_params &p)
     {
         const dim3 grid((unsigned)((p.D + STEP_WARPS - 1) / STEP_WARPS), (unsigned)p.B);
-        step_scan_kernel<T><<<grid, STEP_WARPS * 32, 0, dev->stream>>>(p);
+        launch_pdl(dev, step_scan_kernel<T>, grid, dim3(STEP_WARPS * 32), p);
     }
 };
 
@@ -177,6 +179,7 @@ __device__ __forceinline__ void better(float &v, int &i, float v2, int i2)
 __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *logits, int vocab, int32_t *ids,
                                                                 int32_t *flag)
 {
+    griddep_wait();
     const float *row = logits + (size_t)blockIdx.x * vocab;
     float best = -INFINITY;
     int bi = INT_MAX, nan = 0;
@@ -231,7 +234,7 @@ int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr
 {
     if (rows > 0x7fffffff || vocab > 0x7fffffff || vocab == 0)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "argmax: %zu rows of %zu", rows, vocab);
-    argmax_kernel<<<(unsigned)rows, ARGMAX_THREADS, 0, dev->stream>>>((const float *)cu_at(logits), (int)vocab,
+    launch_pdl(dev, argmax_kernel, dim3((unsigned)rows), dim3(ARGMAX_THREADS), (const float *)cu_at(logits), (int)vocab,
                                                                       (int32_t *)cu_at(ids), (int32_t *)cu_at(flag));
     CU_LAUNCHED(dev, "argmax kernel");
     return 0;
