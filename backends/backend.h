@@ -81,12 +81,13 @@ typedef struct mb_conv_op {
  *   x = xz[b, 0:dim], z = xz[b, dim:2 dim]
  *   xc = silu(conv_b + sum_k conv_w[:, k] * window_k), window = (conv_state[b], x); the
  *        conv state then drops its oldest input and takes x
- *   xdbl = xc x_proj^T                          (dt_rank + 2 d_state), written to xdbl
+ *   xdbl = xc x_proj^T                          (dt_rank + 2 d_state)
  *   delta = softplus(xdbl[0:dt_rank] dt_proj^T + dt_bias)
  *   h = exp(delta A) h + delta B xc,  y = (C . h + D xc) silu(z),  B, C = the rest of xdbl
  * xz (batch, 2 dim) with row stride xz_sb, y (batch, dim) with y_sb, xdbl (batch, dt_rank +
- * 2 d_state) contiguous, all f32; conv_state (batch, width-1, dim) and ssm_state (batch, dim,
- * d_state) f32, updated in place; x_proj (dt_rank + 2 d_state, dim) and dt_proj (dim,
+ * 2 d_state) contiguous, all f32; xdbl and scratch are working space whose content afterwards
+ * is unspecified; conv_state (batch, width-1, dim) and ssm_state (batch, dim, d_state) f32,
+ * updated in place; x_proj (dt_rank + 2 d_state, dim) and dt_proj (dim,
  * dt_rank) in their stored dtype; conv_w (dim, width), A (dim, d_state), conv_b, dt_bias, D
  * (dim) f32 (conv_b and D may be absent). The generic ops compute the same thing in five
  * launches; a backend may fuse them. */
@@ -100,6 +101,7 @@ typedef struct mb_mixer_step_op {
     mb_ptr ssm_state;
     mb_ptr xdbl;
     mb_ptr y;         size_t y_sb;
+    mb_ptr scratch;   size_t scratch_bytes;   /* workspace the backend may use, or none */
 } mb_mixer_step_op;
 
 typedef struct mb_backend {

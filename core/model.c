@@ -172,6 +172,8 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
             .dt_bias = lw->dt_bias, .A = lw->A, .D = lw->D,
             .ssm_state = at(s->state, layer_off + s->conv_bytes),
             .xdbl = at(wk, w->xdbl), .y = at(wk, w->y), .y_sb = di,
+            /* delta is not used by a fused step */
+            .scratch = at(wk, w->delta), .scratch_bytes = R * di * 4,
         };
         /* a shape the fused kernels do not take runs as separate ops */
         const int rc = be->mixer_step(dev, &ms);

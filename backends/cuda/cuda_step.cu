@@ -16,11 +16,20 @@
 
 struct step_params {
     int B, D, N, R, K, nd;   /* batch, dim, d_state, dt_rank, conv width, dt_rank + 2 N */
+    int KS;                  /* x_proj's k split over KS blocks: partial sums xpart[KS][B][nd] */
     long long xz_sb, y_sb;
     const float *xz, *conv_w, *conv_b, *A, *Dv, *dt_bias;
     const void *xw, *dtw;
-    float *conv_state, *ssm, *xdbl, *y;
+    float *conv_state, *ssm, *xpart, *y;
 };
+
+/* xdbl[b, i]: the sum of x_proj's partial sums */
+__device__ __forceinline__ float xdbl_at(const step_params &p, int b, int i)
+{
+    float v = 0.0f;
+    for (int s = 0; s < p.KS; s++) v += p.xpart[((size_t)s * p.B + b) * p.nd + i];
+    return v;
+}
 
 /* silu(conv) of channel k of sequence b over the window (state, x). KW: the width when known
  * at compile time (4 in every released Mamba), so that the window's loads issue together. */
@@ -36,19 +45,22 @@ template <int KW> __device__ __forceinline__ float step_conv(const step_params &
     return a / (1.0f + __expf(-a));
 }
 
-/* xdbl[b, j] = sum_k x_proj[j, k] xc[b, k]: block (j, group of STEP_ROWS sequences); the
- * threads stride over k, so the weight row and the conv inputs are read coalesced. */
+/* xpart[s, b, j] = sum over slice s of k of x_proj[j, k] xc[b, k]: block (j, s, group of
+ * STEP_ROWS sequences). With a few dozen output features, whole rows per block left most SMs
+ * idle: the k slices give every SM blocks. The threads stride over k, so the weight row and
+ * the conv inputs are read coalesced. */
 template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32) step_xproj_kernel(const step_params p)
 {
     griddep_wait();
-    const int j = blockIdx.x, b0 = blockIdx.y * STEP_ROWS, nb = min(STEP_ROWS, p.B - b0);
+    const int j = blockIdx.x, s = blockIdx.y, b0 = blockIdx.z * STEP_ROWS, nb = min(STEP_ROWS, p.B - b0);
+    const int slice = (p.D + p.KS - 1) / p.KS, k0 = s * slice, k1 = min(p.D, k0 + slice);
     const T *wr = (const T *)p.xw + (size_t)j * p.D;
     float acc[STEP_ROWS];
 #pragma unroll
     for (int i = 0; i < STEP_ROWS; i++) acc[i] = 0.0f;
     /* unrolled so that several channels' loads are in flight: this kernel is latency-bound */
 #pragma unroll 4
-    for (int k = threadIdx.x; k < p.D; k += blockDim.x) {
+    for (int k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
         const float wv = to_f32(wr[k]);
 #pragma unroll
         for (int i = 0; i < STEP_ROWS; i++)
@@ -65,7 +77,7 @@ template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32)
     if ((int)threadIdx.x < nb) {
         float v = 0.0f;
         for (int q = 0; q < STEP_WARPS; q++) v += part[q][threadIdx.x];
-        p.xdbl[(size_t)(b0 + threadIdx.x) * p.nd + j] = v;
+        p.xpart[((size_t)s * p.B + b0 + threadIdx.x) * p.nd + j] = v;
     }
 }
 
@@ -91,19 +103,18 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
     const float next = __shfl_down_sync(0xffffffffu, v, 1);
     if (lane < K - 1) st[(size_t)lane * p.D] = next;
 
-    const float *xd = p.xdbl + (size_t)b * p.nd;
     const T *dw = (const T *)p.dtw + (size_t)d * p.R;
     float s = 0.0f;
-    for (int r = lane; r < p.R; r += 32) s += to_f32(dw[r]) * xd[r];
+    for (int r = lane; r < p.R; r += 32) s += to_f32(dw[r]) * xdbl_at(p, b, r);
     const float dt = softplus_f(warp_sum(s) + (p.dt_bias ? p.dt_bias[d] : 0.0f));
     const float du = dt * u;
     float *h = p.ssm + ((size_t)b * p.D + d) * p.N;
-    const float *Ar = p.A + (size_t)d * p.N, *Bv = xd + p.R, *Cv = xd + p.R + p.N;
+    const float *Ar = p.A + (size_t)d * p.N;
     float y = 0.0f;
     for (int n = lane; n < p.N; n += 32) {
-        const float hn = ex2(dt * (Ar[n] * LOG2E)) * h[n] + du * Bv[n];
+        const float hn = ex2(dt * (Ar[n] * LOG2E)) * h[n] + du * xdbl_at(p, b, p.R + n);
         h[n] = hn;
-        y += Cv[n] * hn;
+        y += xdbl_at(p, b, p.R + p.N + n) * hn;
     }
     y = warp_sum(y);
     if (lane == 0) {
@@ -124,7 +135,7 @@ static void by_dtype(mamba_dtype_t dt, Args... args)
 template <typename T> struct launch_xproj {
     static void run(mb_device *dev, const step_params &p)
     {
-        const dim3 grid((unsigned)p.nd, (unsigned)((p.B + STEP_ROWS - 1) / STEP_ROWS));
+        const dim3 grid((unsigned)p.nd, (unsigned)p.KS, (unsigned)((p.B + STEP_ROWS - 1) / STEP_ROWS));
         if (p.K == 4) launch_pdl(dev, step_xproj_kernel<T, 4>, grid, dim3(STEP_WARPS * 32), p);
         else launch_pdl(dev, step_xproj_kernel<T, 0>, grid, dim3(STEP_WARPS * 32), p);
     }
@@ -157,7 +168,17 @@ int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
     p.Dv = (const float *)cu_at(op->D); p.dt_bias = (const float *)cu_at(op->dt_bias);
     p.xw = cu_at(op->x_proj); p.dtw = cu_at(op->dt_proj);
     p.conv_state = (float *)cu_at(op->conv_state); p.ssm = (float *)cu_at(op->ssm_state);
-    p.xdbl = (float *)cu_at(op->xdbl); p.y = (float *)cu_at(op->y);
+    p.y = (float *)cu_at(op->y);
+    /* about four blocks per SM for x_proj, slices of at least 256 channels, the partial sums
+     * in the op's scratch */
+    const long long groups = (p.B + STEP_ROWS - 1) / STEP_ROWS, per_split = (long long)p.nd * groups;
+    long long ks = (4LL * dev->sm_count + per_split - 1) / per_split;
+    ks = ks < 8 ? ks : 8;
+    ks = ks < p.D / 256 ? ks : p.D / 256;
+    const long long fit = (long long)(op->scratch_bytes / ((size_t)p.B * p.nd * sizeof(float)));
+    ks = ks < fit ? ks : fit;
+    p.KS = ks > 1 ? (int)ks : 1;
+    p.xpart = (float *)cu_at(p.KS > 1 ? op->scratch : op->xdbl);
     by_dtype<launch_xproj>(op->x_proj_dt, dev, p);
     CU_LAUNCHED(dev, "mixer step: conv + x_proj kernel");
     by_dtype<launch_scan>(op->dt_proj_dt, dev, p);
