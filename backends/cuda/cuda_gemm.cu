@@ -67,9 +67,13 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                                                                const T *w, const float *bias, float *y, int ldy,
                                                                const float *nw, float eps, int accum)
 {
-    griddep_wait();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row = SPLIT ? blockIdx.x : blockIdx.x * GEMV_WARPS + warp;
+    if (row < n) {
+        if (SPLIT) prefetch_l2(w + (size_t)row * k, (size_t)k * sizeof(T), threadIdx.x, blockDim.x);
+        else prefetch_l2(w + (size_t)row * k, (size_t)k * sizeof(T), lane, 32);
+    }
+    griddep_wait();
     __shared__ float inv_rms[M];
     if (NORM) {
         float ss[M];

@@ -90,6 +90,16 @@ __device__ __forceinline__ void griddep_wait()
 #endif
 }
 
+/* Ask for the bytes [p, p + bytes) in L2, spread over nthreads threads (thread t of them).
+ * A kernel launched early by launch_pdl does this for its weights before griddep_wait: they do
+ * not depend on the previous kernel, so their trip from HBM overlaps that kernel's end. */
+__device__ __forceinline__ void prefetch_l2(const void *p, size_t bytes, int t, int nthreads)
+{
+    const char *c = (const char *)p;
+    for (size_t off = (size_t)t * 128; off < bytes; off += (size_t)nthreads * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
 template <typename... KArgs, typename... Args>
 static inline void launch_pdl(mb_device *dev, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args)
 {

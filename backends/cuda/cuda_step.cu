@@ -51,10 +51,11 @@ template <int KW> __device__ __forceinline__ float step_conv(const step_params &
  * the conv inputs are read coalesced. */
 template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32) step_xproj_kernel(const step_params p)
 {
-    griddep_wait();
     const int j = blockIdx.x, s = blockIdx.y, b0 = blockIdx.z * STEP_ROWS, nb = min(STEP_ROWS, p.B - b0);
     const int slice = (p.D + p.KS - 1) / p.KS, k0 = s * slice, k1 = min(p.D, k0 + slice);
     const T *wr = (const T *)p.xw + (size_t)j * p.D;
+    prefetch_l2(wr + k0, (size_t)(k1 - k0) * sizeof(T), threadIdx.x, blockDim.x);
+    griddep_wait();
     float acc[STEP_ROWS];
 #pragma unroll
     for (int i = 0; i < STEP_ROWS; i++) acc[i] = 0.0f;
