@@ -6,6 +6,7 @@
 
 #define GEMV_MAX_M 8
 #define GEMV_WARPS 8
+#define GEMV_PREFETCH_MAX ((size_t)16 << 20)
 
 template <typename T> struct wvec;
 /* 16 bytes of weights as 4 or 8 floats */
@@ -69,7 +70,9 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row = SPLIT ? blockIdx.x : blockIdx.x * GEMV_WARPS + warp;
-    if (row < n) {
+    /* only a matrix that fits in L2 with room to spare: on bigger ones (1.4b, 2.8b) the extra
+     * requests measured 8% slower */
+    if (row < n && (size_t)n * k * sizeof(T) <= GEMV_PREFETCH_MAX) {
         if (SPLIT) prefetch_l2(w + (size_t)row * k, (size_t)k * sizeof(T), threadIdx.x, blockDim.x);
         else prefetch_l2(w + (size_t)row * k, (size_t)k * sizeof(T), lane, 32);
     }
