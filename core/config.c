@@ -158,7 +158,9 @@ mamba_status_t mb_config_finish(mamba_config_t *c, const char *where, char *err)
     if (c->d_conv == 0) c->d_conv = 4;
     if (c->expand == 0) c->expand = 2;
     if (c->norm_eps == 0) c->norm_eps = 1e-5f;
-    if (c->d_model > 0 && c->d_inner == 0) c->d_inner = c->expand * c->d_model;
+    /* out-of-range factors are reported below, and must not overflow the product first */
+    if (c->d_model > 0 && c->d_model <= (1 << 16) && c->expand >= 1 && c->expand <= 64 && c->d_inner == 0)
+        c->d_inner = c->expand * c->d_model;
     if (c->d_model > 0 && c->dt_rank == 0) c->dt_rank = (c->d_model + 15) / 16;
     struct { const char *name; int v, lo, hi; } checks[] = {
         {"d_model", c->d_model, 1, 1 << 16},  {"n_layer", c->n_layer, 1, 4096},

@@ -48,6 +48,8 @@ static mamba_status_t parse_metadata(mamba_tensor_file_t *f, const cJSON *meta, 
 {
     if (!cJSON_IsObject(meta))
         return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: __metadata__ is not an object", f->path);
+    /* JSON allows a key twice; cJSON keeps both */
+    if (f->meta) return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: __metadata__ appears twice", f->path);
     size_t n = (size_t)cJSON_GetArraySize(meta);
     f->meta = mb_calloc(2 * n + 1, sizeof *f->meta);
     if (!f->meta) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path);

@@ -144,6 +144,8 @@ static const bad_case bad_cases[] = {
      MAMBA_ERR_FORMAT, "data_offsets"},
     {"missing fields", "{\"a\": {\"dtype\": \"F32\"}}", 0, MAMBA_ERR_FORMAT, "'a'"},
     {"metadata not strings", "{\"__metadata__\": {\"k\": 1}}", 0, MAMBA_ERR_FORMAT, "__metadata__"},
+    {"metadata twice", "{\"__metadata__\": {\"a\": \"1\"}, \"__metadata__\": {\"b\": \"2\"}}", 0, MAMBA_ERR_FORMAT,
+     "__metadata__ appears twice"},
     /* 65 levels: one past the limit; brackets inside a string do not count */
     {"nested too deep",
      "{\"a\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", 0,
