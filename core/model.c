@@ -92,58 +92,6 @@ static mamba_status_t mixer_ops(mamba_state_t *s, const work_layout *w, int l, s
     return MAMBA_OK;
 }
 
-/* in_proj of layer l. fold: from the residual, with the layer's RMSNorm folded into the
- * backend's fused GEMV (or, for a shape it does not take, as add_rmsnorm + gemm); else from
- * hn, normalized already. */
-static mamba_status_t in_proj(mamba_state_t *s, const work_layout *w, int l, size_t R, int fold)
-{
-    mamba_context_t *ctx = s->model->ctx;
-    const mb_backend *be = ctx->be;
-    const mamba_config_t *c = &s->model->cfg;
-    const mb_layer_weights *lw = &s->model->layers[l];
-    const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner;
-    mb_buffer *wk = s->work;
-    if (fold) {
-        const int rc = be->gemv_fused(ctx->dev, R, 2 * di, dm, at(wk, w->residual), dm, lw->norm, c->norm_eps,
-                                      lw->in_proj.p, lw->in_proj.dt, lw->in_proj_bias, at(wk, w->xz), 2 * di, 0);
-        if (rc != MAMBA_ERR_UNSUPPORTED) {
-            MB_TRY_BE(ctx, rc, "rmsnorm + in_proj");
-            return MAMBA_OK;
-        }
-        MB_TRY_BE(ctx, be->add_rmsnorm(ctx->dev, at(wk, w->residual), none, lw->norm, R, dm, c->norm_eps,
-                                       at(wk, w->hn)), "rmsnorm");
-    }
-    MB_TRY_BE(ctx, be->gemm(ctx->dev, R, 2 * di, dm, at(wk, w->hn), dm, lw->in_proj.p, lw->in_proj.dt,
-                            lw->in_proj_bias, at(wk, w->xz), 2 * di), "in_proj");
-    return MAMBA_OK;
-}
-
-/* out_proj of layer l: y -> mo; fold: added straight into the residual by the fused GEMV (or
- * as gemm + add_rmsnorm, whose normalized output is not used). */
-static mamba_status_t out_proj(mamba_state_t *s, const work_layout *w, int l, size_t R, int fold)
-{
-    mamba_context_t *ctx = s->model->ctx;
-    const mb_backend *be = ctx->be;
-    const mamba_config_t *c = &s->model->cfg;
-    const mb_layer_weights *lw = &s->model->layers[l];
-    const size_t dm = (size_t)c->d_model, di = (size_t)c->d_inner;
-    mb_buffer *wk = s->work;
-    if (fold) {
-        const int rc = be->gemv_fused(ctx->dev, R, dm, di, at(wk, w->y), di, none, 0.0f, lw->out_proj.p,
-                                      lw->out_proj.dt, lw->out_proj_bias, at(wk, w->residual), dm, 1);
-        if (rc != MAMBA_ERR_UNSUPPORTED) {
-            MB_TRY_BE(ctx, rc, "out_proj + residual");
-            return MAMBA_OK;
-        }
-    }
-    MB_TRY_BE(ctx, be->gemm(ctx->dev, R, dm, di, at(wk, w->y), di, lw->out_proj.p, lw->out_proj.dt,
-                            lw->out_proj_bias, at(wk, w->mo), dm), "out_proj");
-    if (fold)
-        MB_TRY_BE(ctx, be->add_rmsnorm(ctx->dev, at(wk, w->residual), at(wk, w->mo), lw->norm, R, dm, c->norm_eps,
-                                       at(wk, w->hn)), "residual add");
-    return MAMBA_OK;
-}
-
 /* One Mamba block on rows = batch*T rows: from hn to mo, or (fold) from the residual back
  * into it. A one-token chunk goes through the backend's fused mixer_step where it has one. */
 static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_t T, int fold)
@@ -154,12 +102,22 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
     mb_device *dev = ctx->dev;
     const mamba_config_t *c = &m->cfg;
     const mb_layer_weights *lw = &m->layers[l];
-    const size_t B = s->batch, R = B * T, di = (size_t)c->d_inner;
+    const size_t B = s->batch, R = B * T, dm = (size_t)c->d_model, di = (size_t)c->d_inner;
     const size_t layer_off = (size_t)l * (s->conv_bytes + s->ssm_bytes);
     mb_buffer *wk = s->work;
 
-    mamba_status_t st = in_proj(s, w, l, R, fold);
-    if (st != MAMBA_OK) return st;
+    /* in_proj: from hn, or (fold) from the residual with the layer's RMSNorm folded into the
+     * backend's fused GEMV; a shape that one does not take runs as add_rmsnorm + gemm */
+    int rc = fold ? be->gemv_fused(dev, R, 2 * di, dm, at(wk, w->residual), dm, lw->norm, c->norm_eps, lw->in_proj.p,
+                                   lw->in_proj.dt, lw->in_proj_bias, at(wk, w->xz), 2 * di, 0)
+                  : MAMBA_ERR_UNSUPPORTED;
+    if (rc == MAMBA_ERR_UNSUPPORTED) {
+        rc = fold ? be->add_rmsnorm(dev, at(wk, w->residual), none, lw->norm, R, dm, c->norm_eps, at(wk, w->hn)) : 0;
+        if (rc == 0)
+            rc = be->gemm(dev, R, 2 * di, dm, at(wk, w->hn), dm, lw->in_proj.p, lw->in_proj.dt, lw->in_proj_bias,
+                          at(wk, w->xz), 2 * di);
+    }
+    MB_TRY_BE(ctx, rc, "in_proj");
     int fused = 0;
     if (T == 1 && be->mixer_step) {
         mb_mixer_step_op ms = {
@@ -176,13 +134,26 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
             .scratch = at(wk, w->delta), .scratch_bytes = R * di * 4,
         };
         /* a shape the fused kernels do not take runs as separate ops */
-        const int rc = be->mixer_step(dev, &ms);
+        rc = be->mixer_step(dev, &ms);
         if (rc != 0 && rc != MAMBA_ERR_UNSUPPORTED) return mb_backend_fail(ctx, rc, "mixer step");
         fused = rc == 0;
         if (!fused && l == 0) mb_log(ctx, MAMBA_LOG_DEBUG, "mixer step runs as separate ops: %s", be->last_error(dev));
     }
+    mamba_status_t st;
     if (!fused && (st = mixer_ops(s, w, l, T, layer_off)) != MAMBA_OK) return st;
-    return out_proj(s, w, l, R, fold);
+    /* out_proj: to mo, or (fold) added straight into the residual; the fallback adds with
+     * add_rmsnorm, whose normalized output is not used */
+    rc = fold ? be->gemv_fused(dev, R, dm, di, at(wk, w->y), di, none, 0.0f, lw->out_proj.p, lw->out_proj.dt,
+                               lw->out_proj_bias, at(wk, w->residual), dm, 1)
+              : MAMBA_ERR_UNSUPPORTED;
+    if (rc == MAMBA_ERR_UNSUPPORTED) {
+        rc = be->gemm(dev, R, dm, di, at(wk, w->y), di, lw->out_proj.p, lw->out_proj.dt, lw->out_proj_bias,
+                      at(wk, w->mo), dm);
+        if (rc == 0 && fold)
+            rc = be->add_rmsnorm(dev, at(wk, w->residual), at(wk, w->mo), lw->norm, R, dm, c->norm_eps, at(wk, w->hn));
+    }
+    MB_TRY_BE(ctx, rc, "out_proj");
+    return MAMBA_OK;
 }
 
 static void drop_step_graph(mamba_state_t *s)
