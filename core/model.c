@@ -46,52 +46,6 @@ mamba_status_t mb_check_ids(mamba_context_t *ctx, const int32_t *ids, size_t n, 
 static mb_ptr at(mb_buffer *b, size_t off) { return (mb_ptr){b, off}; }
 static const mb_ptr none = {NULL, 0};
 
-/* conv, x_proj, dt_proj and the scan as separate ops, for any chunk length: xz -> y. */
-static mamba_status_t mixer_ops(mamba_state_t *s, const work_layout *w, int l, size_t T, size_t layer_off)
-{
-    mamba_model_t *m = s->model;
-    mamba_context_t *ctx = m->ctx;
-    const mb_backend *be = ctx->be;
-    mb_device *dev = ctx->dev;
-    const mamba_config_t *c = &m->cfg;
-    const mb_layer_weights *lw = &m->layers[l];
-    const size_t B = s->batch, R = B * T, di = (size_t)c->d_inner;
-    const size_t N = (size_t)c->d_state, rk = (size_t)c->dt_rank, nd = rk + 2 * N;
-    mb_buffer *wk = s->work;
-
-    mb_conv_op cv = {
-        .batch = B, .len = T, .channels = di, .width = (size_t)c->d_conv,
-        .x = at(wk, w->xz), .x_sb = (ptrdiff_t)(T * 2 * di), .x_st = (ptrdiff_t)(2 * di),
-        .weight = lw->conv_w, .bias = lw->conv_b,
-        .state = at(s->state, layer_off),
-        .out = at(wk, w->xc), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di,
-    };
-    MB_TRY_BE(ctx, be->conv_silu(dev, &cv), "conv1d");
-
-    MB_TRY_BE(ctx, be->gemm(dev, R, nd, di, at(wk, w->xc), di, lw->x_proj.p, lw->x_proj.dt, none,
-                            at(wk, w->xdbl), nd), "x_proj");
-    MB_TRY_BE(ctx, be->gemm(dev, R, di, rk, at(wk, w->xdbl), nd, lw->dt_proj.p, lw->dt_proj.dt, none,
-                            at(wk, w->delta), di), "dt_proj");
-
-    mb_ptr ssm = at(s->state, layer_off + s->conv_bytes);
-    const ptrdiff_t bc_sb = (ptrdiff_t)(T * nd), bc_st = (ptrdiff_t)nd;
-    mb_scan_op sc = {
-        .batch = B, .dim = di, .len = T, .d_state = N, .n_groups = 1,
-        .u = at(wk, w->xc), .u_sb = (ptrdiff_t)(T * di), .u_st = (ptrdiff_t)di, .u_sd = 1,
-        .delta = at(wk, w->delta), .delta_sb = (ptrdiff_t)(T * di), .delta_st = (ptrdiff_t)di, .delta_sd = 1,
-        .A = lw->A,
-        .B = at(wk, w->xdbl + rk * 4), .B_sb = bc_sb, .B_st = bc_st, .B_sg = 0, .B_sn = 1,
-        .C = at(wk, w->xdbl + (rk + N) * 4), .C_sb = bc_sb, .C_st = bc_st, .C_sg = 0, .C_sn = 1,
-        .D = lw->D,
-        .z = at(wk, w->xz + di * 4), .z_sb = (ptrdiff_t)(T * 2 * di), .z_st = (ptrdiff_t)(2 * di), .z_sd = 1,
-        .delta_bias = lw->dt_bias, .delta_softplus = 1,
-        .state_in = ssm, .state_out = ssm,
-        .out = at(wk, w->y), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di, .out_sd = 1,
-    };
-    MB_TRY_BE(ctx, be->scan(dev, &sc), "selective scan");
-    return MAMBA_OK;
-}
-
 /* One Mamba block on rows = batch*T rows: from hn to mo, or (fold) from the residual back
  * into it. A one-token chunk goes through the backend's fused mixer_step where it has one. */
 static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_t T, int fold)
@@ -139,8 +93,40 @@ static mamba_status_t mixer(mamba_state_t *s, const work_layout *w, int l, size_
         fused = rc == 0;
         if (!fused && l == 0) mb_log(ctx, MAMBA_LOG_DEBUG, "mixer step runs as separate ops: %s", be->last_error(dev));
     }
-    mamba_status_t st;
-    if (!fused && (st = mixer_ops(s, w, l, T, layer_off)) != MAMBA_OK) return st;
+    if (!fused) {
+        /* conv, x_proj, dt_proj and the scan as separate ops, for any chunk length: xz -> y */
+        const size_t N = (size_t)c->d_state, rk = (size_t)c->dt_rank, nd = rk + 2 * N;
+        mb_conv_op cv = {
+            .batch = B, .len = T, .channels = di, .width = (size_t)c->d_conv,
+            .x = at(wk, w->xz), .x_sb = (ptrdiff_t)(T * 2 * di), .x_st = (ptrdiff_t)(2 * di),
+            .weight = lw->conv_w, .bias = lw->conv_b,
+            .state = at(s->state, layer_off),
+            .out = at(wk, w->xc), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di,
+        };
+        MB_TRY_BE(ctx, be->conv_silu(dev, &cv), "conv1d");
+
+        MB_TRY_BE(ctx, be->gemm(dev, R, nd, di, at(wk, w->xc), di, lw->x_proj.p, lw->x_proj.dt, none,
+                                at(wk, w->xdbl), nd), "x_proj");
+        MB_TRY_BE(ctx, be->gemm(dev, R, di, rk, at(wk, w->xdbl), nd, lw->dt_proj.p, lw->dt_proj.dt, none,
+                                at(wk, w->delta), di), "dt_proj");
+
+        mb_ptr ssm = at(s->state, layer_off + s->conv_bytes);
+        const ptrdiff_t bc_sb = (ptrdiff_t)(T * nd), bc_st = (ptrdiff_t)nd;
+        mb_scan_op sc = {
+            .batch = B, .dim = di, .len = T, .d_state = N, .n_groups = 1,
+            .u = at(wk, w->xc), .u_sb = (ptrdiff_t)(T * di), .u_st = (ptrdiff_t)di, .u_sd = 1,
+            .delta = at(wk, w->delta), .delta_sb = (ptrdiff_t)(T * di), .delta_st = (ptrdiff_t)di, .delta_sd = 1,
+            .A = lw->A,
+            .B = at(wk, w->xdbl + rk * 4), .B_sb = bc_sb, .B_st = bc_st, .B_sg = 0, .B_sn = 1,
+            .C = at(wk, w->xdbl + (rk + N) * 4), .C_sb = bc_sb, .C_st = bc_st, .C_sg = 0, .C_sn = 1,
+            .D = lw->D,
+            .z = at(wk, w->xz + di * 4), .z_sb = (ptrdiff_t)(T * 2 * di), .z_st = (ptrdiff_t)(2 * di), .z_sd = 1,
+            .delta_bias = lw->dt_bias, .delta_softplus = 1,
+            .state_in = ssm, .state_out = ssm,
+            .out = at(wk, w->y), .out_sb = (ptrdiff_t)(T * di), .out_st = (ptrdiff_t)di, .out_sd = 1,
+        };
+        MB_TRY_BE(ctx, be->scan(dev, &sc), "selective scan");
+    }
     /* out_proj: to mo, or (fold) added straight into the residual; the fallback adds with
      * add_rmsnorm, whose normalized output is not used */
     rc = fold ? be->gemv_fused(dev, R, dm, di, at(wk, w->y), di, none, 0.0f, lw->out_proj.p, lw->out_proj.dt,
