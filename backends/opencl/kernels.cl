@@ -277,26 +277,81 @@ __kernel void scan_carry(scan_params p, __global const float *A, __global const 
     if (grp == CARRY_GROUPS - 1) hin[(ulong)m * per + i] = H;
 }
 
-/* ---- GEMV for a few rows (decoding): y[i, row] = x[i, :] . W[row, :] (+ bias), i < m ---- */
+/* ---- GEMV for a few rows (decoding) ----
+ * y[i, row] (+)= xn[i, :] . W[row, :] + bias[row] for i < m <= 8: 32 work-items a weight row,
+ * 8 rows a work-group of 256, 4-wide loads when k % 4 == 0. xn = x, or (has_norm) x divided by
+ * its RMS over k and scaled by nw: each row's 32 items compute the norms themselves (x is
+ * small and cached), which saves a launch per layer. accum: y += instead of y =. */
 #define GEMV_MAX_M 8
-__kernel void gemv(int m, int k, __global const float *x, ulong x_off, int lda, __global const void *w, ulong w_off,
-                   int dt, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
-                   int ldy)
+#define GEMV_ROWS 8
+
+inline float4 load_w4(__global const void *p, ulong i, int dt)
 {
-    __local float tmp[256];
-    const ulong row = get_group_id(0);
-    const int l = get_local_id(0), ls = get_local_size(0);
-    float acc[GEMV_MAX_M];
-    for (int i = 0; i < GEMV_MAX_M; i++) acc[i] = 0.0f;
-    const ulong wrow = w_off + row * (ulong)k;
-    for (int kk = l; kk < k; kk += ls) {
-        const float wf = load_w(w, wrow + kk, dt);
-        for (int i = 0; i < GEMV_MAX_M; i++)
-            if (i < m) acc[i] += wf * x[x_off + (ulong)i * lda + kk];
-    }
+    if (dt == DT_F16) return vload_half4(0, (__global const half *)p + i);
+    if (dt == DT_BF16) return as_float4(convert_uint4(vload4(0, (__global const ushort *)p + i)) << 16);
+    return vload4(0, (__global const float *)p + i);
+}
+
+/* the sum over the 32 items of a row of v[i], for every i < m; all items of the group call it */
+inline void row_sums(__local float (*red)[GEMV_MAX_M][33], int r, int lane, int m, const float *v, float *out)
+{
+    for (int i = 0; i < GEMV_MAX_M; i++) red[r][i][lane] = v[i];
+    barrier(CLK_LOCAL_MEM_FENCE);
     for (int i = 0; i < m; i++) {
-        const float v = group_sum(acc[i], tmp);
-        if (l == 0) y[y_off + (ulong)i * ldy + row] = v + (has_bias ? bias[b_off + row] : 0.0f);
+        float s = 0.0f;
+        for (int q = 0; q < 32; q++) s += red[r][i][q];
+        out[i] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+__kernel void gemv(int m, int n, int k, __global const float *x, ulong x_off, int lda, __global const void *w, ulong w_off,
+                   int dt, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
+                   int ldy, __global const float *nw, ulong nw_off, int has_norm, float eps, int accum)
+{
+    __local float red[GEMV_ROWS][GEMV_MAX_M][33];
+    const int l = get_local_id(0), r = l / 32, lane = l % 32;
+    const int row = get_group_id(0) * GEMV_ROWS + r;
+    const int vec = (k & 3) == 0;
+    float inv[GEMV_MAX_M], acc[GEMV_MAX_M];
+    for (int i = 0; i < GEMV_MAX_M; i++) {
+        inv[i] = 1.0f;
+        acc[i] = 0.0f;
+    }
+    if (has_norm) { /* the host sends a norm only with k % 4 == 0 */
+        float ss[GEMV_MAX_M];
+        for (int i = 0; i < GEMV_MAX_M; i++) ss[i] = 0.0f;
+        for (int kk = lane * 4; kk < k; kk += 128)
+            for (int i = 0; i < m; i++) {
+                const float4 v = vload4(0, x + x_off + (ulong)i * lda + kk);
+                ss[i] += dot(v, v);
+            }
+        row_sums(red, r, lane, m, ss, ss);
+        for (int i = 0; i < m; i++) inv[i] = rsqrt(ss[i] / (float)k + eps);
+    }
+    if (row < n) {
+        const ulong wr = w_off + (ulong)row * k;
+        if (vec) {
+            for (int kk = lane * 4; kk < k; kk += 128) {
+                const float4 wv = load_w4(w, wr + kk, dt);
+                const float4 g = has_norm ? vload4(0, nw + nw_off + kk) : (float4)(1.0f);
+                for (int i = 0; i < m; i++)
+                    acc[i] += dot(wv, vload4(0, x + x_off + (ulong)i * lda + kk) * (g * inv[i]));
+            }
+        } else {
+            for (int kk = lane; kk < k; kk += 32) {
+                const float wv = load_w(w, wr + kk, dt), g = has_norm ? nw[nw_off + kk] : 1.0f;
+                for (int i = 0; i < m; i++) acc[i] += wv * (x[x_off + (ulong)i * lda + kk] * g * inv[i]);
+            }
+        }
+    }
+    float sum[GEMV_MAX_M];
+    row_sums(red, r, lane, m, acc, sum);
+    if (row < n && lane < m) {
+        float v = 0.0f;
+        for (int i = 0; i < m; i++) v = i == lane ? sum[i] : v;
+        __global float *yp = y + y_off + (ulong)lane * ldy + row;
+        *yp = (accum ? *yp : 0.0f) + v + (has_bias ? bias[b_off + row] : 0.0f);
     }
 }
 

@@ -380,6 +380,7 @@ static const mb_backend ocl_vtable = {
     .mem_stats = ocl_mem_stats,
     .argmax = ocl_argmax,
     .mixer_step = ocl_mixer_step,
+    .gemv_fused = ocl_gemv_fused,
 };
 
 __attribute__((visibility("default"))) const mb_backend *mamba_backend_register(int abi_version)

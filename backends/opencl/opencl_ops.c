@@ -71,6 +71,33 @@ int ocl_conv_silu(mb_device *d, const mb_conv_op *op)
 }
 
 #define GEMV_MAX_M 8
+#define GEMV_ROWS 8
+
+/* the gemv kernel of kernels.cl: m <= 8 rows, an optional RMSNorm of x, y += when accum */
+static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
+                mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accum)
+{
+    cl_mem xm = ocl_mem(x), wm = ocl_mem(w), ym = ocl_mem(y), bm = bias.buf ? ocl_mem(bias) : xm,
+           nm = nw.buf ? ocl_mem(nw) : xm;
+    cl_ulong xo = x.offset / 4, wo = w.offset / dt_size(wdt), yo = y.offset / 4, bo = bias.offset / 4, no = nw.offset / 4;
+    cl_int mi = (cl_int)m, ni = (cl_int)n, ki = (cl_int)k, ldai = (cl_int)lda, dc = dt_code(wdt), hb = bias.buf != NULL,
+           ldyi = (cl_int)ldy, hn = nw.buf != NULL, ac = accum;
+    cl_float e = eps;
+    int rc = ocl_args(d, d->k[K_GEMV], "gemv", 20, I(mi), I(ni), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc),
+                      M(bm), U(bo), I(hb), M(ym), U(yo), I(ldyi), M(nm), U(no), I(hn), F(e), I(ac));
+    const size_t local = 32 * GEMV_ROWS, global = (n + GEMV_ROWS - 1) / GEMV_ROWS * local;
+    return rc ? rc : launch(d, K_GEMV, 1, &global, &local, "gemv kernel");
+}
+
+int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
+                   mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
+{
+    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) ||
+        (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16))
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M, n,
+                        k, (int)wdt);
+    return gemv(d, m, n, k, x, lda, nw, eps, w, wdt, bias, y, ldy, accumulate);
+}
 
 int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt, mb_ptr bias,
              mb_ptr y, size_t ldy)
@@ -81,14 +108,7 @@ int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, m
     const size_t es = dt_size(wdt);
     cl_ulong xo = x.offset / 4, wo = w.offset / es, yo = y.offset / 4, bo = bias.offset / 4;
     int rc;
-    if (m <= GEMV_MAX_M) {
-        cl_int mi = (cl_int)m, ki = (cl_int)k, ldai = (cl_int)lda, dc = dt_code(wdt), hb = bias.buf != NULL,
-               ldyi = (cl_int)ldy;
-        rc = ocl_args(d, d->k[K_GEMV], "gemv", 14, I(mi), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc), M(bm), U(bo),
-                      I(hb), M(ym), U(yo), I(ldyi));
-        const size_t local = 128, global = n * local;
-        return rc ? rc : launch(d, K_GEMV, 1, &global, &local, "gemv kernel");
-    }
+    if (m <= GEMV_MAX_M) return gemv(d, m, n, k, x, lda, (mb_ptr){NULL, 0}, 0.0f, w, wdt, bias, y, ldy, 0);
     cl_mem wf = wm;
     size_t wf_off = wo;
     if (wdt != MAMBA_F32) {
