@@ -41,7 +41,8 @@ static void file_free(mamba_tensor_file_t *f)
 static int cmp_begin(const void *a, const void *b)
 {
     const mb_tensor_entry *x = *(mb_tensor_entry *const *)a, *y = *(mb_tensor_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
 }
 
 static mamba_status_t parse_metadata(mamba_tensor_file_t *f, const cJSON *meta, char *err)
@@ -157,23 +158,35 @@ static mamba_status_t parse_header(mamba_tensor_file_t *f, const char *json, siz
         if ((st = parse_entry(f, item, &f->tensors[f->n_tensors], err)) != MAMBA_OK) goto out;
         f->n_tensors++;
     }
-    /* Tensors must not overlap (the format also asks them to be contiguous; we accept gaps). */
-    if (f->n_tensors > 1) {
+    /* The tensors must tile the data section: in offset order each starts where the one before
+     * ends, the first at 0, the last ending at the end of the file (as the format asks). */
+    if (f->n_tensors > 0) {
         /* an array of pointers, sorted by offset */
         mb_tensor_entry **order = mb_malloc(f->n_tensors * sizeof *order); // NOLINT(bugprone-sizeof-expression)
         if (!order) { st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path); goto out; }
         for (size_t i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
         qsort(order, f->n_tensors, sizeof *order, cmp_begin); // NOLINT(bugprone-sizeof-expression)
-        for (size_t i = 1; i < f->n_tensors; i++) {
-            if (order[i]->begin < order[i - 1]->end && order[i]->end > order[i]->begin) {
+        if (order[0]->begin != 0)
+            st = mb_seterr(err, MAMBA_ERR_FORMAT,
+                           "%s: the first tensor, '%s', starts at byte %zu of the data, not 0: tensors must be contiguous",
+                           f->path, order[0]->name, order[0]->begin);
+        for (size_t i = 1; i < f->n_tensors && st == MAMBA_OK; i++) {
+            const mb_tensor_entry *p = order[i - 1], *q = order[i];
+            if (q->begin < p->end)
+                st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap", f->path,
+                               p->name, p->begin, p->end, q->name, q->begin, q->end);
+            else if (q->begin > p->end)
                 st = mb_seterr(err, MAMBA_ERR_FORMAT,
-                               "%s: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap", f->path,
-                               order[i - 1]->name, order[i - 1]->begin, order[i - 1]->end,
-                               order[i]->name, order[i]->begin, order[i]->end);
-                break;
-            }
+                               "%s: %zu bytes between tensors '%s' (ends at %zu) and '%s' (starts at %zu): tensors must "
+                               "be contiguous", f->path, q->begin - p->end, p->name, p->end, q->name, q->begin);
         }
+        const size_t last = order[f->n_tensors - 1]->end;
+        if (st == MAMBA_OK && last != f->data_len)
+            st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: %zu bytes after the last tensor (the data ends at %zu, the file at %zu)",
+                           f->path, f->data_len - last, last, f->data_len);
         free(order);
+    } else if (f->data_len != 0) {
+        st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: %zu bytes of data and no tensor", f->path, f->data_len);
     }
 out:
     cJSON_Delete(root);

@@ -144,6 +144,15 @@ static const bad_case bad_cases[] = {
      MAMBA_ERR_FORMAT, "data_offsets"},
     {"missing fields", "{\"a\": {\"dtype\": \"F32\"}}", 0, MAMBA_ERR_FORMAT, "'a'"},
     {"metadata not strings", "{\"__metadata__\": {\"k\": 1}}", 0, MAMBA_ERR_FORMAT, "__metadata__"},
+    {"gap between tensors",
+     "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+     " \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 12]}}", 12, MAMBA_ERR_FORMAT,
+     "4 bytes between tensors 'a' (ends at 4) and 'b' (starts at 8)"},
+    {"first tensor not at 0", "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", 8,
+     MAMBA_ERR_FORMAT, "starts at byte 4 of the data"},
+    {"bytes after the last tensor", "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", 12,
+     MAMBA_ERR_FORMAT, "8 bytes after the last tensor"},
+    {"data and no tensor", "{}", 4, MAMBA_ERR_FORMAT, "4 bytes of data and no tensor"},
     {"metadata twice", "{\"__metadata__\": {\"a\": \"1\"}, \"__metadata__\": {\"b\": \"2\"}}", 0, MAMBA_ERR_FORMAT,
      "__metadata__ appears twice"},
     /* 65 levels: one past the limit; brackets inside a string do not count */
