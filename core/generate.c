@@ -70,9 +70,9 @@ static mamba_status_t generate_on_device(mamba_state_t *s, const int32_t *ids, s
     for (size_t t = 0; t < n && st == MAMBA_OK; t++) {
         mb_ptr d_logits;
         if ((st = mb_model_step_enqueue(s, &d_logits)) != MAMBA_OK) break;
-        if ((rc = be->argmax(dev, d_logits, B, V, d_ids, flag)) != 0) st = mb_backend_fail(ctx, rc, "argmax");
-        else if ((rc = be->copy(dev, (mb_ptr){hist, t * B * sizeof(int32_t)}, d_ids, B * sizeof(int32_t))) != 0)
-            st = mb_backend_fail(ctx, rc, "copy of generated ids");
+        /* the chosen ids go to the next step's input and to the history at once */
+        if ((rc = be->argmax(dev, d_logits, B, V, d_ids, (mb_ptr){hist, t * B * sizeof(int32_t)}, flag)) != 0)
+            st = mb_backend_fail(ctx, rc, "argmax");
     }
     if (st == MAMBA_OK && (rc = be->download(dev, host, (mb_ptr){hist, 0}, hist_bytes)) != 0)
         st = mb_backend_fail(ctx, rc, "download of generated ids");

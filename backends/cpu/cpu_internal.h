@@ -30,6 +30,6 @@ int cpu_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
              mb_ptr bias, mb_ptr y, size_t ldy);
 int cpu_scan(mb_device *dev, const mb_scan_op *op);
-int cpu_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
+int cpu_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 
 #endif

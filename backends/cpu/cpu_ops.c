@@ -95,11 +95,11 @@ int cpu_conv_silu(mb_device *dev, const mb_conv_op *op)
     return 0;
 }
 
-int cpu_argmax(mb_device *dev, mb_ptr logits_p, size_t rows, size_t vocab, mb_ptr ids_p, mb_ptr flag_p)
+int cpu_argmax(mb_device *dev, mb_ptr logits_p, size_t rows, size_t vocab, mb_ptr ids_p, mb_ptr ids2_p, mb_ptr flag_p)
 {
     (void)dev;
     const float *logits = cpu_at(logits_p);
-    int32_t *ids = cpu_at(ids_p), *flag = cpu_at(flag_p);
+    int32_t *ids = cpu_at(ids_p), *ids2 = cpu_at(ids2_p), *flag = cpu_at(flag_p);
     for (size_t r = 0; r < rows; r++) {
         const float *row = logits + r * vocab;
         size_t best = 0;
@@ -113,6 +113,7 @@ int cpu_argmax(mb_device *dev, mb_ptr logits_p, size_t rows, size_t vocab, mb_pt
             }
         }
         ids[r] = (int32_t)best;
+        if (ids2) ids2[r] = (int32_t)best;
         if (nan) *flag = 1;
     }
     return 0;

@@ -60,6 +60,7 @@ static void cu_close(mb_device *d)
     if (d->stream) cudaStreamSynchronize(d->stream);
     if (d->blas) cublasDestroy(d->blas);
     cudaFree(d->blas_workspace);
+    cudaFree(d->argmax_scratch);
     cudaFree(d->scratch);
     if (d->t0) cudaEventDestroy(d->t0);
     if (d->t1) cudaEventDestroy(d->t1);
@@ -94,6 +95,9 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
     }
     d->blas_workspace_bytes = (size_t)32 << 20;
     if ((rc = cuda_check(d, cudaMalloc(&d->blas_workspace, d->blas_workspace_bytes), "cuBLAS workspace"))) goto fail;
+    if ((rc = cuda_check(d, cudaMalloc(&d->argmax_scratch, 64 * 12), "argmax scratch")) ||
+        (rc = cuda_check(d, cudaMemset(d->argmax_scratch, 0, 64 * 12), "argmax scratch")))
+        goto fail;
     cublasSetStream(d->blas, d->stream);
     cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes);
     /* fp32 GEMMs stay fp32; TF32 only when asked for */

@@ -19,6 +19,7 @@ struct mb_device {
     void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
     size_t blas_workspace_bytes;
     void *scratch;                 /* scan chunk states, widened GEMM weights; grown on demand */
+    void *argmax_scratch;          /* argmax: a 64-bit key and a counter per row, kept at 0 */
     size_t scratch_bytes;
     cudaEvent_t t0, t1;
     mb_mem_stats mem;              /* bytes held through alloc() and the scratch */
@@ -53,7 +54,7 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
               mb_ptr bias, mb_ptr y, size_t ldy);
 int cuda_scan(mb_device *dev, const mb_scan_op *op);
 int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
-int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
+int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
 int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);

@@ -196,23 +196,39 @@ __device__ __forceinline__ void better(float &v, int &i, float v2, int i2)
     }
 }
 
-#define ARGMAX_THREADS 1024
-/* One block per row. */
+#define ARGMAX_THREADS 256
+#define ARGMAX_SLICES 32       /* blocks per row: one block alone reads a 200 KB row slowly */
+#define ARGMAX_MAX_ROWS 64     /* rows the device's argmax scratch has room for */
+
+/* (value, index) as one 64-bit key whose unsigned order is the argmax order: the float's
+ * bits made monotonic in the high half, the index complemented in the low half (the smaller
+ * index wins a tie). Any real candidate, -inf included, has a key above 0. */
+__device__ __forceinline__ unsigned long long argmax_key(float v, int i)
+{
+    unsigned u = __float_as_uint(v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)u << 32) | (0xffffffffu - (unsigned)i);
+}
+
+/* Block (slice s, row r): the best of its slice of the row goes into keys[r] by atomicMax;
+ * the last block of the row to finish (counts[r]) writes the winner to ids (and ids2) and
+ * leaves keys[r] and counts[r] at 0 for the next call. */
 __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *logits, int vocab, int32_t *ids,
-                                                                int32_t *flag)
+                                                                int32_t *ids2, int32_t *flag,
+                                                                unsigned long long *keys, unsigned *counts)
 {
     griddep_wait();
-    const float *row = logits + (size_t)blockIdx.x * vocab;
+    const int r = blockIdx.y;
+    const float *row = logits + (size_t)r * vocab;
+    /* slices of a multiple of 4 elements, so that aligned rows are read as float4 */
+    const int per = ((vocab + (int)gridDim.x - 1) / (int)gridDim.x + 3) & ~3;
+    const int lo = min(vocab, (int)blockIdx.x * per), hi = min(vocab, lo + per);
     float best = -INFINITY;
     int bi = INT_MAX, nan = 0;
-    /* 16-byte loads, several in flight, when the row is aligned: one block reads the row at
-     * a useful speed only with many loads outstanding */
-    int head = 0;
+    int head = lo;
     if ((((uintptr_t)row) & 15) == 0) {
-        const int n4 = vocab / 4;
         const float4 *r4 = (const float4 *)row;
-#pragma unroll 4
-        for (int q = threadIdx.x; q < n4; q += blockDim.x) {
+        for (int q = lo / 4 + threadIdx.x; q < hi / 4; q += blockDim.x) {
             const float4 v = r4[q];
             nan |= isnan(v.x) | isnan(v.y) | isnan(v.z) | isnan(v.w);
             better(best, bi, v.x, 4 * q);
@@ -220,9 +236,9 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *log
             better(best, bi, v.z, 4 * q + 2);
             better(best, bi, v.w, 4 * q + 3);
         }
-        head = 4 * n4;
+        head = hi / 4 * 4;
     }
-    for (int i = head + threadIdx.x; i < vocab; i += blockDim.x) {
+    for (int i = head + threadIdx.x; i < hi; i += blockDim.x) {
         const float v = row[i];
         nan |= isnan(v);
         better(best, bi, v, i);
@@ -248,16 +264,36 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *log
             const int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
             better(best, bi, v2, i2);
         }
-        if (lane == 0) ids[blockIdx.x] = bi == INT_MAX ? 0 : bi; /* all NaN: 0, and the flag says so */
+        if (lane == 0) {
+            if (bi != INT_MAX) atomicMax(&keys[r], argmax_key(best, bi));
+            __threadfence();
+            if (atomicAdd(&counts[r], 1u) == gridDim.x - 1) {
+                const unsigned long long key = atomicExch(&keys[r], 0ull);
+                counts[r] = 0;
+                /* no candidate at all (every logit NaN): 0, and the flag says so */
+                const int32_t id = key ? (int32_t)(0xffffffffu - (unsigned)(key & 0xffffffffu)) : 0;
+                ids[r] = id;
+                if (ids2) ids2[r] = id;
+            }
+        }
     }
 }
 
-int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr flag)
+int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr flag)
 {
-    if (rows > 0x7fffffff || vocab > 0x7fffffff || vocab == 0)
-        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "argmax: %zu rows of %zu", rows, vocab);
-    launch_pdl(dev, argmax_kernel, dim3((unsigned)rows), dim3(ARGMAX_THREADS), (const float *)cu_at(logits), (int)vocab,
-                                                                      (int32_t *)cu_at(ids), (int32_t *)cu_at(flag));
-    CU_LAUNCHED(dev, "argmax kernel");
+    if (vocab > 0x7fffffff || vocab == 0) return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "argmax: vocab %zu", vocab);
+    unsigned long long *keys = (unsigned long long *)dev->argmax_scratch;
+    unsigned *counts = (unsigned *)(keys + ARGMAX_MAX_ROWS);
+    const unsigned slices = vocab >= (size_t)ARGMAX_SLICES * 1024 ? ARGMAX_SLICES : 1;
+    const float *lg = (const float *)cu_at(logits);
+    int32_t *id = (int32_t *)cu_at(ids), *id2 = (int32_t *)cu_at(ids2);
+    /* the scratch holds ARGMAX_MAX_ROWS rows: more go in turns (in stream order, each turn
+     * leaves the scratch at 0 for the next) */
+    for (size_t r0 = 0; r0 < rows; r0 += ARGMAX_MAX_ROWS) {
+        const size_t nr = rows - r0 < ARGMAX_MAX_ROWS ? rows - r0 : ARGMAX_MAX_ROWS;
+        launch_pdl(dev, argmax_kernel, dim3(slices, (unsigned)nr), dim3(ARGMAX_THREADS), lg + r0 * vocab, (int)vocab,
+                   id + r0, id2 ? id2 + r0 : nullptr, (int32_t *)cu_at(flag), keys, counts);
+        CU_LAUNCHED(dev, "argmax kernel");
+    }
     return 0;
 }

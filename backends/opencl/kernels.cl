@@ -468,7 +468,7 @@ __kernel void step_scan(step_params p, __global const float *wf, __global const 
 /* ids[r] = the index of row r's largest logit, the first on ties; NaN never wins and sets
  * flag[0]. One work-group of 256 per row. */
 __kernel void argmax(__global const float *logits, ulong off, int vocab, __global int *ids, ulong ids_off,
-                     __global int *flag, ulong flag_off)
+                     __global int *ids2, ulong ids2_off, int has_ids2, __global int *flag, ulong flag_off)
 {
     __local float lv[256];
     __local int li[256], lnan[256];
@@ -494,6 +494,7 @@ __kernel void argmax(__global const float *logits, ulong off, int vocab, __globa
     }
     if (l == 0) {
         ids[ids_off + r] = li[0] == INT_MAX ? 0 : li[0];
+        if (has_ids2) ids2[ids2_off + r] = li[0] == INT_MAX ? 0 : li[0];
         if (lnan[0]) flag[flag_off] = 1;
     }
 }

@@ -62,7 +62,7 @@ int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out);
 int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op);
 int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
                    mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
-int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr nan_flag);
+int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 
 extern const char mb_opencl_kernels[];
 

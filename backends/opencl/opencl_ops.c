@@ -282,13 +282,14 @@ int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
     return rc ? rc : launch(d, K_STEP_SCAN, 2, gs2, ls2, "mixer step: scan kernel");
 }
 
-int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr flag)
+int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr flag)
 {
     if (vocab == 0 || vocab > 0x7fffffff) return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "argmax: vocab %zu", vocab);
-    cl_mem lm = ocl_mem(logits), im = ocl_mem(ids), fm = ocl_mem(flag);
-    cl_ulong lo = logits.offset / 4, io = ids.offset / 4, fo = flag.offset / 4;
-    cl_int v = (cl_int)vocab;
-    int rc = ocl_args(d, d->k[K_ARGMAX], "argmax", 7, M(lm), U(lo), I(v), M(im), U(io), M(fm), U(fo));
+    cl_mem lm = ocl_mem(logits), im = ocl_mem(ids), fm = ocl_mem(flag), i2m = ids2.buf ? ocl_mem(ids2) : im;
+    cl_ulong lo = logits.offset / 4, io = ids.offset / 4, fo = flag.offset / 4, i2o = ids2.offset / 4;
+    cl_int v = (cl_int)vocab, has2 = ids2.buf != NULL;
+    int rc = ocl_args(d, d->k[K_ARGMAX], "argmax", 10, M(lm), U(lo), I(v), M(im), U(io), M(i2m), U(i2o), I(has2), M(fm),
+                      U(fo));
     const size_t local = 256, global = rows * local;
     return rc ? rc : launch(d, K_ARGMAX, 1, &global, &local, "argmax kernel");
 }
