@@ -85,7 +85,7 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
     cl_float e = eps;
     int rc = ocl_args(d, d->k[K_GEMV], "gemv", 20, I(mi), I(ni), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc),
                       M(bm), U(bo), I(hb), M(ym), U(yo), I(ldyi), M(nm), U(no), I(hn), F(e), I(ac));
-    const size_t local = 32 * GEMV_ROWS, global = (n + GEMV_ROWS - 1) / GEMV_ROWS * local;
+    const size_t local = (size_t)32 * GEMV_ROWS, global = (n + GEMV_ROWS - 1) / GEMV_ROWS * local;
     return rc ? rc : launch(d, K_GEMV, 1, &global, &local, "gemv kernel");
 }
 
