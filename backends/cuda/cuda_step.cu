@@ -87,10 +87,17 @@ template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32)
  * the N states spread over the lanes: h = exp(delta A) h + delta B u, y = C . h. */
 template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_kernel(const step_params p)
 {
-    griddep_wait();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int d = blockIdx.x * STEP_WARPS + warp, b = blockIdx.y;
-    if (d >= p.D) return;
+    if (d >= p.D) {
+        griddep_wait();
+        return;
+    }
+    /* Before waiting for x_proj (the kernel before this one): everything that does not come
+     * from it. This kernel is scheduled only once every x_proj block has passed its own wait,
+     * so in_proj's xz and the older states are complete and visible already; the weights and
+     * states come from HBM, and their round trips now overlap x_proj. The conv state is only
+     * written after the wait: x_proj reads it. */
     const int K = p.K;
     float *st = p.conv_state + (size_t)b * (K - 1) * p.D + d;
     float v = 0.0f, w = 0.0f;
@@ -98,29 +105,36 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
         w = p.conv_w[(size_t)d * K + lane];
         v = lane < K - 1 ? st[(size_t)lane * p.D] : p.xz[b * p.xz_sb + d];
     }
-    const float a = warp_sum(w * v) + (p.conv_b ? p.conv_b[d] : 0.0f);
+    const float cb = p.conv_b ? p.conv_b[d] : 0.0f, dtb = p.dt_bias ? p.dt_bias[d] : 0.0f;
+    const float Dd = p.Dv ? p.Dv[d] : 0.0f, z = p.xz[b * p.xz_sb + p.D + d];
+    float *h = p.ssm + ((size_t)b * p.D + d) * p.N;
+    const float *Ar = p.A + (size_t)d * p.N;
+    /* the first 32 states and their A, one per lane */
+    const float h0 = lane < p.N ? h[lane] : 0.0f, a0 = lane < p.N ? Ar[lane] : 0.0f;
+    const T *dw = (const T *)p.dtw + (size_t)d * p.R;
+    prefetch_l2(dw, (size_t)p.R * sizeof(T), lane, 32);
+    griddep_wait();
+
+    const float a = warp_sum(w * v) + cb;
     const float u = a / (1.0f + __expf(-a));
     /* every lane has read its tap: the window moves by one */
     const float next = __shfl_down_sync(0xffffffffu, v, 1);
     if (lane < K - 1) st[(size_t)lane * p.D] = next;
 
-    const T *dw = (const T *)p.dtw + (size_t)d * p.R;
     float s = 0.0f;
     for (int r = lane; r < p.R; r += 32) s += to_f32(dw[r]) * xdbl_at(p, b, r);
-    const float dt = softplus_f(warp_sum(s) + (p.dt_bias ? p.dt_bias[d] : 0.0f));
+    const float dt = softplus_f(warp_sum(s) + dtb);
     const float du = dt * u;
-    float *h = p.ssm + ((size_t)b * p.D + d) * p.N;
-    const float *Ar = p.A + (size_t)d * p.N;
     float y = 0.0f;
     for (int n = lane; n < p.N; n += 32) {
-        const float hn = ex2(dt * (Ar[n] * LOG2E)) * h[n] + du * xdbl_at(p, b, p.R + n);
+        const float hp = n < 32 ? h0 : h[n], an = n < 32 ? a0 : Ar[n];
+        const float hn = ex2(dt * (an * LOG2E)) * hp + du * xdbl_at(p, b, p.R + n);
         h[n] = hn;
         y += xdbl_at(p, b, p.R + p.N + n) * hn;
     }
     y = warp_sum(y);
     if (lane == 0) {
-        y += (p.Dv ? p.Dv[d] : 0.0f) * u;
-        const float z = p.xz[b * p.xz_sb + p.D + d];
+        y += Dd * u;
         p.y[b * p.y_sb + d] = y * (z / (1.0f + __expf(-z)));
     }
 }
