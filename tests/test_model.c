@@ -105,13 +105,37 @@ START_TEST(forward_matches_reference)
 }
 END_TEST
 
+/* A fixture's model on the CPU with a state of batch sequences. */
+typedef struct decoding {
+    golden g;
+    mamba_context_t *ctx;
+    mamba_model_t *m;
+    mamba_state_t *s;
+} decoding;
+
+static decoding open_decoding(const char *model, size_t batch)
+{
+    decoding d;
+    d.g = load_golden(model);
+    d.ctx = cpu_context(0);
+    d.m = load_model(d.ctx, model_dir(model));
+    ck_assert_int_eq(mamba_state_create(d.m, batch, &d.s), MAMBA_OK);
+    return d;
+}
+
+static void close_decoding(decoding *d)
+{
+    mamba_state_free(d->s);
+    mamba_model_free(d->m);
+    mamba_context_free(d->ctx);
+    free_golden(&d->g);
+}
+
 START_TEST(greedy_generation_matches_reference)
 {
-    golden g = load_golden(models[_i]);
-    mamba_context_t *ctx = cpu_context(0);
-    mamba_model_t *m = load_model(ctx, model_dir(models[_i]));
-    mamba_state_t *s;
-    ck_assert_int_eq(mamba_state_create(m, 1, &s), MAMBA_OK);
+    decoding dc = open_decoding(models[_i], 1);
+    const golden g = dc.g;
+    mamba_state_t *s = dc.s;
     mamba_sampler_params_t sp;
     mamba_sampler_params_init(&sp);
     mamba_sampler_t *greedy;
@@ -131,10 +155,7 @@ START_TEST(greedy_generation_matches_reference)
     ck_assert_double_le(worst, LOGIT_BOUND);
     free(logits);
     mamba_sampler_free(greedy);
-    mamba_state_free(s);
-    mamba_model_free(m);
-    mamba_context_free(ctx);
-    free_golden(&g);
+    close_decoding(&dc);
 }
 END_TEST
 
@@ -142,28 +163,23 @@ END_TEST
  * with the reference's tokens, for two sequences at once. */
 START_TEST(generate_greedy_matches_reference)
 {
-    golden g = load_golden(models[_i]);
-    mamba_context_t *ctx = cpu_context(0);
-    mamba_model_t *m = load_model(ctx, model_dir(models[_i]));
-    mamba_state_t *s;
-    ck_assert_int_eq(mamba_state_create(m, 2, &s), MAMBA_OK);
+    decoding dc = open_decoding(models[_i], 2);
+    const golden g = dc.g;
+    mamba_state_t *s = dc.s;
     int32_t *prompts = malloc(2 * g.n_prompt * sizeof *prompts);
     memcpy(prompts, g.prompt, g.n_prompt * sizeof *prompts);
     memcpy(prompts + g.n_prompt, g.prompt, g.n_prompt * sizeof *prompts);
     ck_assert_int_eq(mamba_prefill(s, prompts, g.n_prompt, NULL), MAMBA_OK);
     const size_t n = g.n_gen - 1;
     int32_t first[2] = {g.gen[0], g.gen[0]}, *out = malloc(2 * n * sizeof *out);
-    ck_assert_msg(mamba_generate_greedy(s, first, n, out) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    ck_assert_msg(mamba_generate_greedy(s, first, n, out) == MAMBA_OK, "%s", mamba_last_error(dc.ctx));
     for (size_t b = 0; b < 2; b++)
         for (size_t t = 0; t < n; t++)
             ck_assert_msg(out[b * n + t] == g.gen[t + 1], "%s: sequence %zu step %zu chose %d, reference %d",
                           models[_i], b, t, out[b * n + t], g.gen[t + 1]);
     free(out);
     free(prompts);
-    mamba_state_free(s);
-    mamba_model_free(m);
-    mamba_context_free(ctx);
-    free_golden(&g);
+    close_decoding(&dc);
 }
 END_TEST
 

@@ -94,8 +94,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("threads");
-    TCase *tc = tcase_create("threads");
-    tcase_set_timeout(tc, 300);
+    TCase *tc = tcase_create("threads"); /* ctest sets CK_DEFAULT_TIMEOUT */
     tcase_add_test(tc, concurrent_contexts_match_one_thread);
     suite_add_tcase(s, tc);
     return run_suite(s, 1);
