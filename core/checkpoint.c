@@ -13,6 +13,8 @@
 #include "weights.h"
 #include "fault.h"
 
+#define MB_MAX_INDEX_BYTES ((size_t)64 << 20)
+
 typedef struct ckpt {
     mamba_tensor_file_t **files;
     size_t n_files;
@@ -49,40 +51,8 @@ static const mb_tensor_entry *ckpt_find(const ckpt *c, const char *name, const m
 /* Open the shards named by an index file's weight_map (each once). */
 static mamba_status_t open_index(ckpt *c, const char *dir, const char *index_path, char *err)
 {
-    FILE *fp = mb_fopen(index_path, "rb");
-    if (!fp) return mb_seterr(err, MAMBA_ERR_IO, "%s: cannot open: %s", index_path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 65536 + 1 > cap) {
-            cap = (cap + 65536) * 2;
-            if (cap > (64u << 20)) {
-                free(text);
-                fclose(fp);
-                return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: too large for an index (64 MiB at most)", index_path);
-            }
-            char *g = mb_realloc(text, cap);
-            if (!g) {
-                free(text);
-                fclose(fp);
-                return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory reading the index", index_path);
-            }
-            text = g;
-        }
-        size_t got = mb_fread(text + len, 1, 65536, fp);
-        len += got;
-        if (got < 65536 && !feof(fp)) {
-            free(text);
-            fclose(fp);
-            return mb_seterr(err, MAMBA_ERR_IO, "%s: cannot read: %s", index_path, strerror(errno));
-        }
-        if (got == 0) break;
-    }
-    fclose(fp);
-    text[len] = 0;
     mamba_status_t st;
-    cJSON *root = mb_json_parse(text, len, index_path, err, &st);
-    free(text);
+    cJSON *root = mb_json_read(index_path, MB_MAX_INDEX_BYTES, "an index", err, &st);
     if (!root) return st;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) {

@@ -1,52 +1,15 @@
 /* config.json of a Mamba checkpoint: Hugging Face MambaConfig (hidden_size, state_size ...)
  * or the original state-spaces layout (d_model, n_layer, ssm_cfg ...). */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
 #include "internal.h"
-#include "fault.h"
 
 #define MB_MAX_CONFIG_BYTES (1 << 20)
-
-static char *read_small_file(const char *path, size_t max, char *err, mamba_status_t *st)
-{
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        *st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (S_ISDIR(sb.st_mode)) {
-        *st = mb_seterr(err, MAMBA_ERR_IO, "%s: is a directory, expected a JSON file", path);
-        return NULL;
-    }
-    if ((size_t)sb.st_size > max) {
-        *st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: %lld bytes, more than the %zu allowed for a config",
-                        path, (long long)sb.st_size, max);
-        return NULL;
-    }
-    FILE *fp = mb_fopen(path, "rb");
-    char *buf = mb_malloc((size_t)sb.st_size + 1);
-    size_t got = (fp && buf) ? mb_fread(buf, 1, (size_t)sb.st_size, fp) : 0;
-    if (fp) fclose(fp);
-    if (fp && !buf) {
-        *st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %lld bytes", path, (long long)sb.st_size);
-        return NULL;
-    }
-    if (!fp || got != (size_t)sb.st_size) {
-        free(buf);
-        *st = mb_seterr(err, MAMBA_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-        return NULL;
-    }
-    buf[got] = 0;
-    *st = MAMBA_OK;
-    return buf;
-}
 
 /* Read an integer field; absent leaves *v. Returns 0 on a present field of the wrong type. */
 static int get_int(const cJSON *o, const char *key, int *v, int *present)
@@ -66,10 +29,7 @@ mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
 {
     memset(out, 0, sizeof *out);
     mamba_status_t st;
-    char *text = read_small_file(path, MB_MAX_CONFIG_BYTES, err, &st);
-    if (!text) return st;
-    cJSON *root = mb_json_parse(text, strlen(text), path, err, &st);
-    free(text);
+    cJSON *root = mb_json_read(path, MB_MAX_CONFIG_BYTES, "a config", err, &st);
     if (!root) return st;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);

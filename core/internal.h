@@ -100,6 +100,9 @@ typedef struct cJSON cJSON;
 /* Parse len bytes of JSON; NULL on failure, with *st and a message "<what>: ..." in err
  * (nested too deep, out of memory, or malformed near a byte). json.c */
 cJSON *mb_json_parse(const char *text, size_t len, const char *what, char *err, mamba_status_t *st);
+/* Read and parse a JSON file of at most max bytes (kind names it in the size message: "a
+ * config"); NULL with *st and a message naming the file on any failure. json.c */
+cJSON *mb_json_read(const char *path, size_t max, const char *kind, char *err, mamba_status_t *st);
 mamba_status_t mb_tensor_file_open(const char *path, mamba_tensor_file_t **out, char *err);
 const mb_tensor_entry *mb_tensor_file_lookup(const mamba_tensor_file_t *f, const char *name);
 void mb_tensor_view(const mamba_tensor_file_t *f, const mb_tensor_entry *e, mamba_tensor_t *t);
