@@ -138,6 +138,11 @@ typedef struct mb_backend {
                 mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy);
     int (*conv_silu)(mb_device *dev, const mb_conv_op *op);
     int (*scan)(mb_device *dev, const mb_scan_op *op);
+    /* ids[r] = the index of the largest of logits[r * vocab .. + vocab) (f32), the first on
+     * ties, as int32, for r < rows, and the same into ids2 unless ids2.buf is NULL; *nan_flag
+     * (int32) is set to 1 when a row holds a NaN and is otherwise left as it is. Greedy
+     * decoding without sending logits to the host. */
+    int (*argmax)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 
     /* ---- measurement (mamba-bench) ---- */
     /* dst = src, bytes of device memory. */
@@ -160,12 +165,6 @@ typedef struct mb_backend {
     int (*graph_end)(mb_device *dev, void **graph);
     int (*graph_launch)(mb_device *dev, void *graph);
     void (*graph_free)(mb_device *dev, void *graph);
-    /* ids[r] = the index of the largest of logits[r * vocab .. + vocab) (f32), the first on
-     * ties, as int32, for r < rows, and the same into ids2 unless ids2.buf is NULL; *nan_flag
-     * (int32) is set to 1 when a row holds a NaN and is otherwise left as it is. Greedy
-     * decoding without sending logits to the host. MAMBA_ERR_UNSUPPORTED, with nothing
-     * enqueued, for a shape it does not take. */
-    int (*argmax)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
     /* See mb_mixer_step_op. */
     int (*mixer_step)(mb_device *dev, const mb_mixer_step_op *op);
     /* A decoding GEMV (1..8 rows) with the RMSNorm of its input and the residual add folded in:

@@ -1,52 +1,23 @@
-/* Greedy decoding. With a backend argmax, each step's chosen ids stay on the device as the
+/* Greedy decoding with the backend's argmax: each step's chosen ids stay on the device as the
  * next step's input and are appended to a device history, so nothing crosses to the host
- * until the end: steps run back to back. Otherwise the logits come to the host each step. */
-#include <math.h>
+ * until the end: steps run back to back. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 #include "fault.h"
 
-/* The host path: one mamba_step per token and an argmax here. */
-static mamba_status_t generate_on_host(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
+mamba_status_t mamba_generate_greedy(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
 {
+    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
     mamba_context_t *ctx = s->model->ctx;
-    const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
-    float *logits = mb_malloc(B * V * sizeof *logits);
-    int32_t *cur = mb_malloc(B * sizeof *cur);
-    if (!logits || !cur) {
-        free(logits);
-        free(cur);
-        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "greedy decoding: out of host memory");
-    }
-    memcpy(cur, ids, B * sizeof *cur);
-    mamba_status_t st = MAMBA_OK;
-    for (size_t t = 0; t < n && st == MAMBA_OK; t++) {
-        st = mb_model_run(s, cur, 1, MAMBA_LOGITS_LAST, logits);
-        for (size_t b = 0; b < B && st == MAMBA_OK; b++) {
-            const float *row = logits + b * V;
-            size_t best = 0;
-            for (size_t v = 0; v < V; v++) {
-                if (isnan(row[v])) {
-                    st = mb_seterr(ctx->err, MAMBA_ERR_MODEL, "greedy decoding: logit %zu of sequence %zu is NaN at step %zu",
-                                   v, b, t);
-                    break;
-                }
-                if (row[v] > row[best]) best = v;
-            }
-            cur[b] = (int32_t)best;
-            out[b * n + t] = (int32_t)best;
-        }
-    }
-    free(logits);
-    free(cur);
-    return st;
-}
-
-static mamba_status_t generate_on_device(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
-{
-    mamba_context_t *ctx = s->model->ctx;
+    if (!ids || !out)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: ids or out_ids is NULL");
+    if (n == 0) return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = 0, expected > 0");
+    if (n > ((size_t)1 << 40) / s->batch)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = %zu is too large", n);
+    mamba_status_t st = mb_check_ids(ctx, ids, s->batch, s->model->cfg.vocab_size);
+    if (st != MAMBA_OK) return st;
     const mb_backend *be = ctx->be;
     mb_device *dev = ctx->dev;
     const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
@@ -61,7 +32,6 @@ static mamba_status_t generate_on_device(mamba_state_t *s, const int32_t *ids, s
                          ctx->backend_name, hist_bytes, n * B, mb_dev_alloc_error(ctx));
     }
     const mb_ptr flag = {hist, n * B * sizeof(int32_t)};
-    mamba_status_t st = MAMBA_OK;
     int rc = be->fill_zero(dev, flag, sizeof(int32_t));
     if (rc) st = mb_backend_fail(ctx, rc, "greedy decoding: flag reset");
     const mb_ptr d_ids = mb_model_step_ids(s);
@@ -85,20 +55,4 @@ static mamba_status_t generate_on_device(mamba_state_t *s, const int32_t *ids, s
     be->free(dev, hist);
     free(host);
     return st;
-}
-
-mamba_status_t mamba_generate_greedy(mamba_state_t *s, const int32_t *ids, size_t n_tokens, int32_t *out_ids)
-{
-    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
-    mamba_context_t *ctx = s->model->ctx;
-    if (!ids || !out_ids)
-        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: ids or out_ids is NULL");
-    if (n_tokens == 0)
-        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = 0, expected > 0");
-    if (n_tokens > ((size_t)1 << 40) / s->batch)
-        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = %zu is too large",
-                         n_tokens);
-    mamba_status_t st = mb_check_ids(ctx, ids, s->batch, s->model->cfg.vocab_size);
-    if (st != MAMBA_OK) return st;
-    return ctx->be->argmax ? generate_on_device(s, ids, n_tokens, out_ids) : generate_on_host(s, ids, n_tokens, out_ids);
 }

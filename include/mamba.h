@@ -195,9 +195,8 @@ MAMBA_API mamba_status_t mamba_step(mamba_state_t *state, const int32_t *ids, fl
 /* Greedy decoding of n_tokens per sequence: feeds ids (batch), then each step's argmax
  * (the first index on ties); out_ids (batch, n_tokens) receives the chosen tokens, row b at
  * out_ids + b * n_tokens. The state advances by n_tokens tokens: the last chosen token has
- * not been fed. On backends with a device argmax (CUDA, CPU) the ids never leave the device
- * between steps, so steps run back to back; elsewhere the logits come to the host each
- * step. Logits holding a NaN end it with MAMBA_ERR_MODEL. */
+ * not been fed. The argmax runs on the device and its ids never leave it between steps, so
+ * steps run back to back. Logits holding a NaN end it with MAMBA_ERR_MODEL. */
 MAMBA_API mamba_status_t mamba_generate_greedy(mamba_state_t *state, const int32_t *ids,
                                                size_t n_tokens, int32_t *out_ids);
 /* Serialize the state (for saving a conversation). The bytes carry the shape and are
