@@ -210,6 +210,16 @@ __device__ __forceinline__ void better(float &v, int &i, float v2, int i2)
     }
 }
 
+/* the warp's best (value, index), in every lane */
+__device__ __forceinline__ void warp_better(float &v, int &i)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+        const int i2 = __shfl_xor_sync(0xffffffffu, i, o);
+        better(v, i, v2, i2);
+    }
+}
+
 #define ARGMAX_THREADS 256
 #define ARGMAX_SLICES 32       /* blocks per row: one block alone reads a 200 KB row slowly */
 #define ARGMAX_MAX_ROWS 64     /* rows the device's argmax scratch has room for */
@@ -257,11 +267,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *log
         nan |= isnan(v);
         better(best, bi, v, i);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
-        const int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
-        better(best, bi, v2, i2);
-    }
+    warp_better(best, bi);
     __shared__ float sv[32];
     __shared__ int si[32];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -273,11 +279,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float *log
     if (warp == 0) {
         best = lane < (int)(blockDim.x / 32) ? sv[lane] : -INFINITY;
         bi = lane < (int)(blockDim.x / 32) ? si[lane] : INT_MAX;
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
-            const int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
-            better(best, bi, v2, i2);
-        }
+        warp_better(best, bi);
         if (lane == 0) {
             if (bi != INT_MAX) atomicMax(&keys[r], argmax_key(best, bi));
             __threadfence();
