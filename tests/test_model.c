@@ -1,5 +1,6 @@
 /* The whole model on the fixtures: forward logits, greedy decoding, chunked prefill,
  * step-by-step decoding, F16/BF16 weights, sharded and original-format checkpoints. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "ckpt_rewrite.h"
 #include "testutil.h"
+#include "cpu_math.h"
 
 /* Bound of the issue on logits against the float64 reference. */
 #define LOGIT_BOUND 1e-4
@@ -221,28 +223,50 @@ START_TEST(chunked_prefill_equals_one_shot)
 }
 END_TEST
 
-START_TEST(step_by_step_equals_forward)
+/* The logits of feeding g's ids one step at a time, in forward_all's layout. */
+static float *step_through(mamba_model_t *m, const golden *g)
 {
-    golden g = load_golden(models[_i]);
-    mamba_context_t *ctx = cpu_context(0);
-    mamba_model_t *m = load_model(ctx, model_dir(models[_i]));
     mamba_state_t *s;
-    ck_assert_int_eq(mamba_state_create(m, g.batch, &s), MAMBA_OK);
-    float *logits = malloc(g.batch * g.vocab * sizeof *logits);
-    double worst = 0;
-    for (size_t t = 0; t < g.len; t++) {
+    ck_assert_int_eq(mamba_state_create(m, g->batch, &s), MAMBA_OK);
+    float *out = malloc(g->batch * g->len * g->vocab * sizeof *out), *logits = malloc(g->batch * g->vocab * sizeof *logits);
+    for (size_t t = 0; t < g->len; t++) {
         int32_t ids[8];
-        for (size_t b = 0; b < g.batch; b++) ids[b] = g.ids[b * g.len + t];
+        ck_assert_uint_le(g->batch, 8);
+        for (size_t b = 0; b < g->batch; b++) ids[b] = g->ids[b * g->len + t];
         ck_assert_int_eq(mamba_step(s, ids, logits), MAMBA_OK);
-        for (size_t b = 0; b < g.batch; b++) {
-            double e = max_abs_diff(logits + b * g.vocab, g.logits + (b * g.len + t) * g.vocab, g.vocab);
-            if (e > worst) worst = e;
-        }
+        for (size_t b = 0; b < g->batch; b++)
+            memcpy(out + (b * g->len + t) * g->vocab, logits + b * g->vocab, g->vocab * sizeof *out);
     }
-    printf("%s step-by-step vs reference forward: max abs err %.3g\n", models[_i], worst);
-    ck_assert_double_le(worst, LOGIT_BOUND);
     free(logits);
     mamba_state_free(s);
+    return out;
+}
+
+/* A context on the CPU, with its portable kernels only when asked (MAMBA_CPU_PORTABLE): on an
+ * AVX-512 machine the decoding GEMV otherwise always takes its AVX-512 version. */
+static mamba_context_t *cpu_context_kernels(int portable)
+{
+    if (portable) setenv("MAMBA_CPU_PORTABLE", "1", 1);
+    mamba_context_t *ctx = cpu_context(0);
+    unsetenv("MAMBA_CPU_PORTABLE");
+    return ctx;
+}
+
+/* Steps (the fused mixer step and the decoding GEMV) against the reference forward; _i / 2
+ * picks the portable kernels. */
+START_TEST(step_by_step_equals_forward)
+{
+    const char *model = models[_i % 2];
+    const int portable = _i / 2;
+    golden g = load_golden(model);
+    mamba_context_t *ctx = cpu_context_kernels(portable);
+    mamba_model_t *m = load_model(ctx, model_dir(model));
+    float *steps = step_through(m, &g);
+    const double worst = max_abs_diff(steps, g.logits, g.batch * g.len * g.vocab);
+    printf("%s step-by-step (%s kernels) vs reference forward: max abs err %.3g\n", model,
+           portable ? "portable" : "fastest", worst);
+    ck_assert_double_le(worst, LOGIT_BOUND);
+    free(steps);
     mamba_model_free(m);
     mamba_context_free(ctx);
     free_golden(&g);
@@ -331,6 +355,29 @@ static float *forward_dir(const char *dir, const golden *g)
     return out;
 }
 
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* The CPU kernels' branch-free 16-bit conversions against the library's reference ones, on
+ * every one of the 65536 bit patterns (subnormals, infinities and NaNs included). */
+START_TEST(half_conversions_exact)
+{
+    for (uint32_t i = 0; i < 65536; i++) {
+        const uint16_t h = (uint16_t)i;
+        const float a = f16_to_f32_fast(h), b = mamba_f16_to_f32(h);
+        if (isnan(b)) ck_assert_msg(isnan(a), "f16 0x%04x: %g, expected NaN", i, (double)a);
+        else ck_assert_msg(float_bits(a) == float_bits(b), "f16 0x%04x: %a, expected %a", i, (double)a, (double)b);
+        const float c = bf16_to_f32_fast(h), d = mamba_bf16_to_f32(h);
+        if (isnan(d)) ck_assert_msg(isnan(c), "bf16 0x%04x: %g, expected NaN", i, (double)c);
+        else ck_assert_msg(float_bits(c) == float_bits(d), "bf16 0x%04x: %a, expected %a", i, (double)c, (double)d);
+    }
+}
+END_TEST
+
 START_TEST(half_precision_checkpoints)
 {
     const mamba_dtype_t dts[] = {MAMBA_F16, MAMBA_BF16};
@@ -363,6 +410,20 @@ START_TEST(half_precision_checkpoints)
         ck_assert_double_le(e, 1e-5);
         /* and it is still the same model, within the rounding of its weights */
         ck_assert_double_le(nmse(h, g.logits, n), dt == MAMBA_F16 ? 1e-5 : 1e-3);
+        /* decoding reads the 16-bit weights in place (GEMV, mixer step), the forward above
+         * through f32 copies (GEMM): the same sums in another order, with either kernel set */
+        for (int portable = 0; portable < 2; portable++) {
+            mamba_context_t *c2 = cpu_context_kernels(portable);
+            mamba_model_t *m2 = load_model(c2, half_dir);
+            float *steps = step_through(m2, &g);
+            const double es = max_abs_diff(steps, h, n);
+            printf("%s decoding (%s kernels) vs its forward: max abs err %.3g\n", mamba_dtype_name(dt),
+                   portable ? "portable" : "fastest", es);
+            ck_assert_double_le(es, 5e-5);
+            free(steps);
+            mamba_model_free(m2);
+            mamba_context_free(c2);
+        }
         free(h);
         free(r);
     }
@@ -468,7 +529,8 @@ int main(void)
     tcase_add_loop_test(tc, greedy_generation_matches_reference, 0, 2);
     tcase_add_loop_test(tc, generate_greedy_matches_reference, 0, 2);
     tcase_add_loop_test(tc, chunked_prefill_equals_one_shot, 0, 2);
-    tcase_add_loop_test(tc, step_by_step_equals_forward, 0, 2);
+    tcase_add_loop_test(tc, step_by_step_equals_forward, 0, 4);
+    tcase_add_test(tc, half_conversions_exact);
     tcase_add_test(tc, state_save_and_restore);
     tcase_add_test(tc, half_precision_checkpoints);
     tcase_add_test(tc, original_format_checkpoint);

@@ -74,6 +74,8 @@ static int cpu_open(int index, const mb_open_options *o, mb_device **out, char *
     }
     d->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
     if (o && o->n_threads > 0) openblas_set_num_threads(o->n_threads);
+    /* the portable kernels only, so that tests check them on machines with AVX-512 too */
+    d->portable = getenv("MAMBA_CPU_PORTABLE") != NULL;
     *out = d;
     return 0;
 }
@@ -82,6 +84,7 @@ static void cpu_close(mb_device *d)
 {
     if (!d) return;
     free(d->scratch);
+    free(d->gemv_x);
     free(d);
 }
 
@@ -161,11 +164,7 @@ static int cpu_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out)
     int rc = check_range(d, src, n * 4, "read");
     if (rc == 0) rc = check_range(d, out, 4, "read result");
     if (rc != 0) return rc;
-    const float *x = cpu_at(src);
-    float sum = 0;
-#pragma omp parallel for simd num_threads(d->n_threads) reduction(+ : sum) schedule(static)
-    for (size_t i = 0; i < n; i++) sum += x[i];
-    *(float *)cpu_at(out) = sum;
+    *(float *)cpu_at(out) = cpu_sum(d, cpu_at(src), n);
     return 0;
 }
 
@@ -215,6 +214,8 @@ static const mb_backend cpu_vtable = {
     .timer_stop = cpu_timer_stop,
     .mem_stats = cpu_mem_stats,
     .argmax = cpu_argmax,
+    .mixer_step = cpu_mixer_step,
+    .gemv_fused = cpu_gemv_fused,
 };
 
 const mb_backend *mb_cpu_backend(void) { return &cpu_vtable; }

@@ -1,4 +1,5 @@
-/* y = x W^T + b through CBLAS (OpenBLAS). 16-bit weights are widened to f32 first. */
+/* y = x W^T + b: a few rows (decoding) through the CPU's GEMV, more through CBLAS
+ * (OpenBLAS), with 16-bit weights widened to f32 first. */
 #include <stdlib.h>
 
 #include <cblas.h>
@@ -13,9 +14,12 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
     const float *x = cpu_at(x_p), *bias = cpu_at(bias_p);
     const float *w = cpu_at(w_p);
     float *y = cpu_at(y_p);
+    if (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16)
+        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
+    /* a decoding step's few rows: the GEMV that reads W once, in its stored dtype */
+    if (m <= CPU_GEMV_MAX_ROWS)
+        return cpu_gemv_fused(dev, m, n, k, x_p, lda, (mb_ptr){NULL, 0}, 0.0f, w_p, wdt, bias_p, y_p, ldy, 0);
     if (wdt != MAMBA_F32) {
-        if (wdt != MAMBA_F16 && wdt != MAMBA_BF16)
-            return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
         if (dev->scratch_len < n * k) {
             float *s = mb_realloc(dev->scratch, n * k * sizeof *s);
             if (!s) return cpu_fail(dev, MAMBA_ERR_OUT_OF_MEMORY, "gemm: cannot widen a %zux%zu weight", n, k);
@@ -29,11 +33,8 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
             mb_to_f32(dev->scratch + i, src + i * 2, wdt, n * k - i < chunk ? n * k - i : chunk);
         w = dev->scratch;
     }
-    if (m == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, w, (int)k, x, 1, 0.0f, y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)lda, w, (int)k,
-                    0.0f, y, (int)ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)lda, w, (int)k, 0.0f,
+                y, (int)ldy);
     if (bias) {
 #pragma omp parallel for num_threads(dev->n_threads) schedule(static)
         for (size_t i = 0; i < m; i++)

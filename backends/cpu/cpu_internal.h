@@ -5,11 +5,17 @@
 #include "backend.h"
 #include "common.h"
 
+#define CPU_MAX_STATE 256   /* d_state the scan and the mixer step take */
+#define CPU_GEMV_MAX_ROWS 8 /* rows of x the decoding GEMV takes (batch of a step) */
+
 struct mb_device {
     int n_threads;
+    int portable;          /* MAMBA_CPU_PORTABLE: no AVX-512 kernels */
     char err[512];
     float *scratch;        /* f32 copy of a 16-bit weight matrix for GEMM */
     size_t scratch_len;    /* floats */
+    float *gemv_x;         /* the normalized input rows of gemv_fused */
+    size_t gemv_x_len;     /* floats */
     mb_mem_stats mem;      /* bytes held through alloc() */
     double timer_start;    /* seconds, monotonic */
 };
@@ -30,6 +36,27 @@ int cpu_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
              mb_ptr bias, mb_ptr y, size_t ldy);
 int cpu_scan(mb_device *dev, const mb_scan_op *op);
+/* Rows [r0, r1) of a decoding GEMV: y[i, r] = (accumulate ? y[i, r] : 0) + x[i] . W[r, :]
+ * + bias[r], for i < m <= CPU_GEMV_MAX_ROWS; W (n, k) in wdt (F32, F16 or BF16), read once
+ * for all m rows. Called from inside a parallel region (the mixer step's x_proj). */
+typedef struct cpu_gemv_job {
+    size_t m, k;
+    const float *x;
+    size_t ldx;
+    const void *w;
+    mamba_dtype_t wdt;
+    const float *bias;
+    float *y;
+    size_t ldy;
+    int accumulate;
+    int portable;   /* the portable kernel even where AVX-512 is there */
+} cpu_gemv_job;
+void cpu_gemv_rows(const cpu_gemv_job *job, size_t r0, size_t r1);
+int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
+                   mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
+int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
+/* The sum of n floats on all threads: the read-bandwidth probe. */
+float cpu_sum(mb_device *dev, const float *x, size_t n);
 int cpu_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 
 #endif

@@ -12,58 +12,10 @@
 #include <string.h>
 
 #include "cpu_internal.h"
+#include "cpu_math.h"
 #include "internal.h"
 
 #define TILE 16
-#define MAX_N 256
-
-static inline float as_float(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
-static inline int32_t as_int(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
-
-/* exp(x), about 1 ulp on [-86, 88]; clamped outside (exp(-86) = 4e-38 stands for 0). */
-static inline float fexp(float xin)
-{
-    float x = xin < -86.0f ? -86.0f : xin;
-    x = x > 88.0f ? 88.0f : x;
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float t = x * 1.44269504088896341f + magic;
-    int32_t n = as_int(t) - as_int(magic);
-    float k = t - magic;
-    float r = x - k * 0.693145751953125f;   /* ln 2, split in two for exactness */
-    r = r - k * 1.42860682030941723e-06f;
-    /* exp(r) on |r| <= ln2/2: Taylor to degree 6, error below 1e-7 relative */
-    float p = 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    /* 2^n scaling in unsigned arithmetic: defined for any n (garbage when x is NaN, which the
-     * select below returns instead) */
-    const float e = as_float((int32_t)((uint32_t)as_int(p) + ((uint32_t)n << 23)));
-    return xin != xin ? xin : e;
-}
-
-/* softplus(v) = max(v, 0) + log1p(w), w = exp(-|v|) in (0, 1]. log1p(w) = 2 atanh(s) with
- * s = w / (2 + w) in (0, 1/3]: the odd series to s^13 is within 1e-8 relative, exact for
- * small w, and has no branch or integer step, so it vectorizes. PyTorch returns v above 20. */
-static inline float fsoftplus(float v)
-{
-    const float w = fexp(-fabsf(v));
-    const float s = w / (2.0f + w), s2 = s * s;
-    float p = 2.0f / 13;
-    p = p * s2 + 2.0f / 11;
-    p = p * s2 + 2.0f / 9;
-    p = p * s2 + 2.0f / 7;
-    p = p * s2 + 2.0f / 5;
-    p = p * s2 + 2.0f / 3;
-    p = p * s2 + 2.0f;
-    const float r = (v > 0.0f ? v : 0.0f) + p * s;
-    return v > 20.0f ? v : r;
-}
-
-static inline float fsilu(float v) { return v / (1.0f + fexp(-v)); }
 
 typedef struct scan_view {
     const float *u, *delta, *A, *B, *C, *D, *z, *bias, *s_in;
@@ -75,7 +27,7 @@ static void scan_channel(const mb_scan_op *op, const scan_view *v, size_t b, siz
 {
     const size_t N = op->d_state, L = op->len;
     const size_t g = d / (op->dim / op->n_groups);
-    float h[MAX_N], a[MAX_N];
+    float h[CPU_MAX_STATE], a[CPU_MAX_STATE];
     for (size_t n = 0; n < N; n++) {
         a[n] = v->A[d * N + n];
         h[n] = v->s_in ? v->s_in[(b * op->dim + d) * N + n] : 0.0f;
@@ -102,18 +54,13 @@ static void scan_channel(const mb_scan_op *op, const scan_view *v, size_t b, siz
         for (size_t n = 0; n < N; n++) v->s_out[(b * op->dim + d) * N + n] = h[n];
 }
 
-/* TILE consecutive channels d0.. of one group, channel stride 1 for u, delta, z, out.
- * Not cloned in sanitizer builds: the clones' ifunc resolver runs before the sanitizer's
- * runtime is up (a ThreadSanitizer build crashed while loading the library). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
+/* TILE consecutive channels d0.. of one group, channel stride 1 for u, delta, z, out. */
+MB_CPU_CLONES
 static void scan_tile(const mb_scan_op *op, const scan_view *v, size_t b, size_t d0)
 {
     const size_t N = op->d_state, L = op->len, D = op->dim;
     const size_t g = d0 / (D / op->n_groups);
-    float h[MAX_N][TILE], At[MAX_N][TILE];
+    float h[CPU_MAX_STATE][TILE], At[CPU_MAX_STATE][TILE];
     float bias[TILE], Dd[TILE];
     for (size_t n = 0; n < N; n++)
         for (size_t j = 0; j < TILE; j++) {
@@ -166,8 +113,8 @@ static void scan_tile(const mb_scan_op *op, const scan_view *v, size_t b, size_t
 
 int cpu_scan(mb_device *dev, const mb_scan_op *op)
 {
-    if (op->d_state > MAX_N)
-        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan: d_state %zu, at most %d supported", op->d_state, MAX_N);
+    if (op->d_state > CPU_MAX_STATE)
+        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan: d_state %zu, at most %d supported", op->d_state, CPU_MAX_STATE);
     if (op->n_groups == 0 || op->dim % op->n_groups)
         return cpu_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "scan: dim %zu not a multiple of n_groups %zu", op->dim,
                         op->n_groups);
