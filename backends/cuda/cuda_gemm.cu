@@ -60,9 +60,12 @@ template <bool XVEC> __device__ __forceinline__ void load_x4(const float *p, flo
  * aligned and k is a multiple of the vector width; XVEC: x rows are too. M is a compile-time
  * bound so that a one-row GEMV (decoding) keeps one accumulator, not eight: fewer registers,
  * more warps per SM, more loads in flight.
- * NORM (decoding, aligned rows only): x[i] is first RMS-normalized and scaled by nw, each block
- * computing the norms itself from x (in L2), which saves the separate add + RMSNorm launch of
- * every layer. accum: y += instead of y = (the residual add, folded into out_proj). */
+ * NORM (decoding, aligned rows only): x[i] is RMS-normalized and scaled by nw first, which saves
+ * the separate add + RMSNorm launch of every layer. 1/rms(x[i]) is one number per row of x, so
+ * it comes out of the sum: a warp accumulates W . (x * nw) and x . x in the same pass (a warp
+ * sees all of x, in SPLIT mode the block does) and scales at the end, with no pass over x and
+ * no barrier before the weights are read (2.5% faster decoding of the 130m than a norm first).
+ * accum: y += instead of y = (the residual add, folded into out_proj). */
 template <typename T, int M, bool VECTOR, bool XVEC, bool SPLIT, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int k, const float *x, int lda,
                                                                const T *w, const float *bias, float *y, int ldy,
@@ -77,39 +80,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
         else prefetch_l2(w + (size_t)row * k, (size_t)k * sizeof(T), lane, 32);
     }
     griddep_wait();
-    __shared__ float inv_rms[M];
-    if (NORM) {
-        float ss[M];
-#pragma unroll
-        for (int i = 0; i < M; i++) ss[i] = 0.0f;
-        for (int kk = threadIdx.x * 4; kk < k; kk += blockDim.x * 4) {
-#pragma unroll
-            for (int i = 0; i < M; i++) {
-                if (i < m) {
-                    const float4 v = *(const float4 *)(x + (size_t)i * lda + kk);
-                    ss[i] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-                }
-            }
-        }
-        __shared__ float part_ss[GEMV_WARPS][M];
-#pragma unroll
-        for (int i = 0; i < M; i++) {
-            const float v = warp_sum(ss[i]);
-            if (lane == 0) part_ss[warp][i] = v;
-        }
-        __syncthreads();
-        if (threadIdx.x < (unsigned)m) {
-            float v = 0.0f;
-            for (int q = 0; q < GEMV_WARPS; q++) v += part_ss[q][threadIdx.x];
-            inv_rms[threadIdx.x] = rsqrtf(v / (float)k + eps);
-        }
-        __syncthreads();
-    }
     if (row >= n) return;
     const T *wr = w + (size_t)row * k;
-    float acc[M];
+    float acc[M], ss[M];
 #pragma unroll
-    for (int i = 0; i < M; i++) acc[i] = 0.0f;
+    for (int i = 0; i < M; i++) acc[i] = ss[i] = 0.0f;
     /* the k range of this warp: all of it, or its slice in SPLIT mode */
     constexpr int V = VECTOR ? wvec<T>::n : 1;
     const int step = 32 * V * (SPLIT ? GEMV_WARPS : 1);
@@ -129,8 +104,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                         load_x4<XVEC>(xr + j, xv);
                         if (NORM) {
                             const float4 g = *(const float4 *)(nw + k0 + j);
-                            const float r = inv_rms[i];
-                            xv[0] *= r * g.x; xv[1] *= r * g.y; xv[2] *= r * g.z; xv[3] *= r * g.w;
+                            ss[i] += xv[0] * xv[0] + xv[1] * xv[1] + xv[2] * xv[2] + xv[3] * xv[3];
+                            xv[0] *= g.x; xv[1] *= g.y; xv[2] *= g.z; xv[3] *= g.w;
                         }
                         acc[i] += wf[j] * xv[0] + wf[j + 1] * xv[1] + wf[j + 2] * xv[2] + wf[j + 3] * xv[3];
                     }
@@ -145,14 +120,19 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                 if (i < m) acc[i] += wf * x[(size_t)i * lda + kk];
         }
     }
-    __shared__ float part[GEMV_WARPS][M];
+    __shared__ float part[GEMV_WARPS][M], part_ss[GEMV_WARPS][M];
 #pragma unroll
     for (int i = 0; i < M; i++) {
         if (i >= m) break;
-        const float v = warp_sum(acc[i]);
+        float v = warp_sum(acc[i]);
+        const float q = NORM ? warp_sum(ss[i]) : 0.0f;
         if (SPLIT) {
-            if (lane == 0) part[warp][i] = v;
+            if (lane == 0) {
+                part[warp][i] = v;
+                part_ss[warp][i] = q;
+            }
         } else if (lane == 0) {
+            if (NORM) v *= rsqrtf(q / (float)k + eps);
             float *yp = y + (size_t)i * ldy + row;
             *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row] : 0.0f);
         }
@@ -160,8 +140,12 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
     if (SPLIT) {
         __syncthreads();
         if (threadIdx.x < (unsigned)m) {
-            float v = 0.0f;
-            for (int q = 0; q < GEMV_WARPS; q++) v += part[q][threadIdx.x];
+            float v = 0.0f, q = 0.0f;
+            for (int p = 0; p < GEMV_WARPS; p++) {
+                v += part[p][threadIdx.x];
+                q += part_ss[p][threadIdx.x];
+            }
+            if (NORM) v *= rsqrtf(q / (float)k + eps);
             float *yp = y + (size_t)threadIdx.x * ldy + row;
             *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row] : 0.0f);
         }
