@@ -7,6 +7,11 @@
 #ifndef EXP2
 #define EXP2 exp2
 #endif
+/* EXPF: exp, or native_exp where the host says it is as good as CUDA's __expf (NVIDIA): the
+ * softplus of dt and the SiLU gates of every scan step */
+#ifndef EXPF
+#define EXPF exp
+#endif
 #define LOG2E 1.4426950408889634f
 
 #define DT_F32 0
@@ -81,7 +86,7 @@ __kernel void conv(ulong C, ulong K, __global const float *x, ulong x_off, ulong
                                  : state[s_off + (b * (K - 1) + (ulong)(tau + (long)K - 1)) * C + c];
         acc += w[w_off + c * K + k] * v;
     }
-    out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + exp(-acc));
+    out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + EXPF(-acc));
 }
 
 /* Short inputs (decoding): one work-item per (c, b) walks the L <= 8 steps with the window in
@@ -100,7 +105,7 @@ __kernel void conv_short(ulong C, ulong K, ulong L, __global const float *x, ulo
     for (ulong t = 0; t < L; t++) {
         float acc = bc;
         for (ulong k = 0; k < K; k++) acc += wc[k] * win[t + k];
-        out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + exp(-acc));
+        out[o_off + b * o_sb + t * o_st + c] = acc / (1.0f + EXPF(-acc));
     }
     for (ulong j = 0; j + 1 < K; j++) state[s_off + (b * (K - 1) + j) * C + c] = win[L + j];
 }
@@ -138,7 +143,14 @@ typedef struct {
     int B, D, L, N, G, softplus, chunk_len, n_chunks, has_D, has_z, has_bias, has_si, has_so, shared_bc;
 } scan_params;
 
-inline float softplus_f(float x) { return x <= 20.0f ? log1p(exp(x)) : x; }
+inline float softplus_f(float x) { return x <= 20.0f ? log1p(EXPF(x)) : x; }
+
+/* one state n of a scan step: h[n] = exp(dt A[n]) h[n] + dt u B[n], and (FINAL) y += C[n] h[n] */
+#define SCAN_STATE(n, bn, cn, FINAL)                                                                           \
+    if ((n) < N) {                                                                                             \
+        h[n] = EXP2(dt * a[n]) * h[n] + du * (bn);                                                             \
+        if (FINAL) y += (cn) * h[n];                                                                           \
+    }
 
 #define SCAN_CHUNK_KERNEL(NAME, MAXN, FINAL)                                                                   \
 __kernel void NAME(scan_params p, __global const float *u, __global const float *delta,                       \
@@ -147,7 +159,8 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
                    __global const float *s_in, __global float *out, __global float *s_out,                      \
                    __global float *hloc, __global float *S, __global const float *hin)                          \
 {                                                                                                              \
-    __local float lB[SCAN_TILE_FLOATS], lC[SCAN_TILE_FLOATS];                                                  \
+    __local float4 lB4[SCAN_TILE_FLOATS / 4], lC4[SCAN_TILE_FLOATS / 4];                                       \
+    __local float *lB = (__local float *)lB4, *lC = (__local float *)lC4;                                      \
     const int TILE = SCAN_TILE_FLOATS / MAXN;                                                                  \
     const int d = get_global_id(0), c = get_group_id(1), b = get_group_id(2);                                  \
     const int N = p.N, t0 = c * p.chunk_len, t1 = min(p.L, t0 + p.chunk_len);                                  \
@@ -188,31 +201,45 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
             barrier(CLK_LOCAL_MEM_FENCE);                                                                      \
         }                                                                                                      \
         if (active) {                                                                                          \
+            /* the next step's inputs load while this step computes */                                         \
+            float nd = delta[id], nu = u[iu], nz = FINAL && p.has_z ? z[iz] : 0.0f;                            \
             for (int s = 0; s < tn; s++) {                                                                     \
-                float dt = delta[id] + bs;                                                                     \
+                const float dl = nd, uu = nu, zz = nz;                                                         \
+                if (s + 1 < tn) {                                                                              \
+                    nd = delta[id + p.d_st];                                                                   \
+                    nu = u[iu + p.u_st];                                                                       \
+                    if (FINAL && p.has_z) nz = z[iz + p.z_st];                                                 \
+                }                                                                                              \
+                float dt = dl + bs;                                                                            \
                 if (p.softplus) dt = softplus_f(dt);                                                           \
-                const float uu = u[iu];                                                                        \
                 const float du = dt * uu;                                                                      \
                 float y = 0.0f;                                                                                \
-                /* unrolled so that a[] and h[] stay in registers */                                           \
-                _Pragma("unroll")                                                                              \
-                for (int n = 0; n < MAXN; n++) {                                                               \
-                    if (n < N) {                                                                               \
-                        const float bn = p.shared_bc ? lB[s * MAXN + n] : Bm[ib + (ulong)((long)n * p.B_sn)];  \
-                        h[n] = EXP2(dt * a[n]) * h[n] + du * bn;                                               \
-                        if (FINAL) {                                                                           \
-                            const float cn = p.shared_bc ? lC[s * MAXN + n]                                    \
-                                                         : Cm[ic + (ulong)((long)n * p.C_sn)];                 \
-                            y += cn * h[n];                                                                    \
+                /* unrolled so that a[] and h[] stay in registers; B and C from local memory four              \
+                 * states a load (the kernel is bound by issued instructions) */                               \
+                if (p.shared_bc) {                                                                             \
+                    _Pragma("unroll")                                                                          \
+                    for (int q = 0; q < MAXN / 4; q++) {                                                       \
+                        if (4 * q < N) {                                                                       \
+                            const float4 bq = lB4[s * (MAXN / 4) + q];                                         \
+                            const float4 cq = FINAL ? lC4[s * (MAXN / 4) + q] : (float4)(0.0f);                \
+                            SCAN_STATE(4 * q, bq.x, cq.x, FINAL);                                              \
+                            SCAN_STATE(4 * q + 1, bq.y, cq.y, FINAL);                                          \
+                            SCAN_STATE(4 * q + 2, bq.z, cq.z, FINAL);                                          \
+                            SCAN_STATE(4 * q + 3, bq.w, cq.w, FINAL);                                          \
+                        }                                                                                      \
+                    }                                                                                          \
+                } else {                                                                                       \
+                    _Pragma("unroll")                                                                          \
+                    for (int n = 0; n < MAXN; n++) {                                                           \
+                        if (n < N) {                                                                           \
+                            SCAN_STATE(n, Bm[ib + (ulong)((long)n * p.B_sn)],                                  \
+                                       FINAL ? Cm[ic + (ulong)((long)n * p.C_sn)] : 0.0f, FINAL);              \
                         }                                                                                      \
                     }                                                                                          \
                 }                                                                                              \
                 if (FINAL) {                                                                                   \
                     y += Dd * uu;                                                                              \
-                    if (p.has_z) {                                                                             \
-                        const float zz = z[iz];                                                                \
-                        y *= zz / (1.0f + exp(-zz));                                                           \
-                    }                                                                                          \
+                    if (p.has_z) y *= zz / (1.0f + EXPF(-zz));                                                 \
                     out[io] = y;                                                                               \
                 } else {                                                                                       \
                     Ssum += dt;                                                                                \
@@ -355,6 +382,55 @@ __kernel void gemv(int m, int n, int k, __global const float *x, ulong x_off, in
     }
 }
 
+/* The same for one row of x (batch-1 decoding), with one accumulator instead of arrays that
+ * a runtime m indexes (which went to private memory), ipr work-items a weight row (32 to 256:
+ * the host gives a matrix of few rows more items a row, so that it still fills the device),
+ * and the norm's 1/rms taken out of the sum: the items accumulate W . (x * nw) and x . x in
+ * the same pass and the row's sum is scaled once at the end; no pass over x before the
+ * weights. A work-group is 256 items. */
+__kernel void gemv1(int n, int k, int ipr, __global const float *x, ulong x_off, __global const void *w, ulong w_off,
+                    int dt, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
+                    __global const float *nw, ulong nw_off, int has_norm, float eps, int accum)
+{
+    __local float red[2][256];
+    const int l = get_local_id(0), lane = l % ipr;
+    const int row = get_group_id(0) * (256 / ipr) + l / ipr;
+    float acc = 0.0f, ss = 0.0f;
+    if (row < n) {
+        const ulong wr = w_off + (ulong)row * k;
+        if ((k & 3) == 0) { /* the host sends a norm only with k % 4 == 0 */
+            const int stride = ipr * 4;
+#pragma unroll 4
+            for (int kk = lane * 4; kk < k; kk += stride) {
+                float4 xv = vload4(0, x + x_off + kk);
+                if (has_norm) {
+                    ss += dot(xv, xv);
+                    xv *= vload4(0, nw + nw_off + kk);
+                }
+                acc += dot(load_w4(w, wr + kk, dt), xv);
+            }
+        } else {
+            for (int kk = lane; kk < k; kk += ipr) acc += load_w(w, wr + kk, dt) * x[x_off + kk];
+        }
+    }
+    red[0][l] = acc;
+    red[1][l] = ss;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = ipr / 2; s > 0; s >>= 1) {
+        if (lane < s) {
+            red[0][l] += red[0][l + s];
+            red[1][l] += red[1][l + s];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lane == 0 && row < n) {
+        float v = red[0][l];
+        if (has_norm) v *= rsqrt(red[1][l] / (float)k + eps);
+        __global float *yp = y + y_off + row;
+        *yp = (accum ? *yp : 0.0f) + v + (has_bias ? bias[b_off + row] : 0.0f);
+    }
+}
+
 __kernel void widen(__global const void *src, ulong src_off, int dt, ulong n, __global float *dst)
 {
     for (ulong i = get_global_id(0); i < n; i += get_global_size(0)) dst[i] = load_w(src, src_off + i, dt);
@@ -371,11 +447,19 @@ __kernel void add_bias(__global float *y, ulong y_off, ulong ldy, __global const
 __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __global float *out, ulong out_off)
 {
     __local float tmp[256];
-    float s = 0.0f;
-    for (ulong i = get_global_id(0); i < n4; i += get_global_size(0)) {
-        const float4 v = x[src_off4 + i];
-        s += (v.x + v.y) + (v.z + v.w);
+    /* four loads in flight an item: with one, the probe read 1.0 TB/s of the H100's ~3 */
+    const ulong g = get_global_size(0);
+    ulong i = get_global_id(0);
+    float4 a0 = (float4)(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 3 * g < n4; i += 4 * g) {
+        a0 += x[src_off4 + i];
+        a1 += x[src_off4 + i + g];
+        a2 += x[src_off4 + i + 2 * g];
+        a3 += x[src_off4 + i + 3 * g];
     }
+    for (; i < n4; i += g) a0 += x[src_off4 + i];
+    const float4 t = (a0 + a1) + (a2 + a3);
+    float s = (t.x + t.y) + (t.z + t.w);
     s = group_sum(s, tmp);
     if (get_local_id(0) == 0) {
         volatile __global uint *p = (volatile __global uint *)(out + out_off);
@@ -395,8 +479,18 @@ __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __glo
 typedef struct step_params {
     ulong xz, cw, cb, cs, xw, dtw, dtb, A, Dv, ssm, xdbl, y;   /* element offsets */
     ulong xz_sb, y_sb;
+    ulong xpart;   /* x_proj's partial sums, (KS, B, nd) */
     int B, D, N, R, K, nd, has_cb, has_D, xdt, ddt;
+    int KS;        /* x_proj's k range is cut in KS slices */
 } step_params;
+
+/* xdbl[b, i]: the sum of x_proj's KS partial sums */
+inline float xdbl_at(const step_params *p, __global const float *work, int b, int i)
+{
+    float v = 0.0f;
+    for (int s = 0; s < p->KS; s++) v += work[p->xpart + ((ulong)s * p->B + b) * p->nd + i];
+    return v;
+}
 
 /* silu(conv) of channel k of sequence b over the window (state, x) */
 inline float step_conv(const step_params *p, __global const float *xz, __global const float *w,
@@ -406,63 +500,107 @@ inline float step_conv(const step_params *p, __global const float *xz, __global 
     const ulong s0 = p->cs + (ulong)b * (p->K - 1) * p->D + k, w0 = p->cw + (ulong)k * p->K;
     for (int t = 0; t + 1 < p->K; t++) a += w[w0 + t] * st[s0 + (ulong)t * p->D];
     a += w[w0 + p->K - 1] * xz[p->xz + b * p->xz_sb + k];
-    return a / (1.0f + exp(-a));
+    return a / (1.0f + EXPF(-a));
 }
 
 #define STEP_ROWS 8
-/* xdbl[b, j] = x_proj[j, :] . xc[b, :]: a work-group of 128 per (j, group of 8 sequences).
- * wf: the f32 weights (conv), wx: x_proj in its dtype; work: xz and xdbl; state: conv state. */
+/* Partial sums of xdbl[b, j] = x_proj[j, :] . xc[b, :] over slice s of the channels: a
+ * work-group of 128 per (j, s, group of 8 sequences). With a few dozen output features, whole
+ * rows per work-group left most compute units idle (21 us a call on the H100); the slices give
+ * every unit work. The accumulators have fixed indices, so that they stay in registers.
+ * wf: the f32 weights (conv), wx: x_proj in its dtype; work: xz and the partial sums; state:
+ * the conv state. */
 __kernel void step_xproj(step_params p, __global const float *wf, __global const void *wx, __global float *work,
                          __global const float *state)
 {
     __local float tmp[STEP_ROWS][128];
-    const int j = get_group_id(0), b0 = get_group_id(1) * STEP_ROWS, l = get_local_id(0);
+    const int j = get_group_id(0), sl = get_group_id(1), b0 = get_group_id(2) * STEP_ROWS, l = get_local_id(0);
     const int nb = min(STEP_ROWS, p.B - b0);
+    const int slice = (p.D + p.KS - 1) / p.KS, k0 = sl * slice, k1 = min(p.D, k0 + slice);
     float acc[STEP_ROWS];
+#pragma unroll
     for (int i = 0; i < STEP_ROWS; i++) acc[i] = 0.0f;
     const ulong row = p.xw + (ulong)j * p.D;
-    for (int k = l; k < p.D; k += 128) {
+#pragma unroll 4
+    for (int k = k0 + l; k < k1; k += 128) {
         const float w = load_w(wx, row + k, p.xdt);
-        for (int i = 0; i < nb; i++) acc[i] += w * step_conv(&p, work, wf, state, b0 + i, k);
+#pragma unroll
+        for (int i = 0; i < STEP_ROWS; i++)
+            if (i < nb) acc[i] += w * step_conv(&p, work, wf, state, b0 + i, k);
     }
+#pragma unroll
     for (int i = 0; i < STEP_ROWS; i++) tmp[i][l] = acc[i];
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int s = 64; s > 0; s >>= 1) {
         if (l < s)
-            for (int i = 0; i < STEP_ROWS; i++) tmp[i][l] += tmp[i][l + s];
+            for (int i = 0; i < nb; i++) tmp[i][l] += tmp[i][l + s];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (l < nb) work[p.xdbl + (ulong)(b0 + l) * p.nd + j] = tmp[l][0];
+    if (l < nb) work[p.xpart + ((ulong)sl * p.B + b0 + l) * p.nd + j] = tmp[l][0];
 }
 
-/* One work-item per (channel d, sequence b): the conv of d and its state shift, delta =
- * softplus(dt_proj[d] . xdbl[b, 0:R] + bias), the N states, y = (C . h + D u) silu(z).
+/* STEP_LANES work-items per (channel d, sequence b), 16 channels a work-group of 256: lane t
+ * holds conv tap t (width <= STEP_LANES, checked by the host), the lanes share dt_proj's dot
+ * product and the N states, and local memory adds their parts (OpenCL 1.2 has no sub-group
+ * shuffles). Then delta = softplus(dt_proj[d] . xdbl[b, 0:R] + bias), the states, y = (C . h +
+ * D u) silu(z). One item per channel had 1536 items in all for the 130m (24 work-groups) and
+ * read the states and dt_proj rows with a stride: 15 us a call on the H100. The work-group
+ * first sums x_proj's partial sums of its sequence's xdbl into local memory (at most
+ * STEP_XDBL_MAX values, checked by the host).
  * wf: f32 weights (conv, dt bias, A, D); wd: dt_proj in its dtype; work: xz, xdbl, y;
  * state: the conv and ssm states. */
+#define STEP_XDBL_MAX 1024
+#define STEP_LANES 16
+/* the sum over a channel's STEP_LANES items of v, in every one of them; all items call it */
+inline float lanes_sum(__local float *red, int l, int lane, float v)
+{
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = STEP_LANES / 2; s > 0; s >>= 1) {
+        if (lane < s) red[l] += red[l + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = red[l - lane];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
 __kernel void step_scan(step_params p, __global const float *wf, __global const void *wd, __global float *work,
                         __global float *state)
 {
-    const int d = get_global_id(0), b = get_global_id(1);
-    if (d >= p.D) return;
-    const float u = step_conv(&p, work, wf, state, b, d);
-    const ulong s0 = p.cs + (ulong)b * (p.K - 1) * p.D + d;
-    for (int t = 0; t + 2 < p.K; t++) state[s0 + (ulong)t * p.D] = state[s0 + (ulong)(t + 1) * p.D];
-    if (p.K > 1) state[s0 + (ulong)(p.K - 2) * p.D] = work[p.xz + b * p.xz_sb + d];
-    const ulong xd = p.xdbl + (ulong)b * p.nd;
-    float s = wf[p.dtb + d];
-    const ulong wr = p.dtw + (ulong)d * p.R;
-    for (int r = 0; r < p.R; r++) s += load_w(wd, wr + r, p.ddt) * work[xd + r];
-    const float dt = softplus_f(s), du = dt * u;
-    const ulong h = p.ssm + ((ulong)b * p.D + d) * p.N, a = p.A + (ulong)d * p.N;
-    float acc = 0.0f;
-    for (int n = 0; n < p.N; n++) {
-        const float hn = EXP2(dt * (wf[a + n] * LOG2E)) * state[h + n] + du * work[xd + p.R + n];
-        state[h + n] = hn;
-        acc += work[xd + p.R + p.N + n] * hn;
+    __local float xl[STEP_XDBL_MAX], red[256], taps[256];
+    const int l = get_local_id(0), lane = l % STEP_LANES;
+    const int d = get_group_id(0) * (256 / STEP_LANES) + l / STEP_LANES, b = get_group_id(1);
+    for (int i = l; i < p.nd; i += 256) xl[i] = xdbl_at(&p, work, b, i);
+    const int live = d < p.D, dd = live ? d : p.D - 1;
+    const ulong s0 = p.cs + (ulong)b * (p.K - 1) * p.D + dd;
+    float v = 0.0f, cv = 0.0f;
+    if (lane < p.K) {
+        v = lane < p.K - 1 ? state[s0 + (ulong)lane * p.D] : work[p.xz + b * p.xz_sb + dd];
+        cv = wf[p.cw + (ulong)dd * p.K + lane] * v;
     }
-    acc += (p.has_D ? wf[p.Dv + d] : 0.0f) * u;
-    const float z = work[p.xz + b * p.xz_sb + p.D + d];
-    work[p.y + b * p.y_sb + d] = acc * (z / (1.0f + exp(-z)));
+    taps[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE); /* xl and taps written */
+    const float a = lanes_sum(red, l, lane, cv) + (p.has_cb ? wf[p.cb + dd] : 0.0f);
+    const float u = a / (1.0f + EXPF(-a));
+    /* the window moves by one: tap t takes tap t + 1 */
+    if (live && lane < p.K - 1) state[s0 + (ulong)lane * p.D] = taps[l + 1];
+    float sp = 0.0f;
+    const ulong wr = p.dtw + (ulong)dd * p.R;
+    for (int r = lane; r < p.R; r += STEP_LANES) sp += load_w(wd, wr + r, p.ddt) * xl[r];
+    const float dt = softplus_f(lanes_sum(red, l, lane, sp) + wf[p.dtb + dd]), du = dt * u;
+    const ulong h = p.ssm + ((ulong)b * p.D + dd) * p.N, ar = p.A + (ulong)dd * p.N;
+    float yp = 0.0f;
+    for (int n = lane; n < p.N; n += STEP_LANES) {
+        const float hn = EXP2(dt * (wf[ar + n] * LOG2E)) * state[h + n] + du * xl[p.R + n];
+        if (live) state[h + n] = hn;
+        yp += xl[p.R + p.N + n] * hn;
+    }
+    const float y = lanes_sum(red, l, lane, yp) + (p.has_D ? wf[p.Dv + dd] : 0.0f) * u;
+    if (live && lane == 0) {
+        const float z = work[p.xz + b * p.xz_sb + p.D + dd];
+        work[p.y + b * p.y_sb + dd] = y * (z / (1.0f + EXPF(-z)));
+    }
 }
 
 /* ids[r] = the index of row r's largest logit, the first on ties; NaN never wins and sets

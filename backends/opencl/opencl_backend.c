@@ -104,10 +104,28 @@ static int ocl_device_props(int index, mb_device_props *p)
     return 0;
 }
 
+static const char *const kernel_names[K_COUNT];
+
+void ocl_profile(mb_device *d, int k, cl_event ev)
+{
+    cl_ulong a = 0, b = 0;
+    if (clWaitForEvents(1, &ev) == CL_SUCCESS &&
+        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof a, &a, NULL) == CL_SUCCESS &&
+        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof b, &b, NULL) == CL_SUCCESS && b >= a) {
+        d->prof_us[k] += (double)(b - a) * 1e-3;
+        d->prof_n[k]++;
+    }
+    clReleaseEvent(ev);
+}
+
 static void ocl_close(mb_device *d)
 {
     if (!d) return;
     if (d->q) clFinish(d->q);
+    for (int i = 0; d->profile && i < K_COUNT; i++)
+        if (d->prof_n[i])
+            fprintf(stderr, "opencl profile: %-16s %8lu launches %12.1f us %9.2f us each\n", kernel_names[i],
+                    d->prof_n[i], d->prof_us[i], d->prof_us[i] / (double)d->prof_n[i]);
     for (int i = 0; i < K_COUNT; i++)
         if (d->k[i]) clReleaseKernel(d->k[i]);
     if (d->scratch) clReleaseMemObject(d->scratch);
@@ -118,10 +136,10 @@ static void ocl_close(mb_device *d)
     free(d);
 }
 
-static const char *const kernel_names[K_COUNT] = {
+static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
     "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_256",
     "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
-    "argmax",
+    "argmax", "gemv1",
 };
 
 static int build_program(mb_device *d)
@@ -130,11 +148,11 @@ static int build_program(mb_device *d)
     const char *src = mb_opencl_kernels;
     d->prog = clCreateProgramWithSource(d->ctx, 1, &src, NULL, &e);
     OCL_CHECK(d, e, "clCreateProgramWithSource");
-    /* NVIDIA's native_exp2 is ex2.approx (about 2 ulp), what the CUDA backend uses within the
-     * same bounds; elsewhere the scan keeps the correctly rounded exp2 */
+    /* NVIDIA's native_exp2 is ex2.approx (about 2 ulp) and its native_exp the same scaled, what
+     * the CUDA backend uses within the same bounds; elsewhere the correctly rounded ones */
     char vendor[128] = "";
     clGetDeviceInfo(d->device, CL_DEVICE_VENDOR, sizeof vendor, vendor, NULL);
-    const char *opts = strstr(vendor, "NVIDIA") ? "-cl-std=CL1.2 -DEXP2=native_exp2" : "-cl-std=CL1.2";
+    const char *opts = strstr(vendor, "NVIDIA") ? "-cl-std=CL1.2 -DEXP2=native_exp2 -DEXPF=native_exp" : "-cl-std=CL1.2";
     e = clBuildProgram(d->prog, 1, &d->device, opts, NULL, NULL);
     if (e != CL_SUCCESS) {
         char log[768] = "";
@@ -171,6 +189,7 @@ static int ocl_open(int index, const mb_open_options *o, mb_device **out, char *
         rc = ocl_fail(d, MAMBA_ERR_BACKEND, "clCreateContext: %s", ocl_error_name(e));
         goto fail;
     }
+    d->profile = getenv("MAMBA_OPENCL_PROFILE") != NULL;
     d->q = clCreateCommandQueue(d->ctx, d->device, CL_QUEUE_PROFILING_ENABLE, &e);
     if (e != CL_SUCCESS) {
         rc = ocl_fail(d, MAMBA_ERR_BACKEND, "clCreateCommandQueue: %s", ocl_error_name(e));
@@ -178,6 +197,9 @@ static int ocl_open(int index, const mb_open_options *o, mb_device **out, char *
     }
     clGetDeviceInfo(d->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof d->max_wg, &d->max_wg, NULL);
     clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc, &d->max_alloc, NULL);
+    cl_uint align_bits = 0;
+    clGetDeviceInfo(d->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    d->base_align = align_bits >= 8 ? align_bits / 8 : 128;
     clGetDeviceInfo(d->device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof d->global_mem, &d->global_mem, NULL);
     clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d->compute_units, &d->compute_units, NULL);
     if (d->max_wg < 128) {

@@ -10,7 +10,7 @@
 
 enum {
     K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_256, K_SCANF_256, K_CARRY,
-    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_COUNT
+    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_GEMV1, K_COUNT
 };
 
 struct mb_device {
@@ -21,12 +21,18 @@ struct mb_device {
     cl_kernel k[K_COUNT];
     size_t max_wg;
     cl_ulong max_alloc, global_mem;
+    cl_uint base_align;            /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes: sub-buffer origins */
     cl_uint compute_units;
     cl_mem scratch;
     size_t scratch_bytes;
     mb_mem_stats mem;
     cl_event t0;
     double host_t0;
+    /* MAMBA_OPENCL_PROFILE: each kernel is waited for and its device time summed per kernel,
+     * printed to stderr when the device closes (kernels then run one at a time) */
+    int profile;
+    double prof_us[K_COUNT];
+    unsigned long prof_n[K_COUNT];
     char err[1024];
 };
 
@@ -36,6 +42,7 @@ struct mb_buffer {
 };
 
 int ocl_fail(mb_device *d, int status, const char *fmt, ...);
+void ocl_profile(mb_device *d, int k, cl_event ev);
 const char *ocl_error_name(cl_int e);
 #define OCL_CHECK(d, call, what)                                                                   \
     do {                                                                                           \
