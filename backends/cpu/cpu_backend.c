@@ -1,6 +1,8 @@
 /* CPU backend: device enumeration, host buffers, and the vtable. Always built into libmamba:
  * it is the reference the GPU backends are checked against. */
+#define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
 #include <omp.h>
+#include <sys/mman.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,11 +92,22 @@ static void cpu_close(mb_device *d)
 
 static const char *cpu_last_error(mb_device *d) { return d ? d->err : ""; }
 
+#define HUGE_PAGE ((size_t)2 << 20)
+
 static int cpu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
 {
     mb_buffer *b = mb_malloc(sizeof *b);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void *data = b ? mb_aligned_alloc(64, rounded ? rounded : 64) : NULL;
+    /* Large buffers (the weights) on 2 MiB pages where the kernel grants them: decoding streams
+     * every weight once a token, and on 4 KiB pages that is a TLB miss and a restarted
+     * prefetch stream every 4 KiB (130m decoding on the development machine: 140 -> 144.5
+     * tokens/s, alternating runs). */
+    const int huge = bytes >= 4 * HUGE_PAGE;
+    const size_t align = huge ? HUGE_PAGE : 64;
+    size_t rounded = (bytes + align - 1) / align * align;
+    void *data = b ? mb_aligned_alloc(align, rounded ? rounded : 64) : NULL;
+#ifdef MADV_HUGEPAGE
+    if (data && huge) madvise(data, rounded, MADV_HUGEPAGE); /* advice only: its failure changes nothing */
+#endif
     if (!data) {
         free(b);
         return cpu_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory", bytes);
