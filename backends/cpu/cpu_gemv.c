@@ -93,10 +93,11 @@ static void gemv_rows_generic(const cpu_gemv_job *j, size_t r0, size_t r1)
 }
 
 #if MB_CPU_AVX512
-/* AVX-512 version, written with intrinsics: the compiler's reduction at the end of the
- * vectorized loop above goes through the stack lane by lane, and on the development machine
- * (AMD EPYC, AVX-512) that made the portable version read 54 GB/s where this reads 70.
- * 16-bit weights are widened in registers as they are loaded. */
+/* AVX-512 version, written with intrinsics: the portable version above, compiled for AVX-512,
+ * read 54 GB/s on the development machine (AMD EPYC) where this reads 70, with the same inner
+ * loop of four FMAs; which part of the rest made the difference was not pinned down (a
+ * lane-by-lane reduction through the stack added to this version did not slow it). 16-bit
+ * weights are widened in registers as they are loaded. */
 __attribute__((target("avx512f,fma"), always_inline)) static inline __m512 load_w16(const void *w, size_t i,
                                                                                    mamba_dtype_t dt)
 {
@@ -157,7 +158,7 @@ void cpu_gemv_rows(const cpu_gemv_job *j, size_t r0, size_t r1)
 int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr norm_p, float eps,
                    mb_ptr w_p, mamba_dtype_t wdt, mb_ptr bias_p, mb_ptr y_p, size_t ldy, int accumulate)
 {
-    if (m == 0 || m > CPU_GEMV_MAX_ROWS || (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16))
+    if (m == 0 || m > CPU_GEMV_MAX_ROWS || !cpu_weight_dtype_ok(wdt))
         return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemv: %zu rows of %s weights, expected 1..%d rows of F32, F16 or BF16",
                         m, mamba_dtype_name(wdt), CPU_GEMV_MAX_ROWS);
     const float *x = cpu_at(x_p), *norm_w = cpu_at(norm_p);
@@ -172,13 +173,7 @@ int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, siz
             dev->gemv_x = g;
             dev->gemv_x_len = m * k;
         }
-        for (size_t i = 0; i < m; i++) {
-            const float *xi = x + i * lda;
-            float ss = 0;
-            for (size_t c = 0; c < k; c++) ss += xi[c] * xi[c];
-            const float inv = 1.0f / sqrtf(ss / (float)k + eps);
-            for (size_t c = 0; c < k; c++) dev->gemv_x[i * k + c] = xi[c] * inv * norm_w[c];
-        }
+        for (size_t i = 0; i < m; i++) cpu_rmsnorm_row(dev->gemv_x + i * k, x + i * lda, norm_w, k, eps);
         x = dev->gemv_x;
         lda = k;
     }

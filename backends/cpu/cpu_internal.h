@@ -2,6 +2,8 @@
 #ifndef MB_CPU_INTERNAL_H
 #define MB_CPU_INTERNAL_H
 
+#include <math.h>
+
 #include "backend.h"
 #include "common.h"
 
@@ -28,6 +30,21 @@ struct mb_buffer {
 static inline void *cpu_at(mb_ptr p) { return p.buf ? p.buf->data + p.offset : (void *)0; }
 
 int cpu_fail(mb_device *dev, int status, const char *fmt, ...);
+
+/* The weight dtypes the GEMM, the GEMV and the mixer step read. */
+static inline int cpu_weight_dtype_ok(mamba_dtype_t dt)
+{
+    return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16;
+}
+
+/* out = x / rms(x) * w over dim values (out may be x): add_rmsnorm's and gemv_fused's norm. */
+static inline void cpu_rmsnorm_row(float *out, const float *x, const float *w, size_t dim, float eps)
+{
+    float ss = 0;
+    for (size_t i = 0; i < dim; i++) ss += x[i] * x[i];
+    const float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (size_t i = 0; i < dim; i++) out[i] = x[i] * inv * w[i];
+}
 
 int cpu_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim, mb_ptr out);
 int cpu_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,

@@ -31,11 +31,7 @@ int cpu_add_rmsnorm(mb_device *dev, mb_ptr res_p, mb_ptr x_p, mb_ptr w_p, size_t
             const float *xr = x + r * dim;
             for (size_t i = 0; i < dim; i++) rr[i] += xr[i];
         }
-        float ss = 0;
-        for (size_t i = 0; i < dim; i++) ss += rr[i] * rr[i];
-        const float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-        float *o = out + r * dim;
-        for (size_t i = 0; i < dim; i++) o[i] = rr[i] * inv * w[i];
+        cpu_rmsnorm_row(out + r * dim, rr, w, dim, eps);
     }
     return 0;
 }
