@@ -43,4 +43,19 @@ static inline void mb_scan_chunking(size_t batch, size_t dim, size_t len, long l
     *n_chunks = (int)((L + cl - 1) / cl);
 }
 
+/* How many slices of the channels a decoding step's x_proj is cut into (>= 1): about four
+ * blocks a compute unit over the nd output features times the groups of rows_per_group
+ * sequences, at most 8 slices and at least 256 channels a slice, and no more partial sums
+ * (slices x batch x nd floats) than scratch_bytes hold. */
+static inline int mb_xproj_slices(size_t batch, size_t dim, size_t nd, size_t rows_per_group, size_t compute_units,
+                                  size_t scratch_bytes)
+{
+    const size_t per_split = nd * ((batch + rows_per_group - 1) / rows_per_group);
+    size_t ks = (4 * compute_units + per_split - 1) / per_split;
+    if (ks > 8) ks = 8;
+    if (ks > dim / 256) ks = dim / 256;
+    if (ks > scratch_bytes / (batch * nd * sizeof(float))) ks = scratch_bytes / (batch * nd * sizeof(float));
+    return ks > 1 ? (int)ks : 1;
+}
+
 #endif

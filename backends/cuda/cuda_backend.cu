@@ -95,8 +95,8 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
     }
     d->blas_workspace_bytes = (size_t)32 << 20;
     if ((rc = cuda_check(d, cudaMalloc(&d->blas_workspace, d->blas_workspace_bytes), "cuBLAS workspace"))) goto fail;
-    if ((rc = cuda_check(d, cudaMalloc(&d->argmax_scratch, 64 * 12), "argmax scratch")) ||
-        (rc = cuda_check(d, cudaMemset(d->argmax_scratch, 0, 64 * 12), "argmax scratch")))
+    if ((rc = cuda_check(d, cudaMalloc(&d->argmax_scratch, ARGMAX_SCRATCH_BYTES), "argmax scratch")) ||
+        (rc = cuda_check(d, cudaMemset(d->argmax_scratch, 0, ARGMAX_SCRATCH_BYTES), "argmax scratch")))
         goto fail;
     cublasSetStream(d->blas, d->stream);
     cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes);

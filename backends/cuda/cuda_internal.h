@@ -10,6 +10,10 @@
 #include "backend.h"
 #include "common.h"
 
+#define ARGMAX_MAX_ROWS 64 /* rows the device's argmax scratch has room for */
+/* a 64-bit key and a 32-bit counter per row */
+#define ARGMAX_SCRATCH_BYTES (ARGMAX_MAX_ROWS * (sizeof(unsigned long long) + sizeof(unsigned)))
+
 struct mb_device {
     int index;
     int sm_count;
@@ -19,7 +23,7 @@ struct mb_device {
     void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
     size_t blas_workspace_bytes;
     void *scratch;                 /* scan chunk states, widened GEMM weights; grown on demand */
-    void *argmax_scratch;          /* argmax: a 64-bit key and a counter per row, kept at 0 */
+    void *argmax_scratch;          /* argmax: ARGMAX_SCRATCH_BYTES, kept at 0 */
     size_t scratch_bytes;
     cudaEvent_t t0, t1;
     mb_mem_stats mem;              /* bytes held through alloc() and the scratch */

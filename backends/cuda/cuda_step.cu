@@ -184,15 +184,8 @@ int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
     p.xw = cu_at(op->x_proj); p.dtw = cu_at(op->dt_proj);
     p.conv_state = (float *)cu_at(op->conv_state); p.ssm = (float *)cu_at(op->ssm_state);
     p.y = (float *)cu_at(op->y);
-    /* about four blocks per SM for x_proj, slices of at least 256 channels, the partial sums
-     * in the op's scratch */
-    const long long groups = (p.B + STEP_ROWS - 1) / STEP_ROWS, per_split = (long long)p.nd * groups;
-    long long ks = (4LL * dev->sm_count + per_split - 1) / per_split;
-    ks = ks < 8 ? ks : 8;
-    ks = ks < p.D / 256 ? ks : p.D / 256;
-    const long long fit = (long long)(op->scratch_bytes / ((size_t)p.B * p.nd * sizeof(float)));
-    ks = ks < fit ? ks : fit;
-    p.KS = ks > 1 ? (int)ks : 1;
+    /* x_proj cut in slices over the SMs, the partial sums in the op's scratch */
+    p.KS = mb_xproj_slices(op->batch, op->dim, (size_t)p.nd, STEP_ROWS, (size_t)dev->sm_count, op->scratch_bytes);
     p.xpart = (float *)cu_at(p.KS > 1 ? op->scratch : op->xdbl);
     by_dtype<launch_xproj>(op->x_proj_dt, dev, p);
     CU_LAUNCHED(dev, "mixer step: conv + x_proj kernel");
@@ -222,7 +215,6 @@ __device__ __forceinline__ void warp_better(float &v, int &i)
 
 #define ARGMAX_THREADS 256
 #define ARGMAX_SLICES 32       /* blocks per row: one block alone reads a 200 KB row slowly */
-#define ARGMAX_MAX_ROWS 64     /* rows the device's argmax scratch has room for */
 
 /* (value, index) as one 64-bit key whose unsigned order is the argmax order: the float's
  * bits made monotonic in the high half, the index complemented in the low half (the smaller

@@ -23,6 +23,7 @@ static int launch(mb_device *d, int k, cl_uint dims, const size_t *global, const
 
 static int dt_code(mamba_dtype_t dt) { return dt == MAMBA_F16 ? 1 : dt == MAMBA_BF16 ? 2 : 0; }
 static size_t dt_size(mamba_dtype_t dt) { return dt == MAMBA_F16 || dt == MAMBA_BF16 ? 2 : 4; }
+static int dtype_ok(mamba_dtype_t dt) { return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16; }
 
 int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
 {
@@ -83,10 +84,9 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
     cl_mem xm = ocl_mem(x), wm = ocl_mem(w), ym = ocl_mem(y), bm = bias.buf ? ocl_mem(bias) : xm,
            nm = nw.buf ? ocl_mem(nw) : xm;
     cl_ulong xo = x.offset / 4, wo = w.offset / dt_size(wdt), yo = y.offset / 4, bo = bias.offset / 4, no = nw.offset / 4;
-    cl_int mi = (cl_int)m, ni = (cl_int)n, ki = (cl_int)k, ldai = (cl_int)lda, dc = dt_code(wdt), hb = bias.buf != NULL,
-           ldyi = (cl_int)ldy, hn = nw.buf != NULL, ac = accum;
+    cl_int ni = (cl_int)n, ki = (cl_int)k, dc = dt_code(wdt), hb = bias.buf != NULL, hn = nw.buf != NULL, ac = accum;
     cl_float e = eps;
-    const size_t local = (size_t)32 * GEMV_ROWS, global = (n + GEMV_ROWS - 1) / GEMV_ROWS * local;
+    const size_t local = (size_t)32 * GEMV_ROWS;
     if (m == 1) {
         /* 8 rows a work-group of 256, or fewer with more items each when that leaves under
          * four work-groups a compute unit (out_proj of the 130m: 768 rows) */
@@ -98,6 +98,8 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
         const size_t global1 = (n + rows - 1) / rows * 256;
         return rc ? rc : launch(d, K_GEMV1, 1, &global1, &local, "gemv kernel");
     }
+    cl_int mi = (cl_int)m, ldai = (cl_int)lda, ldyi = (cl_int)ldy;
+    const size_t global = (n + GEMV_ROWS - 1) / GEMV_ROWS * local;
     int rc = ocl_args(d, d->k[K_GEMV], "gemv", 20, I(mi), I(ni), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc),
                       M(bm), U(bo), I(hb), M(ym), U(yo), I(ldyi), M(nm), U(no), I(hn), F(e), I(ac));
     return rc ? rc : launch(d, K_GEMV, 1, &global, &local, "gemv kernel");
@@ -106,8 +108,7 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
 int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
                    mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {
-    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) ||
-        (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16))
+    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) || !dtype_ok(wdt))
         return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M, n,
                         k, (int)wdt);
     return gemv(d, m, n, k, x, lda, nw, eps, w, wdt, bias, y, ldy, accumulate);
@@ -116,7 +117,7 @@ int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t 
 int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt, mb_ptr bias,
              mb_ptr y, size_t ldy)
 {
-    if (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16)
+    if (!dtype_ok(wdt))
         return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
     cl_mem xm = ocl_mem(x), wm = ocl_mem(w), ym = ocl_mem(y), bm = bias.buf ? ocl_mem(bias) : xm;
     const size_t es = dt_size(wdt);
@@ -282,8 +283,6 @@ typedef struct step_params {
     cl_int KS;
 } step_params;
 
-static int dtype_ok(mamba_dtype_t dt) { return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16; }
-
 int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
 {
     /* the kernels take the f32 vectors from one buffer (the weights), the activations from
@@ -307,17 +306,12 @@ int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
         (cl_int)(op->dt_rank + 2 * op->d_state), op->conv_b.buf != NULL, op->D.buf != NULL,
         dt_code(op->x_proj_dt), dt_code(op->dt_proj_dt), 1,
     };
-    /* x_proj's k range in up to 8 slices of at least 256 channels, for about four work-groups
-     * a compute unit; the partial sums in the op's scratch when it lies in the workspace */
-    const size_t groups = (op->batch + 7) / 8, per_split = (size_t)p.nd * groups;
-    size_t ks = (4 * (size_t)d->compute_units + per_split - 1) / per_split;
-    ks = ks < 8 ? ks : 8;
-    ks = ks < op->dim / 256 ? ks : op->dim / 256;
-    if (!op->scratch.buf || ocl_mem(op->scratch) != work) ks = 1;
-    else if (ks > op->scratch_bytes / (op->batch * (size_t)p.nd * 4)) ks = op->scratch_bytes / (op->batch * (size_t)p.nd * 4);
-    if (ks > 1) {
-        p.KS = (cl_int)ks;
-        p.xpart = op->scratch.offset / 4;
+    /* x_proj cut in slices over the compute units (8 sequences a work-group), the partial sums
+     * in the op's scratch when it lies in the workspace */
+    const size_t groups = (op->batch + 7) / 8;
+    if (op->scratch.buf && ocl_mem(op->scratch) == work) {
+        p.KS = mb_xproj_slices(op->batch, op->dim, (size_t)p.nd, 8, d->compute_units, op->scratch_bytes);
+        if (p.KS > 1) p.xpart = op->scratch.offset / 4;
     }
     cl_mem xw = ocl_mem(op->x_proj), dw = ocl_mem(op->dt_proj);
     int rc = ocl_args(d, d->k[K_STEP_XPROJ], "step_xproj", 5, sizeof p, (const void *)&p, M(wf), M(xw), M(work), M(st));
