@@ -28,13 +28,14 @@ static inline void mb_mem_add(mb_mem_stats *m, uint64_t bytes)
 }
 static inline void mb_mem_sub(mb_mem_stats *m, uint64_t bytes) { m->current -= bytes; }
 
-/* How a GPU scan splits time: enough chunks that about want_threads channels x chunks run, a
- * chunk at least 16 steps, at most 1024 chunks. */
-static inline void mb_scan_chunking(size_t batch, size_t dim, size_t len, long long want_threads, int *chunk_len,
-                                    int *n_chunks)
+/* How a GPU scan splits time: enough chunks that about want_threads channels x chunks run
+ * (at_most: no more than want_threads unless one chunk is already more), a chunk at least 16
+ * steps, at most 1024 chunks. */
+static inline void mb_scan_chunking(size_t batch, size_t dim, size_t len, long long want_threads, int at_most,
+                                    int *chunk_len, int *n_chunks)
 {
     const long long bd = (long long)batch * (long long)dim, L = (long long)len;
-    long long chunks = (want_threads + bd - 1) / bd;
+    long long chunks = at_most ? want_threads / bd : (want_threads + bd - 1) / bd;
     if (chunks > (L + 15) / 16) chunks = (L + 15) / 16;
     if (chunks > 1024) chunks = 1024;
     if (chunks < 1) chunks = 1;

@@ -120,7 +120,23 @@ static inline void launch_pdl(mb_device *dev, void (*kernel)(KArgs...), dim3 gri
     cfg.numAttrs = dev->pdl ? 1 : 0;
     cudaLaunchKernelEx(&cfg, kernel, args...);
 }
-/* softplus as the scans compute it: x itself above 20, where log1p(e^x) == x in f32 */
-__device__ __forceinline__ float softplus_f(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
+/* softplus(x) = max(x, 0) + log1p(w), w = e^-|x| in (0, 1]. log1p(w) = w P(w) with P a
+ * degree-8 Chebyshev fit of log1p(w) / w on [0, 1] (relative error 1.7e-7 in f32): 12
+ * instructions and no branch where log1pf(expf(x)) took over 30 with several (the scan runs
+ * it once a step and channel). */
+__device__ __forceinline__ float softplus_f(float x)
+{
+    const float w = ex2(-fabsf(x) * LOG2E);
+    float q = 0.005253458f;
+    q = fmaf(q, w, -0.029588507f);
+    q = fmaf(q, w, 0.078361668f);
+    q = fmaf(q, w, -0.13674770f);
+    q = fmaf(q, w, 0.19111431f);
+    q = fmaf(q, w, -0.24844369f);
+    q = fmaf(q, w, 0.33319271f);
+    q = fmaf(q, w, -0.49999502f);
+    q = fmaf(q, w, 1.0f);
+    return fmaf(w, q, fmaxf(x, 0.0f));
+}
 
 #endif

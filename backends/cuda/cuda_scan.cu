@@ -14,20 +14,10 @@
  * (decoding, large batches) runs the final pass alone. */
 #include <math.h>
 
-#include "cuda_internal.h"
+#include "cuda_scan.h"
 
 
-struct scan_params {
-    int B, D, L, N, G, softplus;
-    int chunk_len, n_chunks;
-    int bc_vec;           /* B and C rows are contiguous in n and 16-byte aligned: float4 loads */
-    const float *u, *delta, *A, *Bm, *Cm, *Dv, *z, *bias, *s_in;
-    float *out, *s_out;
-    long long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
-    long long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
-    float *hloc, *S;      /* (n_chunks, B, D, N), (n_chunks, B, D) */
-    float *hin;           /* (n_chunks, B, D, N): the state entering each chunk */
-};
+
 
 /* B[t, 0..N) (or C) into registers: four float4 loads for N = 16 when contiguous. */
 template <int MAXN>
@@ -149,30 +139,43 @@ __global__ void __launch_bounds__(128) scan_chunk_kernel(const scan_params p)
 
 /* Pass 2: the states entering each chunk. For one (b, d, n) the chunks compose as
  * H_c = a_{c-1} H_{c-1} + b_{c-1} with a = exp(A S), b = hloc: a linear recurrence. A block
- * takes 32 consecutive (b, d, n) (so that loads coalesce) times CARRY_GROUPS runs of chunks:
+ * takes 32 consecutive (b, d, n) (so that loads coalesce) times GROUPS runs of chunks:
  * each thread folds its run into one pair, the block composes the pairs of earlier runs with
  * (a, b) o (a', b') = (a a', a' b + b') through shared memory, and each thread walks its run
- * again from the state entering it. */
-#define CARRY_GROUPS 8
-__global__ void __launch_bounds__(32 * CARRY_GROUPS) scan_carry_kernel(const scan_params p)
+ * again from the state entering it. Four runs a block: eight and sixteen measured 2% and 7%
+ * slower on the batched scans (H100), the same at batch 1. */
+#define CARRY_GROUPS 4
+template <int GROUPS> __global__ void __launch_bounds__(32 * GROUPS) scan_carry_kernel(const scan_params p)
 {
     const size_t per = (size_t)p.B * p.D * p.N;
     const size_t i = blockIdx.x * (size_t)32 + threadIdx.x;
     const int grp = threadIdx.y;
-    __shared__ float pa[CARRY_GROUPS][32], pb[CARRY_GROUPS][32];
-    const int m = p.n_chunks - 1, run = (m + CARRY_GROUPS - 1) / CARRY_GROUPS;
+    __shared__ float pa[GROUPS][32], pb[GROUPS][32];
+    const int m = p.n_chunks - 1, run = (m + GROUPS - 1) / GROUPS;
     const int c0 = min(m, grp * run), c1 = min(m, c0 + run);
-    float a2 = 0.0f, A = 1.0f, Bv = 0.0f;
-    const float *S = nullptr;
     const size_t sstride = (size_t)p.B * p.D;
+    float a2 = 0.0f, A = 1.0f, Bv = 0.0f;
+    const float *S = nullptr, *hl = nullptr;
+    /* four chunks' loads at a time, ahead of the chain that uses them; past c1 the pair is
+     * (1, 0), which leaves the fold unchanged */
     if (i < per) {
         const int n = (int)(i % p.N), d = (int)((i / p.N) % p.D), b = (int)(i / ((size_t)p.N * p.D));
         a2 = p.A[(size_t)d * p.N + n] * LOG2E;
-        S = p.S + (size_t)b * p.D + d;
-        for (int c = c0; c < c1; c++) {
-            const float a = ex2(a2 * S[c * sstride]);
-            A *= a;
-            Bv = a * Bv + p.hloc[(size_t)c * per + i];
+        S = p.S + (size_t)b * p.D + d + c0 * sstride;
+        hl = p.hloc + i + c0 * per;
+        for (int c = c0; c < c1; c += 4) {
+            float sv[4], hv[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                sv[j] = c + j < c1 ? S[(c - c0 + j) * sstride] : 0.0f;
+                hv[j] = c + j < c1 ? hl[(c - c0 + j) * per] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float a = ex2(a2 * sv[j]);
+                A *= a;
+                Bv = a * Bv + hv[j];
+            }
         }
     }
     pa[grp][threadIdx.x] = A;
@@ -181,24 +184,42 @@ __global__ void __launch_bounds__(32 * CARRY_GROUPS) scan_carry_kernel(const sca
     if (i >= per) return;
     float H = p.s_in ? p.s_in[i] : 0.0f;
     for (int q = 0; q < grp; q++) H = pa[q][threadIdx.x] * H + pb[q][threadIdx.x];
-    for (int c = c0; c < c1; c++) {
-        p.hin[(size_t)c * per + i] = H;
-        H = ex2(a2 * S[c * sstride]) * H + p.hloc[(size_t)c * per + i];
+    float *hin = p.hin + i + c0 * per;
+    for (int c = c0; c < c1; c += 4) {
+        float sv[4], hv[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            sv[j] = c + j < c1 ? S[(c - c0 + j) * sstride] : 0.0f;
+            hv[j] = c + j < c1 ? hl[(c - c0 + j) * per] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (c + j < c1) hin[(c - c0 + j) * per] = H;
+            H = ex2(a2 * sv[j]) * H + hv[j];
+        }
     }
-    if (grp == CARRY_GROUPS - 1) p.hin[(size_t)m * per + i] = H; /* entering the last chunk */
+    if (grp == GROUPS - 1) p.hin[(size_t)m * per + i] = H; /* entering the last chunk */
 }
 
 template <int MAXN> static int launch(mb_device *dev, const scan_params &p)
 {
+    const bool staged = MAXN == 16 && scan16_fits(p);
     const dim3 block(128), grid((unsigned)((p.D + 127) / 128), (unsigned)p.n_chunks, (unsigned)p.B);
     if (p.n_chunks > 1) {
-        const dim3 grid1(grid.x, (unsigned)(p.n_chunks - 1), grid.z);
-        scan_chunk_kernel<MAXN, false><<<grid1, block, 0, dev->stream>>>(p);
-        CU_LAUNCHED(dev, "scan chunk kernel");
+        if (staged) {
+            const int rc = scan16_launch(dev, p, false, (unsigned)(p.n_chunks - 1));
+            if (rc) return rc;
+        } else {
+            const dim3 grid1(grid.x, (unsigned)(p.n_chunks - 1), grid.z);
+            scan_chunk_kernel<MAXN, false><<<grid1, block, 0, dev->stream>>>(p);
+            CU_LAUNCHED(dev, "scan chunk kernel");
+        }
         const size_t per = (size_t)p.B * p.D * p.N;
-        scan_carry_kernel<<<(unsigned)((per + 31) / 32), dim3(32, CARRY_GROUPS), 0, dev->stream>>>(p);
+        scan_carry_kernel<CARRY_GROUPS>
+            <<<(unsigned)((per + 31) / 32), dim3(32, CARRY_GROUPS), 0, dev->stream>>>(p);
         CU_LAUNCHED(dev, "scan carry kernel");
     }
+    if (staged) return scan16_launch(dev, p, true, (unsigned)p.n_chunks);
     scan_chunk_kernel<MAXN, true><<<grid, block, 0, dev->stream>>>(p);
     CU_LAUNCHED(dev, "scan kernel");
     return 0;
@@ -227,12 +248,19 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op)
     p.C_sb = op->C_sb; p.C_st = op->C_st; p.C_sg = op->C_sg; p.C_sn = op->C_sn;
     p.z_sb = op->z_sb; p.z_st = op->z_st; p.z_sd = op->z_sd;
     p.o_sb = op->out_sb; p.o_st = op->out_st; p.o_sd = op->out_sd;
-    /* about two waves of chunks (one wave, sm_count * 512 threads, measured 12% slower on the
-     * batched shapes) */
-    mb_scan_chunking(op->batch, op->dim, op->len, (long long)dev->sm_count * 1024, &p.chunk_len, &p.n_chunks);
     p.bc_vec = p.B_sn == 1 && p.C_sn == 1 && p.N % 4 == 0 && ((uintptr_t)p.Bm % 16) == 0 &&
                ((uintptr_t)p.Cm % 16) == 0 && (p.B_sb % 4) == 0 && (p.B_st % 4) == 0 && (p.B_sg % 4) == 0 &&
                (p.C_sb % 4) == 0 && (p.C_st % 4) == 0 && (p.C_sg % 4) == 0;
+    /* The staged kernel: at most one wave of the blocks that fit on the GPU at once (a second,
+     * partial wave left most SMs idle at its end). The general kernel: about two waves (one,
+     * sm_count * 512 threads, measured 12% slower on the batched shapes). */
+    if (p.N == 16 && scan16_fits(p)) {
+        const long long resident = scan16_resident_threads(dev);
+        if (!resident) return cuda_fail(dev, MAMBA_ERR_BACKEND, "scan: no block of the N = 16 kernel fits on the GPU");
+        mb_scan_chunking(op->batch, op->dim, op->len, resident, 1, &p.chunk_len, &p.n_chunks);
+    } else {
+        mb_scan_chunking(op->batch, op->dim, op->len, (long long)dev->sm_count * 1024, 0, &p.chunk_len, &p.n_chunks);
+    }
     p.hloc = p.S = p.hin = nullptr;
     if (p.n_chunks > 1) {
         const size_t per = (size_t)p.B * p.D * p.N, nc = (size_t)p.n_chunks;

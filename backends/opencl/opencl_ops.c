@@ -201,7 +201,7 @@ int ocl_scan(mb_device *d, const mb_scan_op *op)
     p.has_si = op->state_in.buf != NULL; p.has_so = op->state_out.buf != NULL;
     p.shared_bc = op->n_groups == 1 || (op->dim / op->n_groups) % SCAN_LOCAL == 0;
     int chunk_len, n_chunks;
-    mb_scan_chunking(op->batch, op->dim, op->len, (long long)d->compute_units * 1024, &chunk_len, &n_chunks);
+    mb_scan_chunking(op->batch, op->dim, op->len, (long long)d->compute_units * 1024, 0, &chunk_len, &n_chunks);
     p.chunk_len = chunk_len;
     p.n_chunks = n_chunks;
     cl_mem any = ocl_mem(op->u);
