@@ -16,7 +16,7 @@
 
 #include "mamba.h"
 
-#define MB_BACKEND_ABI_VERSION 2
+#define MB_BACKEND_ABI_VERSION 3
 #define MB_BACKEND_ENTRY "mamba_backend_register"
 
 typedef struct mb_mem_stats {
@@ -173,6 +173,15 @@ typedef struct mb_backend {
      * MAMBA_ERR_UNSUPPORTED, with nothing enqueued, for a shape or layout it does not take. */
     int (*gemv_fused)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                       mb_ptr w, mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
+    /* Page-locked host memory, which the device copies into at the bus's full speed. */
+    int (*host_alloc)(mb_device *dev, size_t bytes, void **out);
+    void (*host_free)(mb_device *dev, void *p);
+    /* Copy bytes of src into dst (from host_alloc) once the work enqueued before has run,
+     * while the work enqueued after runs; sync() waits for the copies too. */
+    int (*download_async)(mb_device *dev, void *dst, mb_ptr src, size_t bytes);
+    /* The work enqueued after this waits until the download_async copies enqueued before
+     * have read their sources (so that it may overwrite them). */
+    int (*download_fence)(mb_device *dev);
 } mb_backend;
 
 typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);

@@ -27,7 +27,8 @@ typedef struct result {
     mamba_dtype_t dtype;
     size_t batch, seqlen, tokens;
     size_t shape[4];       /* scan */
-    int all_logits;        /* prefill: logits of every position */
+    int all_logits;        /* prefill: logits of every position (1: into mamba_alloc_host's
+                              memory, 2: into malloc'd memory) */
     double median_ms, min_ms;
     double tokens_per_s;   /* prefill, decode; < 0: n/a */
     double gbps;           /* scan; < 0: n/a */

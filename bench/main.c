@@ -34,7 +34,8 @@ static const char usage[] =
     "  --scan-shape=B,D,L,N  the scan's shape; default: (1,1536,2048,16) when --mode is\n"
     "                     not given, else the five standard shapes\n"
     "  --all-logits       prefill returns the logits of every position (mamba_forward), not\n"
-    "                     only of the last\n"
+    "                     only of the last, into memory from mamba_alloc_host\n"
+    "  --pageable-logits  with --all-logits: into malloc'd memory instead\n"
     "  --check            compare each backend's outputs with the CPU backend's (max abs\n"
     "                     error, NMSE); exit 1 when a bound is passed\n"
     "  --json=FILE        write the figures as JSON\n"
@@ -64,7 +65,7 @@ typedef struct options {
     size_t scan_shape[4];
     int have_scan_shape, mode_given;
     int check;
-    int all_logits;
+    int all_logits, pageable_logits;
     const char *json;
 } options;
 
@@ -117,6 +118,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"warmup", required_argument, 0, 'w'}, {"repeat", required_argument, 0, 'r'},
         {"scan-shape", required_argument, 0, 's'}, {"check", no_argument, 0, 'c'},
         {"json", required_argument, 0, 'j'}, {"all-logits", no_argument, 0, 'A'},
+        {"pageable-logits", no_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = "130m";
@@ -207,12 +209,14 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case 'c': o->check = 1; break;
         case 'A': o->all_logits = 1; break;
+        case 'P': o->pageable_logits = 1; break;
         case 'j': o->json = optarg; break;
         case 'h': fputs(usage, stdout); exit(0);
         default: fputs(usage, stderr); return 2;
         }
     }
     if (optind < argc) return fail("unexpected argument '%s'", argv[optind]) + 1;
+    if (o->pageable_logits && !o->all_logits) return fail("--pageable-logits needs --all-logits") + 1;
     return 0;
 }
 
@@ -420,6 +424,17 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
             rc = fail("%s", mamba_last_error(t->ctx));
             break;
         }
+        /* all logits: into the memory a user of mamba_forward would give them (page-locked
+         * from mamba_alloc_host unless --pageable-logits) */
+        float *all = NULL;
+        if (mode == MODE_PREFILL && o->all_logits) {
+            all = o->pageable_logits ? logits : mamba_alloc_host(t->ctx, out_rows * V * sizeof *all);
+            if (!all) {
+                rc = fail("%s", mamba_last_error(t->ctx));
+                mamba_state_free(s);
+                break;
+            }
+        }
         double first_err = -1, first_nmse = -1;
         uint64_t run_peak = 0;
         /* A machine whose memory is shared with other tenants reads at different speeds at
@@ -434,12 +449,12 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
             if (mode == MODE_PREFILL) {
                 if (st == MAMBA_OK) st = mamba_timer_start(t->ctx);
                 if (st == MAMBA_OK)
-                    st = o->all_logits ? mamba_forward(t->model, ids, batch, L, MAMBA_LOGITS_ALL, logits)
-                                       : mamba_prefill(s, ids, L, logits);
+                    st = all ? mamba_forward(t->model, ids, batch, L, MAMBA_LOGITS_ALL, all)
+                             : mamba_prefill(s, ids, L, logits);
                 if (st == MAMBA_OK) st = mamba_timer_stop(t->ctx, &t_ms);
-                if (st == MAMBA_OK && o->all_logits) /* compare the last position */
+                if (st == MAMBA_OK && all) /* compare the last position */
                     for (size_t bb = 0; bb < batch; bb++)
-                        memmove(logits + bb * V, logits + (bb * L + L - 1) * V, V * sizeof *logits);
+                        memmove(logits + bb * V, all + (bb * L + L - 1) * V, V * sizeof *logits);
             } else {
                 /* the first new token comes from the prompt's logits; then T steps, greedy, on
                  * the device where the backend can */
@@ -479,6 +494,7 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
             }
         }
         mamba_state_free(s);
+        if (all != logits) mamba_free_host(t->ctx, all);
         if (rc != 0) break;
         result *r = &res[(*n_res)++];
         memset(r, 0, sizeof *r);
@@ -490,7 +506,7 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
         r->batch = batch;
         r->seqlen = L;
         r->tokens = mode == MODE_DECODE ? T : 0;
-        r->all_logits = mode == MODE_PREFILL && o->all_logits;
+        r->all_logits = mode == MODE_PREFILL && o->all_logits ? 1 + o->pageable_logits : 0;
         if (mode == MODE_DECODE) /* each run's fraction, before stats() sorts the times */
             for (int k = 0; k < repeat; k++)
                 read_bw[k] = 100.0 * (double)mi.weight_bytes * (double)T / (ms[k] * 1e6) / read_bw[k];

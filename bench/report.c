@@ -35,7 +35,8 @@ void report_table(const device_row *devs, size_t n_devs, const result *res, size
         if (r->mode == MODE_SCAN)
             snprintf(shape, sizeof shape, "%zux%zux%zux%zu", r->shape[0], r->shape[1], r->shape[2], r->shape[3]);
         else if (r->mode == MODE_PREFILL)
-            snprintf(shape, sizeof shape, "b%zu L%zu%s", r->batch, r->seqlen, r->all_logits ? " all-logits" : "");
+            snprintf(shape, sizeof shape, "b%zu L%zu%s", r->batch, r->seqlen, r->all_logits == 2 ? " all-logits pageable"
+                                                                                  : r->all_logits ? " all-logits" : "");
         else
             snprintf(shape, sizeof shape, "b%zu L%zu+%zu", r->batch, r->seqlen, r->tokens);
         if (r->gbps >= 0) snprintf(thr, sizeof thr, "%.1f GB/s", r->gbps);
@@ -86,6 +87,9 @@ int report_json(const char *path, const device_row *devs, size_t n_devs, const r
         cJSON_AddItemToObject(o, "tokens", num_or_null((double)r->tokens, r->mode == MODE_DECODE));
         cJSON_AddItemToObject(o, "logits", r->mode == MODE_PREFILL ? cJSON_CreateString(r->all_logits ? "all" : "last")
                                                                    : cJSON_CreateNull());
+        cJSON_AddItemToObject(o, "logits_memory",
+                              r->all_logits ? cJSON_CreateString(r->all_logits == 2 ? "pageable" : "mamba_alloc_host")
+                                            : cJSON_CreateNull());
         if (scan) {
             cJSON *sh = cJSON_AddArrayToObject(o, "shape");
             for (int k = 0; k < 4; k++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)r->shape[k]));

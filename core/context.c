@@ -135,6 +135,7 @@ void mamba_context_free(mamba_context_t *ctx)
     if (ctx->n_models)
         mb_log(ctx, MAMBA_LOG_WARN, "context freed while %d model(s) still use it: free them first",
                ctx->n_models);
+    mb_host_free_all(ctx);
     ctx->be->close(ctx->dev);
     if (ctx->module) dlclose(ctx->module);
     free(ctx);

@@ -34,6 +34,8 @@ struct mamba_context {
     void *log_user;
     mamba_log_level_t log_level;
     size_t prefill_chunk;
+    struct mb_host_block *host; /* mamba_alloc_host's blocks                              */
+    size_t n_host, cap_host;
     int n_models;
     int alloc_injected;         /* the last mb_dev_alloc failed by fault injection         */
 };
@@ -47,6 +49,11 @@ mamba_status_t mb_backend_fail(mamba_context_t *ctx, int st, const char *what);
         int mb_rc_ = (call);                                        \
         if (mb_rc_ != 0) return mb_backend_fail((ctx), mb_rc_, (what)); \
     } while (0)
+
+/* Whether [p, p + bytes) lies in one page-locked block of mamba_alloc_host. */
+int mb_host_pinned(const mamba_context_t *ctx, const void *p, size_t bytes);
+/* Free the blocks mamba_alloc_host left (at mamba_context_free). */
+void mb_host_free_all(mamba_context_t *ctx);
 
 /* A device allocation through the context's backend; a fault-injection point (fault.h). */
 int mb_dev_alloc(mamba_context_t *ctx, size_t bytes, mb_buffer **out);
@@ -172,8 +179,11 @@ struct mamba_state {
     int32_t *host_ids;         /* (batch * chunk) staging                               */
     void *step_graph;          /* the captured one-token step, when the backend records graphs */
     int graph_failed;          /* capture was tried and failed: run steps directly          */
+    int overlap_logits;        /* all-position logits go to page-locked host memory with
+                                  download_async, overlapping the next chunk               */
 };
 
+/* A state whose chunks hold at most chunk tokens per sequence (0: the context's). */
 mamba_status_t mb_state_new(mamba_model_t *m, size_t batch, size_t chunk, mamba_state_t **out);
 /* Run ids (batch, len) through the model from the state; logits of all positions
  * (batch, len, vocab), of the last (batch, vocab), or none (logits NULL). */

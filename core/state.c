@@ -18,6 +18,11 @@ typedef struct state_header {
 
 mamba_status_t mamba_state_create(mamba_model_t *m, size_t batch, mamba_state_t **out)
 {
+    return mb_state_new(m, batch, 0, out);
+}
+
+mamba_status_t mb_state_new(mamba_model_t *m, size_t batch, size_t chunk, mamba_state_t **out)
+{
     if (!m) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "model is NULL");
     mamba_context_t *ctx = m->ctx;
     if (!out) return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_state_create: out is NULL");
@@ -32,6 +37,7 @@ mamba_status_t mamba_state_create(mamba_model_t *m, size_t batch, mamba_state_t 
     size_t cap = ctx->prefill_chunk > MB_MAX_CHUNK_ROWS ? ctx->prefill_chunk : MB_MAX_CHUNK_ROWS;
     s->chunk = cap / batch;
     if (s->chunk > ctx->prefill_chunk) s->chunk = ctx->prefill_chunk;
+    if (chunk && s->chunk > chunk) s->chunk = chunk;
     if (s->chunk == 0) s->chunk = 1;
     s->conv_bytes = batch * (size_t)(c->d_conv - 1) * (size_t)c->d_inner * 4;
     s->ssm_bytes = batch * (size_t)c->d_inner * (size_t)c->d_state * 4;

@@ -124,6 +124,14 @@ MAMBA_API const char *mamba_context_backend(const mamba_context_t *ctx);
 MAMBA_API const char *mamba_context_device(const mamba_context_t *ctx);
 /* Block until all work queued on the context's device is done. */
 MAMBA_API mamba_status_t mamba_context_synchronize(mamba_context_t *ctx);
+/* Host memory for large outputs (the logits of every position) that the context's device
+ * copies into at full speed: page-locked on CUDA, where a malloc'd buffer receives at a
+ * fraction of the bus's rate; 64-byte-aligned ordinary memory elsewhere. mamba_forward with
+ * MAMBA_LOGITS_ALL into such a buffer also overlaps the copies with the computation. NULL on
+ * failure (mamba_last_error says why). Free it with mamba_free_host before the context;
+ * mamba_context_free frees what is left. */
+MAMBA_API void *mamba_alloc_host(mamba_context_t *ctx, size_t bytes);
+MAMBA_API void mamba_free_host(mamba_context_t *ctx, void *ptr);
 
 /* ---- model ------------------------------------------------------------------------- */
 

@@ -252,6 +252,42 @@ START_TEST(half_weights_match_cpu)
 }
 END_TEST
 
+/* All logits into mamba_alloc_host's memory: on CUDA, chunks of 1024 tokens whose logits are
+ * copied to the host while the next chunk runs. The same as the one-pass forward into
+ * malloc'd memory on the same backend (three chunks, the last short, two sequences). */
+START_TEST(host_logits_match)
+{
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 64;
+    c.n_layer = 2;
+    c.vocab_size = 1000;
+    enum { B = 2, L = 2100 };
+    int32_t *ids = malloc(B * L * sizeof *ids);
+    for (int i = 0; i < B * L; i++) ids[i] = (i * 37 + 11) % 1000;
+    mamba_context_t *ctx = open_ctx(backend, 0);
+    mamba_model_t *m;
+    ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, MAMBA_F32, 5, &m), MAMBA_OK);
+    const size_t n = (size_t)B * L * 1000;
+    float *ref = malloc(n * sizeof *ref), *host = mamba_alloc_host(ctx, n * sizeof *host);
+    ck_assert_msg(host != NULL, "%s", mamba_last_error(ctx));
+    ck_assert_msg(mamba_forward(m, ids, B, L, MAMBA_LOGITS_ALL, ref) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    for (int rep = 0; rep < 2; rep++) {
+        memset(host, 0xff, n * sizeof *host); /* NaNs: a copy that did not land fails the bound */
+        ck_assert_msg(mamba_forward(m, ids, B, L, MAMBA_LOGITS_ALL, host) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        double e = max_abs_diff(host, ref, n);
+        printf("%s all logits into mamba_alloc_host memory vs malloc'd: max abs err %.3g (max %.3g)\n", backend, e,
+               max_abs(ref, n));
+        ck_assert_double_le(e, LOGIT_BOUND);
+    }
+    mamba_free_host(ctx, host);
+    free(ref);
+    free(ids);
+    mamba_model_free(m);
+    mamba_context_free(ctx);
+}
+END_TEST
+
 static int run_backend(const char *name)
 {
     mamba_backend_info_t be[8];
@@ -272,6 +308,7 @@ static int run_backend(const char *name)
     tcase_add_loop_test(tc, fixture_greedy_decode, 0, 2);
     tcase_add_loop_test(tc, fixture_scan, 0, 4);
     tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));
+    tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
     suite_add_tcase(s, tc);
     /* CUDA cannot be used in a child forked after the parent initialized it (listing the

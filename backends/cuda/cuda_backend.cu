@@ -58,13 +58,17 @@ static void cu_close(mb_device *d)
     if (!d) return;
     cudaSetDevice(d->index);
     if (d->stream) cudaStreamSynchronize(d->stream);
+    if (d->copy_stream) cudaStreamSynchronize(d->copy_stream);
     if (d->blas) cublasDestroy(d->blas);
     cudaFree(d->blas_workspace);
     cudaFree(d->argmax_scratch);
     cudaFree(d->scratch);
     if (d->t0) cudaEventDestroy(d->t0);
     if (d->t1) cudaEventDestroy(d->t1);
+    if (d->work_done) cudaEventDestroy(d->work_done);
+    if (d->copies_done) cudaEventDestroy(d->copies_done);
     if (d->stream) cudaStreamDestroy(d->stream);
+    if (d->copy_stream) cudaStreamDestroy(d->copy_stream);
     free(d);
 }
 
@@ -84,7 +88,10 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         (rc = cuda_check(d, cudaGetDeviceProperties(&prop, index), "cudaGetDeviceProperties")) ||
         (rc = cuda_check(d, cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking), "cudaStreamCreate")) ||
         (rc = cuda_check(d, cudaEventCreate(&d->t0), "cudaEventCreate")) ||
-        (rc = cuda_check(d, cudaEventCreate(&d->t1), "cudaEventCreate")))
+        (rc = cuda_check(d, cudaEventCreate(&d->t1), "cudaEventCreate")) ||
+        (rc = cuda_check(d, cudaStreamCreateWithFlags(&d->copy_stream, cudaStreamNonBlocking), "cudaStreamCreate")) ||
+        (rc = cuda_check(d, cudaEventCreateWithFlags(&d->work_done, cudaEventDisableTiming), "cudaEventCreate")) ||
+        (rc = cuda_check(d, cudaEventCreateWithFlags(&d->copies_done, cudaEventDisableTiming), "cudaEventCreate")))
         goto fail;
     d->sm_count = prop.multiProcessorCount;
     d->pdl = prop.major >= 9 && !getenv("MAMBA_CUDA_NO_PDL");
@@ -176,6 +183,44 @@ static int cu_fill_zero(mb_device *d, mb_ptr dst, size_t bytes)
 static int cu_sync(mb_device *d)
 {
     CU_CHECK(d, cudaStreamSynchronize(d->stream), "synchronize");
+    CU_CHECK(d, cudaStreamSynchronize(d->copy_stream), "synchronize the copies to the host");
+    return 0;
+}
+
+static int cu_host_alloc(mb_device *d, size_t bytes, void **out)
+{
+    *out = nullptr;
+    cudaError_t e = cudaHostAlloc(out, bytes, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *out = nullptr;
+        return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cudaHostAlloc of %zu bytes: %s", bytes, cudaGetErrorString(e));
+    }
+    return 0;
+}
+
+static void cu_host_free(mb_device *d, void *p)
+{
+    (void)d;
+    cudaFreeHost(p);
+}
+
+/* The copy waits on the work enqueued so far (work_done) on its own stream, so the work
+ * enqueued next runs beside it; copies_done lets download_fence hold later work back. */
+static int cu_download_async(mb_device *d, void *dst, mb_ptr src, size_t bytes)
+{
+    int rc = range_ok(d, src, bytes, "download");
+    if (rc || !bytes) return rc;
+    CU_CHECK(d, cudaEventRecord(d->work_done, d->stream), "download: cudaEventRecord");
+    CU_CHECK(d, cudaStreamWaitEvent(d->copy_stream, d->work_done, 0), "download: cudaStreamWaitEvent");
+    CU_CHECK(d, cudaMemcpyAsync(dst, cu_at(src), bytes, cudaMemcpyDeviceToHost, d->copy_stream), "download");
+    CU_CHECK(d, cudaEventRecord(d->copies_done, d->copy_stream), "download: cudaEventRecord");
+    return 0;
+}
+
+static int cu_download_fence(mb_device *d)
+{
+    CU_CHECK(d, cudaStreamWaitEvent(d->stream, d->copies_done, 0), "download fence: cudaStreamWaitEvent");
     return 0;
 }
 
@@ -305,6 +350,10 @@ static mb_backend make_vtable(void)
     v.graph_end = cu_graph_end;
     v.graph_launch = cu_graph_launch;
     v.graph_free = cu_graph_free;
+    v.host_alloc = cu_host_alloc;
+    v.host_free = cu_host_free;
+    v.download_async = cu_download_async;
+    v.download_fence = cu_download_fence;
     return v;
 }
 

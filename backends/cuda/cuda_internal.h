@@ -19,6 +19,9 @@ struct mb_device {
     int sm_count;
     int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
     cudaStream_t stream;
+    cudaStream_t copy_stream;      /* download_async: device -> page-locked host, beside the work */
+    cudaEvent_t work_done;         /* recorded on stream before each download_async */
+    cudaEvent_t copies_done;       /* recorded on copy_stream after each download_async */
     cublasHandle_t blas;
     void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
     size_t blas_workspace_bytes;
