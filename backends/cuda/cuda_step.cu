@@ -84,15 +84,18 @@ template <typename T, int KW> __global__ void __launch_bounds__(STEP_WARPS * 32)
 
 /* One warp per (channel d, sequence b): the conv of d (lane t holds window tap t) and its
  * state shift, delta = softplus(dt_proj[d] . xdbl[0:R] + bias) with the lanes over R, then
- * the N states spread over the lanes: h = exp(delta A) h + delta B u, y = C . h. */
-template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_kernel(const step_params p)
+ * the N states spread over the lanes: h = exp(delta A) h + delta B u, y = C . h. XD: xdbl
+ * (up to STEP_XD_MAX features) is summed from x_proj's partials once per block into shared
+ * memory, instead of by every warp at every use (KS loads from L2 per feature and warp). */
+#define STEP_XD_MAX 1024
+template <typename T, bool XD> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_kernel(const step_params p)
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int d = blockIdx.x * STEP_WARPS + warp, b = blockIdx.y;
-    if (d >= p.D) {
-        griddep_wait();
-        return;
-    }
+    /* a warp past the last channel loads the last channel's inputs and stops before writing,
+     * after it has helped fill xd */
+    const bool active = (int)(blockIdx.x * STEP_WARPS + warp) < p.D;
+    const int d = min((int)(blockIdx.x * STEP_WARPS + warp), p.D - 1), b = blockIdx.y;
+    __shared__ float xd[XD ? STEP_XD_MAX : 1];
     /* Before waiting for x_proj (the kernel before this one): everything that does not come
      * from it. This kernel is scheduled only once every x_proj block has passed its own wait,
      * so in_proj's xz and the older states are complete and visible already; the weights and
@@ -114,6 +117,12 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
     const T *dw = (const T *)p.dtw + (size_t)d * p.R;
     prefetch_l2(dw, (size_t)p.R * sizeof(T), lane, 32);
     griddep_wait();
+    if (XD) {
+        for (int i = threadIdx.x; i < p.nd; i += blockDim.x) xd[i] = xdbl_at(p, b, i);
+        __syncthreads();
+    }
+    if (!active) return;
+    auto xdbl = [&](int i) { return XD ? xd[i] : xdbl_at(p, b, i); };
 
     const float a = warp_sum(w * v) + cb;
     const float u = a / (1.0f + __expf(-a));
@@ -122,15 +131,15 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
     if (lane < K - 1) st[(size_t)lane * p.D] = next;
 
     float s = 0.0f;
-    for (int r = lane; r < p.R; r += 32) s += to_f32(dw[r]) * xdbl_at(p, b, r);
+    for (int r = lane; r < p.R; r += 32) s += to_f32(dw[r]) * xdbl(r);
     const float dt = softplus_f(warp_sum(s) + dtb);
     const float du = dt * u;
     float y = 0.0f;
     for (int n = lane; n < p.N; n += 32) {
         const float hp = n < 32 ? h0 : h[n], an = n < 32 ? a0 : Ar[n];
-        const float hn = ex2(dt * (an * LOG2E)) * hp + du * xdbl_at(p, b, p.R + n);
+        const float hn = ex2(dt * (an * LOG2E)) * hp + du * xdbl(p.R + n);
         h[n] = hn;
-        y += xdbl_at(p, b, p.R + p.N + n) * hn;
+        y += xdbl(p.R + p.N + n) * hn;
     }
     y = warp_sum(y);
     if (lane == 0) {
@@ -159,7 +168,8 @@ template <typename T> struct launch_scan {
     static void run(mb_device *dev, const step_params &p)
     {
         const dim3 grid((unsigned)((p.D + STEP_WARPS - 1) / STEP_WARPS), (unsigned)p.B);
-        launch_pdl(dev, step_scan_kernel<T>, grid, dim3(STEP_WARPS * 32), p);
+        if (p.nd <= STEP_XD_MAX) launch_pdl(dev, step_scan_kernel<T, true>, grid, dim3(STEP_WARPS * 32), p);
+        else launch_pdl(dev, step_scan_kernel<T, false>, grid, dim3(STEP_WARPS * 32), p);
     }
 };
 
