@@ -263,7 +263,7 @@ START_TEST(host_logits_match)
     c.n_layer = 2;
     c.vocab_size = 1000;
     enum { B = 2, L = 2100 };
-    int32_t *ids = malloc(B * L * sizeof *ids);
+    int32_t *ids = malloc((size_t)B * L * sizeof *ids);
     for (int i = 0; i < B * L; i++) ids[i] = (i * 37 + 11) % 1000;
     mamba_context_t *ctx = open_ctx(backend, 0);
     mamba_model_t *m;
