@@ -8,10 +8,10 @@
 #include "internal.h"
 #include "fault.h"
 
+/* Page-locked (from the backend's host_alloc) exactly when the backend has host_alloc. */
 struct mb_host_block {
     void *p;
     size_t bytes;
-    int pinned; /* from the backend's host_alloc */
 };
 
 void *mamba_alloc_host(mamba_context_t *ctx, size_t bytes)
@@ -34,8 +34,8 @@ void *mamba_alloc_host(mamba_context_t *ctx, size_t bytes)
         ctx->host = h;
         ctx->cap_host = cap;
     }
-    struct mb_host_block b = {NULL, bytes, ctx->be->host_alloc != NULL};
-    if (b.pinned) {
+    struct mb_host_block b = {NULL, bytes};
+    if (ctx->be->host_alloc) {
         const int injected = mb_fault();
         int rc = injected ? MAMBA_ERR_OUT_OF_MEMORY : ctx->be->host_alloc(ctx->dev, bytes, &b.p);
         if (rc != 0 || !b.p) {
@@ -57,7 +57,7 @@ void *mamba_alloc_host(mamba_context_t *ctx, size_t bytes)
 
 static void release(mamba_context_t *ctx, const struct mb_host_block *b)
 {
-    if (b->pinned) ctx->be->host_free(ctx->dev, b->p);
+    if (ctx->be->host_alloc) ctx->be->host_free(ctx->dev, b->p);
     else free(b->p);
 }
 
@@ -77,10 +77,11 @@ void mamba_free_host(mamba_context_t *ctx, void *ptr)
 
 int mb_host_pinned(const mamba_context_t *ctx, const void *p, size_t bytes)
 {
+    if (!ctx->be->host_alloc) return 0;
     const char *c = p;
     for (size_t i = 0; i < ctx->n_host; i++) {
         const char *b = ctx->host[i].p;
-        if (ctx->host[i].pinned && c >= b && bytes <= ctx->host[i].bytes && (size_t)(c - b) <= ctx->host[i].bytes - bytes)
+        if (c >= b && bytes <= ctx->host[i].bytes && (size_t)(c - b) <= ctx->host[i].bytes - bytes)
             return 1;
     }
     return 0;

@@ -164,9 +164,10 @@ static mamba_status_t ensure_logits(mamba_state_t *s, size_t bytes)
     return MAMBA_OK;
 }
 
-/* Enqueue every layer for the ids already on the device (T per sequence), then the logits
- * that mode asks for into s->logits (none when logits_wanted is 0). No host transfer, so
- * that a one-token step can be recorded as a graph. */
+/* Enqueue every layer for the ids already on the device (T per sequence) and, when
+ * logits_wanted, the final RMSNorm; with MAMBA_LOGITS_LAST also the last position's logits
+ * into s->logits (every position's are run_chunk's, beside their copies to the host). No host
+ * transfer, so that a one-token step can be recorded as a graph. */
 static mamba_status_t enqueue_chunk(mamba_state_t *s, size_t T, mamba_logits_mode_t mode, int logits_wanted)
 {
     mamba_model_t *m = s->model;
@@ -191,15 +192,9 @@ static mamba_status_t enqueue_chunk(mamba_state_t *s, size_t T, mamba_logits_mod
     if (!logits_wanted) return MAMBA_OK;
     MB_TRY_BE(ctx, be->add_rmsnorm(dev, at(wk, w.residual), fold ? none : at(wk, w.mo), m->norm_f, R, dm, c->norm_eps,
                                    at(wk, w.hn)), "final rmsnorm");
-    if (mode == MAMBA_LOGITS_ALL) {
-        if (s->overlap_logits) return MAMBA_OK; /* run_chunk: the lm_head in slices, each copied out */
-        MB_TRY_BE(ctx, be->gemm(dev, R, V, dm, at(wk, w.hn), dm, m->lm_head.p, m->lm_head.dt, none, at(s->logits, 0), V),
-                  "lm_head");
-    } else {
-        /* last position only: row T-1 of each sequence, a stride of T rows apart */
+    if (mode == MAMBA_LOGITS_LAST) /* row T-1 of each sequence, a stride of T rows apart */
         MB_TRY_BE(ctx, be->gemm(dev, B, V, dm, at(wk, w.hn + (T - 1) * dm * 4), T * dm, m->lm_head.p, m->lm_head.dt,
                                 none, at(s->logits, 0), V), "lm_head");
-    }
     return MAMBA_OK;
 }
 
@@ -243,6 +238,40 @@ static mamba_status_t enqueue_step_graph(mamba_state_t *s)
 #define MB_OVERLAP_SLICE 256
 #endif
 
+/* The logits of every position of a chunk (hn after the final RMSNorm) into logits[b, c0 + t]
+ * (sequences len rows apart): one GEMM, then a download per sequence. Into page-locked memory
+ * (overlap_logits) the GEMM goes in slices of rows, each slice's copy to the host starting as
+ * soon as it is computed, beside the next slices and the next chunk's layers; the previous
+ * chunk's copies read s->logits, so the first slice waits for them. */
+static mamba_status_t all_logits(mamba_state_t *s, const work_layout *w, size_t T, size_t len, size_t c0,
+                                 float *logits)
+{
+    mamba_model_t *m = s->model;
+    mamba_context_t *ctx = m->ctx;
+    const mb_backend *be = ctx->be;
+    mb_device *dev = ctx->dev;
+    const size_t B = s->batch, V = (size_t)m->cfg.vocab_size, dm = (size_t)m->cfg.d_model;
+    if (!s->overlap_logits) {
+        MB_TRY_BE(ctx, be->gemm(dev, B * T, V, dm, at(s->work, w->hn), dm, m->lm_head.p, m->lm_head.dt, none,
+                                at(s->logits, 0), V), "lm_head");
+        for (size_t b = 0; b < B; b++)
+            MB_TRY_BE(ctx, be->download(dev, logits + (b * len + c0) * V, at(s->logits, b * T * V * 4), T * V * 4),
+                      "download of logits");
+        return MAMBA_OK;
+    }
+    MB_TRY_BE(ctx, be->download_fence(dev), "wait for the previous chunk's logits copies");
+    for (size_t b = 0; b < B; b++) {
+        for (size_t t0 = 0; t0 < T; t0 += MB_OVERLAP_SLICE) {
+            const size_t n = T - t0 < MB_OVERLAP_SLICE ? T - t0 : MB_OVERLAP_SLICE, row = b * T + t0;
+            MB_TRY_BE(ctx, be->gemm(dev, n, V, dm, at(s->work, w->hn + row * dm * 4), dm, m->lm_head.p, m->lm_head.dt,
+                                    none, at(s->logits, row * V * 4), V), "lm_head");
+            MB_TRY_BE(ctx, be->download_async(dev, logits + (b * len + c0 + t0) * V, at(s->logits, row * V * 4),
+                                              n * V * 4), "download of logits");
+        }
+    }
+    return MAMBA_OK;
+}
+
 /* Run ids[b, c0 .. c0+T) (row stride len) through the model. */
 static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len, size_t c0, size_t T,
                                 mamba_logits_mode_t mode, float *logits, int last_chunk)
@@ -261,28 +290,8 @@ static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len
     st = T == 1 && want && mode == MAMBA_LOGITS_LAST ? enqueue_step_graph(s) : MAMBA_ERR_UNSUPPORTED;
     if (st == MAMBA_ERR_UNSUPPORTED) st = enqueue_chunk(s, T, mode, want);
     if (st != MAMBA_OK || !want) return st;
-    if (mode == MAMBA_LOGITS_ALL && s->overlap_logits) {
-        /* The lm_head in slices of rows, each slice's copy to the host starting as soon as it
-         * is computed, beside the next slices and the next chunk's layers. The previous
-         * chunk's copies read s->logits: the first slice waits for them. */
-        const size_t dm = (size_t)m->cfg.d_model;
-        MB_TRY_BE(ctx, be->download_fence(dev), "wait for the previous chunk's logits copies");
-        for (size_t b = 0; b < B; b++) {
-            for (size_t t0 = 0; t0 < T; t0 += MB_OVERLAP_SLICE) {
-                const size_t n = T - t0 < MB_OVERLAP_SLICE ? T - t0 : MB_OVERLAP_SLICE, row = b * T + t0;
-                MB_TRY_BE(ctx, be->gemm(dev, n, V, dm, at(s->work, w.hn + row * dm * 4), dm, m->lm_head.p, m->lm_head.dt,
-                                        none, at(s->logits, row * V * 4), V), "lm_head");
-                MB_TRY_BE(ctx, be->download_async(dev, logits + (b * len + c0 + t0) * V, at(s->logits, row * V * 4),
-                                                  n * V * 4), "download of logits");
-            }
-        }
-    } else if (mode == MAMBA_LOGITS_ALL) {
-        for (size_t b = 0; b < B; b++)
-            MB_TRY_BE(ctx, be->download(dev, logits + (b * len + c0) * V, at(s->logits, b * T * V * 4), T * V * 4),
-                      "download of logits");
-    } else {
-        MB_TRY_BE(ctx, be->download(dev, logits, at(s->logits, 0), B * V * 4), "download of logits");
-    }
+    if (mode == MAMBA_LOGITS_ALL) return all_logits(s, &w, T, len, c0, logits);
+    MB_TRY_BE(ctx, be->download(dev, logits, at(s->logits, 0), B * V * 4), "download of logits");
     return MAMBA_OK;
 }
 

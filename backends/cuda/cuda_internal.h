@@ -18,6 +18,7 @@ struct mb_device {
     int index;
     int sm_count;
     int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
+    int scan16_per_sm;             /* blocks of the N = 16 scan kernel an SM holds; 0: not asked yet */
     cudaStream_t stream;
     cudaStream_t copy_stream;      /* download_async: device -> page-locked host, beside the work */
     cudaEvent_t work_done;         /* recorded on stream before each download_async */

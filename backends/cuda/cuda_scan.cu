@@ -16,9 +16,6 @@
 
 #include "cuda_scan.h"
 
-
-
-
 /* B[t, 0..N) (or C) into registers: four float4 loads for N = 16 when contiguous. */
 template <int MAXN>
 __device__ __forceinline__ void load_bc(const float *p, int N, int sn, int vec, float *v)
@@ -204,9 +201,9 @@ template <int GROUPS> __global__ void __launch_bounds__(32 * GROUPS) scan_carry_
     if (grp == GROUPS - 1) p.hin[(size_t)m * per + i] = H; /* entering the last chunk */
 }
 
-template <int MAXN> static int launch(mb_device *dev, const scan_params &p)
+/* staged: passes 1 and 3 are cuda_scan16.cu's kernel (N = 16, scan16_fits) */
+template <int MAXN> static int launch(mb_device *dev, const scan_params &p, bool staged)
 {
-    const bool staged = MAXN == 16 && scan16_fits(p);
     const dim3 block(128), grid((unsigned)((p.D + 127) / 128), (unsigned)p.n_chunks, (unsigned)p.B);
     if (p.n_chunks > 1) {
         if (staged) {
@@ -257,7 +254,8 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op)
     /* The staged kernel: at most one wave of the blocks that fit on the GPU at once (a second,
      * partial wave left most SMs idle at its end). The general kernel: about two waves (one,
      * sm_count * 512 threads, measured 12% slower on the batched shapes). */
-    if (p.N == 16 && scan16_fits(p)) {
+    const bool staged = scan16_fits(p);
+    if (staged) {
         const long long resident = scan16_resident_threads(dev);
         if (!resident) return cuda_fail(dev, MAMBA_ERR_BACKEND, "scan: no block of the N = 16 kernel fits on the GPU");
         mb_scan_chunking(op->batch, op->dim, op->len, resident, 1, &p.chunk_len, &p.n_chunks);
@@ -274,7 +272,8 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op)
         p.hin = p.hloc + nc * per;
         p.S = p.hin + nc * per;
     }
-    if (p.N <= 16) return launch<16>(dev, p);
-    if (p.N <= 64) return launch<64>(dev, p);
-    return launch<256>(dev, p);
+    if (staged) return launch<16>(dev, p, true);
+    if (p.N <= 16) return launch<16>(dev, p, false);
+    if (p.N <= 64) return launch<64>(dev, p, false);
+    return launch<256>(dev, p, false);
 }

@@ -174,10 +174,11 @@ bool scan16_fits(const scan_params &p)
 
 long long scan16_resident_threads(mb_device *dev)
 {
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scan16_kernel<true>, 32 * S16_WARPS, 0) != cudaSuccess)
-        return 0;
-    return (long long)per_sm * dev->sm_count * 32 * S16_WARPS;
+    if (!dev->scan16_per_sm &&
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&dev->scan16_per_sm, scan16_kernel<true>, 32 * S16_WARPS, 0) !=
+            cudaSuccess)
+        dev->scan16_per_sm = 0;
+    return (long long)dev->scan16_per_sm * dev->sm_count * 32 * S16_WARPS;
 }
 
 int scan16_launch(mb_device *dev, const scan_params &p, bool final_pass, unsigned n_chunks)

@@ -104,7 +104,11 @@ static int ocl_device_props(int index, mb_device_props *p)
     return 0;
 }
 
-static const char *const kernel_names[K_COUNT];
+static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
+    "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_256",
+    "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
+    "argmax", "gemv1",
+};
 
 void ocl_profile(mb_device *d, int k, cl_event ev)
 {
@@ -136,11 +140,6 @@ static void ocl_close(mb_device *d)
     free(d);
 }
 
-static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
-    "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_256",
-    "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
-    "argmax", "gemv1",
-};
 
 static int build_program(mb_device *d)
 {
