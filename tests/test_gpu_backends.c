@@ -210,18 +210,21 @@ START_TEST(scan_matches_cpu)
 END_TEST
 
 /* A synthetic model in 16-bit weights: GEMM paths for 1, 5 and 300 rows in each dtype, and a
- * single sequence's step (the one-row GEMV, x_proj cut in k slices on a large GPU). */
+ * single sequence's step (the one-row GEMV, x_proj cut in k slices on a large GPU). The vocab
+ * is large enough for the one-row lm_head to take whole rows a warp even on a GPU of 132 SMs
+ * (CUDA: two rows a warp, and odd, so that the last warp has one). */
 START_TEST(half_weights_match_cpu)
 {
+    enum { VOCAB = 5001 };
     const mamba_dtype_t dts[3] = {MAMBA_F32, MAMBA_F16, MAMBA_BF16};
     mamba_config_t c;
     mamba_config_init(&c);
     c.d_model = 512; /* d_inner 1024: x_proj takes the split-K GEMV path */
     c.n_layer = 2;
-    c.vocab_size = 1000;
+    c.vocab_size = VOCAB;
     const size_t lens[3] = {1, 5, 150};
     int32_t ids[2 * 150];
-    for (int i = 0; i < 300; i++) ids[i] = (i * 37 + 11) % 1000;
+    for (int i = 0; i < 300; i++) ids[i] = (i * 37 + 11) % VOCAB;
     for (int k = 0; k < 3; k++) {
         float *res[2];
         const char *names[2] = {"cpu", backend};
@@ -229,19 +232,19 @@ START_TEST(half_weights_match_cpu)
             mamba_context_t *ctx = open_ctx(names[j], 0);
             mamba_model_t *m;
             ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, dts[k], 5, &m), MAMBA_OK);
-            res[j] = malloc(((size_t)2 * (1 + 5 + 150) + 1) * 1000 * sizeof(float));
+            res[j] = malloc(((size_t)2 * (1 + 5 + 150) + 1) * VOCAB * sizeof(float));
             size_t off = 0;
             for (int l = 0; l < 3; l++) {
                 ck_assert_msg(mamba_forward(m, ids, 2, lens[l], MAMBA_LOGITS_ALL, res[j] + off) == MAMBA_OK, "%s",
                               mamba_last_error(ctx));
-                off += 2 * lens[l] * 1000;
+                off += 2 * lens[l] * VOCAB;
             }
             ck_assert_msg(mamba_forward(m, ids, 1, 1, MAMBA_LOGITS_ALL, res[j] + off) == MAMBA_OK, "%s",
                           mamba_last_error(ctx));
             mamba_model_free(m);
             mamba_context_free(ctx);
         }
-        size_t n = ((size_t)2 * (1 + 5 + 150) + 1) * 1000;
+        size_t n = ((size_t)2 * (1 + 5 + 150) + 1) * VOCAB;
         double e = max_abs_diff(res[1], res[0], n);
         printf("%s %s synthetic weights vs cpu: max abs err %.3g, nmse %.3g\n", backend, mamba_dtype_name(dts[k]), e,
                nmse(res[1], res[0], n));
