@@ -170,6 +170,8 @@ struct mamba_state {
     mamba_model_t *model;
     size_t batch;
     size_t chunk;              /* tokens per sequence per pass                          */
+    size_t last_chunk;         /* > 0: the last last_chunk (<= chunk) tokens run as a chunk
+                                  of their own, the ones before in even chunks             */
     mb_buffer *state;          /* per layer: conv (batch, d_conv-1, d_inner), ssm (batch, d_inner, N) */
     size_t conv_bytes, ssm_bytes; /* per layer */
     mb_buffer *work;           /* activations for batch*chunk rows                      */
@@ -180,7 +182,9 @@ struct mamba_state {
     void *step_graph;          /* the captured one-token step, when the backend records graphs */
     int graph_failed;          /* capture was tried and failed: run steps directly          */
     int overlap_logits;        /* all-position logits go to page-locked host memory with
-                                  download_async, overlapping the next chunk               */
+                                  download_async, overlapping the next chunk; the chunks'
+                                  logits alternate between two regions of s->logits        */
+    size_t overlap_chunks;     /* chunks whose logits copies have been enqueued so far    */
 };
 
 /* A state whose chunks hold at most chunk tokens per sequence (0: the context's). */

@@ -226,13 +226,19 @@ static mamba_status_t enqueue_step_graph(mamba_state_t *s)
     return MAMBA_OK;
 }
 
-/* mamba_forward's logits of every position into page-locked memory: chunks of
- * MB_OVERLAP_CHUNK tokens, their lm_head in slices of MB_OVERLAP_SLICE rows. Measured on the
- * H100 (130m, 2048 tokens): chunks of 1024 97k tokens/s, of 512 88k, of 256 69k (each chunk
- * costs the layers ~2 ms: smaller GEMM tiles, shorter scans); slices of 128 or 256 the same,
- * of 1024 6% slower. */
+/* mamba_forward's logits of every position into page-locked memory: chunks of at most
+ * MB_OVERLAP_CHUNK tokens, the last MB_OVERLAP_LAST tokens a chunk of their own, the lm_head
+ * in slices of MB_OVERLAP_SLICE rows. The copies (412 MB for the 130m's 2048 tokens, 7.5 ms at
+ * PCIe 5's 55 GB/s) should start early and leave little after the computation: a long first
+ * chunk, a short last one. Measured on the H100 (130m, 2048 tokens): 1536 + 512 101.5k
+ * tokens/s, 1280 + 768 100k, 1664 + 384 99k, 1024 + 1024 97k, 1792 + 256 97k, 768 + 768 + 512
+ * 93k (each chunk costs the layers ~1 ms: smaller GEMM tiles, shorter scans); slices of 128 or
+ * 256 the same, of 1024 6% slower. */
 #ifndef MB_OVERLAP_CHUNK
-#define MB_OVERLAP_CHUNK 1024
+#define MB_OVERLAP_CHUNK 1536
+#endif
+#ifndef MB_OVERLAP_LAST
+#define MB_OVERLAP_LAST 512
 #endif
 #ifndef MB_OVERLAP_SLICE
 #define MB_OVERLAP_SLICE 256
@@ -241,8 +247,10 @@ static mamba_status_t enqueue_step_graph(mamba_state_t *s)
 /* The logits of every position of a chunk (hn after the final RMSNorm) into logits[b, c0 + t]
  * (sequences len rows apart): one GEMM, then a download per sequence. Into page-locked memory
  * (overlap_logits) the GEMM goes in slices of rows, each slice's copy to the host starting as
- * soon as it is computed, beside the next slices and the next chunk's layers; the previous
- * chunk's copies read s->logits, so the first slice waits for them. */
+ * soon as it is computed, beside the next slices and the next chunk's layers. Chunks alternate
+ * between two regions of s->logits, so that a chunk's lm_head need not wait for the previous
+ * chunk's copies; from the third chunk on, it waits for all earlier copies (the region it
+ * reuses is among them). */
 static mamba_status_t all_logits(mamba_state_t *s, const work_layout *w, size_t T, size_t len, size_t c0,
                                  float *logits)
 {
@@ -259,14 +267,17 @@ static mamba_status_t all_logits(mamba_state_t *s, const work_layout *w, size_t 
                       "download of logits");
         return MAMBA_OK;
     }
-    MB_TRY_BE(ctx, be->download_fence(dev), "wait for the previous chunk's logits copies");
+    if (s->overlap_chunks >= 2)
+        MB_TRY_BE(ctx, be->download_fence(dev), "wait for the earlier chunks' logits copies");
+    const size_t region = (s->overlap_chunks++ % 2) * B * s->chunk;
     for (size_t b = 0; b < B; b++) {
         for (size_t t0 = 0; t0 < T; t0 += MB_OVERLAP_SLICE) {
             const size_t n = T - t0 < MB_OVERLAP_SLICE ? T - t0 : MB_OVERLAP_SLICE, row = b * T + t0;
+            const mb_ptr out = at(s->logits, (region + row) * V * 4);
             MB_TRY_BE(ctx, be->gemm(dev, n, V, dm, at(s->work, w->hn + row * dm * 4), dm, m->lm_head.p, m->lm_head.dt,
-                                    none, at(s->logits, row * V * 4), V), "lm_head");
-            MB_TRY_BE(ctx, be->download_async(dev, logits + (b * len + c0 + t0) * V, at(s->logits, row * V * 4),
-                                              n * V * 4), "download of logits");
+                                    none, out, V), "lm_head");
+            MB_TRY_BE(ctx, be->download_async(dev, logits + (b * len + c0 + t0) * V, out, n * V * 4),
+                      "download of logits");
         }
     }
     return MAMBA_OK;
@@ -295,14 +306,25 @@ static mamba_status_t run_chunk(mamba_state_t *s, const int32_t *ids, size_t len
     return MAMBA_OK;
 }
 
+/* The length of the chunk that starts at c0 of len tokens */
+static size_t chunk_len(const mamba_state_t *s, size_t len, size_t c0)
+{
+    const size_t left = len - c0, tail = s->last_chunk;
+    if (tail && left > tail) {
+        const size_t body = left - tail, n = (body + s->chunk - 1) / s->chunk;
+        return (body + n - 1) / n;
+    }
+    return left < s->chunk ? left : s->chunk;
+}
+
 mamba_status_t mb_model_run(mamba_state_t *s, const int32_t *ids, size_t len, mamba_logits_mode_t mode,
                             float *logits)
 {
     mamba_context_t *ctx = s->model->ctx;
     mamba_status_t st = mb_check_ids(ctx, ids, s->batch * len, s->model->cfg.vocab_size);
     if (st != MAMBA_OK) return st;
-    for (size_t c0 = 0; c0 < len; c0 += s->chunk) {
-        size_t T = len - c0 < s->chunk ? len - c0 : s->chunk;
+    for (size_t c0 = 0, T; c0 < len; c0 += T) {
+        T = chunk_len(s, len, c0);
         st = run_chunk(s, ids, len, c0, T, mode, logits, c0 + T == len);
         if (st != MAMBA_OK) return st;
     }
@@ -337,16 +359,25 @@ mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch,
         return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_forward: unknown logits mode %d", (int)mode);
     mamba_status_t st = mb_check_ids(ctx, ids, batch * len, m->cfg.vocab_size);
     if (st != MAMBA_OK) return st;
-    /* All logits into page-locked memory: chunks of MB_OVERLAP_CHUNK tokens, each chunk's
-     * logits copied to the host while the next chunk runs (for the 130m, 2048 tokens' logits
-     * are 412 MB: 7.9 ms at PCIe 5's 55 GB/s that would otherwise follow the computation). */
+    /* All logits into page-locked memory: each chunk's logits copied to the host while the
+     * next chunk runs (see MB_OVERLAP_CHUNK) */
     const int overlap = mode == MAMBA_LOGITS_ALL && ctx->be->download_async && ctx->be->download_fence &&
-                        len > MB_OVERLAP_CHUNK &&
+                        len > 2 * MB_OVERLAP_LAST &&
                         mb_host_pinned(ctx, logits, batch * len * (size_t)m->cfg.vocab_size * sizeof *logits);
     mamba_state_t *s;
     if ((st = mb_state_new(m, batch, overlap ? MB_OVERLAP_CHUNK : 0, &s)) != MAMBA_OK) return st;
     s->overlap_logits = overlap;
-    st = mb_model_run(s, ids, len, mode, logits);
+    if (overlap) {
+        s->last_chunk = MB_OVERLAP_LAST < s->chunk ? MB_OVERLAP_LAST : s->chunk;
+        /* both regions up front: a buffer reallocated later could still be read by copies */
+        size_t second = 0, i = 0;
+        for (size_t c0 = 0, T; c0 < len; c0 += T, i++) {
+            T = chunk_len(s, len, c0);
+            if (i % 2 && T > second) second = T;
+        }
+        st = ensure_logits(s, batch * (s->chunk + second) * (size_t)m->cfg.vocab_size * 4);
+    }
+    if (st == MAMBA_OK) st = mb_model_run(s, ids, len, mode, logits);
     /* an error may leave copies in flight into the caller's buffer */
     if (st != MAMBA_OK && overlap) (void)ctx->be->sync(ctx->dev);
     mamba_state_free(s);
