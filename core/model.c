@@ -235,10 +235,10 @@ static mamba_status_t enqueue_step_graph(mamba_state_t *s)
  * 93k (each chunk costs the layers ~1 ms: smaller GEMM tiles, shorter scans); slices of 128 or
  * 256 the same, of 1024 6% slower. */
 #ifndef MB_OVERLAP_CHUNK
-#define MB_OVERLAP_CHUNK 1536
+#define MB_OVERLAP_CHUNK ((size_t)1536)
 #endif
 #ifndef MB_OVERLAP_LAST
-#define MB_OVERLAP_LAST 512
+#define MB_OVERLAP_LAST ((size_t)512)
 #endif
 #ifndef MB_OVERLAP_SLICE
 #define MB_OVERLAP_SLICE 256
