@@ -219,7 +219,8 @@ START_TEST(half_weights_match_cpu)
     const mamba_dtype_t dts[3] = {MAMBA_F32, MAMBA_F16, MAMBA_BF16};
     mamba_config_t c;
     mamba_config_init(&c);
-    c.d_model = 512; /* d_inner 1024: x_proj takes the split-K GEMV path */
+    c.d_model = 1024; /* d_inner 2048: x_proj and, in f32, the one-row out_proj take split GEMVs,
+                       * the latter with two loads a lane issued together on CUDA */
     c.n_layer = 2;
     c.vocab_size = VOCAB;
     const size_t lens[3] = {1, 5, 150};
