@@ -66,6 +66,15 @@ __device__ __forceinline__ void load_x4_normed(const float *p, const float *g, f
     }
 }
 
+/* y[row] (+)= v + bias[row], v scaled by 1/rms first under NORM (q: the sum of x^2 over k) */
+template <bool NORM>
+__device__ __forceinline__ void gemv_store(float *y, int row, float v, float q, int k, float eps, const float *bias,
+                                           int accum)
+{
+    if (NORM) v *= rsqrtf(q / (float)k + eps);
+    y[row] = (accum ? y[row] : 0.0f) + v + (bias ? bias[row] : 0.0f);
+}
+
 /* y[i, row] = sum_k x[i, k] W[row, k] for i < m <= M. A warp streams one weight row with
  * 16-byte loads; SPLIT: the block's warps share one row, each a slice of k, when there are too
  * few rows to fill the GPU (x_proj), and the block adds the slices. VECTOR: W rows are 16-byte
@@ -150,7 +159,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
 #pragma unroll
     for (int i = 0; i < M; i++) {
         if (i >= m) break;
-        float v = warp_sum(acc[i]);
+        const float v = warp_sum(acc[i]);
         const float q = NORM ? warp_sum(ss[i]) : 0.0f;
         if (SPLIT) {
             if (lane == 0) {
@@ -158,9 +167,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                 part_ss[warp][i] = q;
             }
         } else if (lane == 0) {
-            if (NORM) v *= rsqrtf(q / (float)k + eps);
-            float *yp = y + (size_t)i * ldy + row;
-            *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row] : 0.0f);
+            gemv_store<NORM>(y + (size_t)i * ldy, row, v, q, k, eps, bias, accum);
         }
     }
     if (SPLIT) {
@@ -171,9 +178,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(int m, int n, int
                 v += part[p][threadIdx.x];
                 q += part_ss[p][threadIdx.x];
             }
-            if (NORM) v *= rsqrtf(q / (float)k + eps);
-            float *yp = y + (size_t)threadIdx.x * ldy + row;
-            *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row] : 0.0f);
+            gemv_store<NORM>(y + (size_t)threadIdx.x * ldy, row, v, q, k, eps, bias, accum);
         }
     }
 }
@@ -219,12 +224,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, 1) gemv_pair_kernel(int n, in
     const float q = NORM ? warp_sum(ss) : 0.0f;
 #pragma unroll
     for (int r = 0; r < GEMV_PAIR; r++) {
-        float v = warp_sum(acc[r]);
-        if (lane == 0 && row0 + r < n) {
-            if (NORM) v *= rsqrtf(q / (float)k + eps);
-            float *yp = y + row0 + r;
-            *yp = (accum ? *yp : 0.0f) + v + (bias ? bias[row0 + r] : 0.0f);
-        }
+        const float v = warp_sum(acc[r]);
+        if (lane == 0 && row0 + r < n) gemv_store<NORM>(y, row0 + r, v, q, k, eps, bias, accum);
     }
 }
 
@@ -244,8 +245,7 @@ static void launch_gemv(mb_device *dev, bool split, size_t m, size_t n, size_t k
         /* every warp's slice a whole number of 16-byte loads a lane: U of them */
         const size_t per = (size_t)GEMV_WARPS * 32 * wvec<T>::n, u = k % per == 0 ? k / per : 0;
         if (split && u >= 2 && u <= 5) {
-            void (*const kernels[4])(int, int, int, const float *, int, const T *, const float *, float *, int,
-                                     const float *, float, int) = {
+            decltype(&gemv_kernel<T, M, VECTOR, XVEC, true, NORM>) const kernels[4] = {
                 gemv_kernel<T, M, VECTOR, XVEC, true, NORM, 2>, gemv_kernel<T, M, VECTOR, XVEC, true, NORM, 3>,
                 gemv_kernel<T, M, VECTOR, XVEC, true, NORM, 4>, gemv_kernel<T, M, VECTOR, XVEC, true, NORM, 5>};
             launch_pdl(dev, kernels[u - 2], grid, dim3(GEMV_WARPS * 32), (int)m, (int)n, (int)k, x, (int)lda,
@@ -271,7 +271,8 @@ static bool gemv_m(mb_device *dev, size_t m, size_t n, size_t k, const float *x,
     const bool xvec = vector && lda % 4 == 0 && ((uintptr_t)x % 16) == 0;
     /* fewer rows than four warps per SM: share rows among a block's warps */
     const bool split = n < (size_t)dev->sm_count * 4 * GEMV_WARPS && k >= (size_t)(GEMV_WARPS * 32 * V);
-    if (M == 1 && !split && xvec && (!f.nw || ((uintptr_t)f.nw % 16) == 0)) {
+    const bool nw_ok = !f.nw || ((uintptr_t)f.nw % 16) == 0; /* the norm weights' float4 loads */
+    if (M == 1 && !split && xvec && nw_ok) {
         const dim3 grid((unsigned)((n + GEMV_WARPS * GEMV_PAIR - 1) / (GEMV_WARPS * GEMV_PAIR)));
         if (f.nw)
             launch_pdl(dev, gemv_pair_kernel<T, true>, grid, dim3(GEMV_WARPS * 32), (int)n, (int)k, x, (const T *)w,
@@ -282,7 +283,7 @@ static bool gemv_m(mb_device *dev, size_t m, size_t n, size_t k, const float *x,
         return true;
     }
     if (f.nw) {
-        if (!xvec || ((uintptr_t)f.nw % 16) != 0) return false;
+        if (!xvec || !nw_ok) return false;
         launch_gemv<T, M, true, true, true>(dev, split, m, n, k, x, lda, w, bias, y, ldy, f);
     } else if (xvec) {
         launch_gemv<T, M, true, true, false>(dev, split, m, n, k, x, lda, w, bias, y, ldy, f);

@@ -47,7 +47,7 @@ template <int KW> __device__ __forceinline__ float step_conv(const step_params &
 }
 
 /* xpart[s, b, j] = sum over slice s of the channels of x_proj[j, k] xc[b, k]: block (slice
- * s, group of XP_WARP_F * STEP_WARPS features, group of STEP_ROWS sequences). A slice is
+ * s, group of F * STEP_WARPS features, group of STEP_ROWS sequences). A slice is
  * `per` runs of XP_RUN channels. Each thread computes the conv of one channel of a run once,
  * into shared memory, and each warp then takes F features of the run: lane l holds 8 of a
  * feature's weights. The weights of the first run are loaded before waiting for in_proj (they
