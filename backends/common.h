@@ -28,6 +28,12 @@ static inline void mb_mem_add(mb_mem_stats *m, uint64_t bytes)
 }
 static inline void mb_mem_sub(mb_mem_stats *m, uint64_t bytes) { m->current -= bytes; }
 
+/* The weight dtypes every backend's GEMM, GEMV and mixer step read. */
+static inline int mb_weight_dtype_ok(mamba_dtype_t dt)
+{
+    return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16;
+}
+
 /* How a GPU scan splits time: enough chunks that about want_threads channels x chunks run
  * (at_most: no more than want_threads unless one chunk is already more), a chunk at least 16
  * steps, at most 1024 chunks. */

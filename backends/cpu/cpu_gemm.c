@@ -14,7 +14,7 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
     const float *x = cpu_at(x_p), *bias = cpu_at(bias_p);
     const float *w = cpu_at(w_p);
     float *y = cpu_at(y_p);
-    if (!cpu_weight_dtype_ok(wdt))
+    if (!mb_weight_dtype_ok(wdt))
         return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
     /* a decoding step's few rows: the GEMV that reads W once, in its stored dtype */
     if (m <= CPU_GEMV_MAX_ROWS)

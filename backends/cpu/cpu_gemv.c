@@ -158,7 +158,7 @@ void cpu_gemv_rows(const cpu_gemv_job *j, size_t r0, size_t r1)
 int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr norm_p, float eps,
                    mb_ptr w_p, mamba_dtype_t wdt, mb_ptr bias_p, mb_ptr y_p, size_t ldy, int accumulate)
 {
-    if (m == 0 || m > CPU_GEMV_MAX_ROWS || !cpu_weight_dtype_ok(wdt))
+    if (m == 0 || m > CPU_GEMV_MAX_ROWS || !mb_weight_dtype_ok(wdt))
         return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemv: %zu rows of %s weights, expected 1..%d rows of F32, F16 or BF16",
                         m, mamba_dtype_name(wdt), CPU_GEMV_MAX_ROWS);
     const float *x = cpu_at(x_p), *norm_w = cpu_at(norm_p);

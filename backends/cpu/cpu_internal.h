@@ -31,12 +31,6 @@ static inline void *cpu_at(mb_ptr p) { return p.buf ? p.buf->data + p.offset : (
 
 int cpu_fail(mb_device *dev, int status, const char *fmt, ...);
 
-/* The weight dtypes the GEMM, the GEMV and the mixer step read. */
-static inline int cpu_weight_dtype_ok(mamba_dtype_t dt)
-{
-    return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16;
-}
-
 /* out = x / rms(x) * w over dim values (out may be x): add_rmsnorm's and gemv_fused's norm. */
 static inline void cpu_rmsnorm_row(float *out, const float *x, const float *w, size_t dim, float eps)
 {

@@ -75,7 +75,7 @@ int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
                         B, N, op->width, op->scratch_bytes, CPU_GEMV_MAX_ROWS, CPU_MAX_STATE, B * D * sizeof(float));
     for (int i = 0; i < 2; i++) {
         const mamba_dtype_t dt = i ? op->dt_proj_dt : op->x_proj_dt;
-        if (!cpu_weight_dtype_ok(dt))
+        if (!mb_weight_dtype_ok(dt))
             return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "mixer step: %s in %s, expected F32, F16 or BF16",
                             i ? "dt_proj" : "x_proj", mamba_dtype_name(dt));
     }

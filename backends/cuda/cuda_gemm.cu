@@ -321,7 +321,7 @@ int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {
     if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff ||
-        (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16))
+        !mb_weight_dtype_ok(wdt))
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M,
                          n, k, (int)wdt);
     const gemv_fuse f = {(const float *)cu_at(norm_w), eps, accumulate};
@@ -348,7 +348,7 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
     const float *x = (const float *)cu_at(x_p), *bias = (const float *)cu_at(bias_p);
     float *y = (float *)cu_at(y_p);
     const void *w = cu_at(w_p);
-    if (wdt != MAMBA_F32 && wdt != MAMBA_F16 && wdt != MAMBA_BF16)
+    if (!mb_weight_dtype_ok(wdt))
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);

@@ -243,13 +243,11 @@ template <typename T> struct launch_scan {
     }
 };
 
-static bool dtype_ok(mamba_dtype_t dt) { return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16; }
-
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
 {
     /* the conv window sits in one warp's lanes */
     if (op->width < 1 || op->width > 32 || op->batch > 65535 || op->dim > (1u << 30) || op->d_state > 4096 ||
-        op->dt_rank > 65536 || !dtype_ok(op->x_proj_dt) || !dtype_ok(op->dt_proj_dt))
+        op->dt_rank > 65536 || !mb_weight_dtype_ok(op->x_proj_dt) || !mb_weight_dtype_ok(op->dt_proj_dt))
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED,
                          "mixer step: width %zu (1..32), batch %zu, dim %zu, d_state %zu, dt_rank %zu, dtypes %d/%d",
                          op->width, op->batch, op->dim, op->d_state, op->dt_rank, (int)op->x_proj_dt,

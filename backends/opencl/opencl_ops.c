@@ -23,7 +23,6 @@ static int launch(mb_device *d, int k, cl_uint dims, const size_t *global, const
 
 static int dt_code(mamba_dtype_t dt) { return dt == MAMBA_F16 ? 1 : dt == MAMBA_BF16 ? 2 : 0; }
 static size_t dt_size(mamba_dtype_t dt) { return dt == MAMBA_F16 || dt == MAMBA_BF16 ? 2 : 4; }
-static int dtype_ok(mamba_dtype_t dt) { return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16; }
 
 int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
 {
@@ -108,7 +107,7 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
 int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
                    mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {
-    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) || !dtype_ok(wdt))
+    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) || !mb_weight_dtype_ok(wdt))
         return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M, n,
                         k, (int)wdt);
     return gemv(d, m, n, k, x, lda, nw, eps, w, wdt, bias, y, ldy, accumulate);
@@ -117,7 +116,7 @@ int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t 
 int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt, mb_ptr bias,
              mb_ptr y, size_t ldy)
 {
-    if (!dtype_ok(wdt))
+    if (!mb_weight_dtype_ok(wdt))
         return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
     cl_mem xm = ocl_mem(x), wm = ocl_mem(w), ym = ocl_mem(y), bm = bias.buf ? ocl_mem(bias) : xm;
     const size_t es = dt_size(wdt);
@@ -293,7 +292,8 @@ int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
                      (!op->D.buf || ocl_mem(op->D) == wf) && ocl_mem(op->xdbl) == work && ocl_mem(op->y) == work &&
                      ocl_mem(op->ssm_state) == st;
     if (!same || op->width < 1 || op->width > 16 /* STEP_LANES */ || op->batch > 65535 || op->dim > (1u << 30) ||
-        op->dt_rank + 2 * op->d_state > 1024 /* STEP_XDBL_MAX */ || !dtype_ok(op->x_proj_dt) || !dtype_ok(op->dt_proj_dt))
+        op->dt_rank + 2 * op->d_state > 1024 /* STEP_XDBL_MAX */ || !mb_weight_dtype_ok(op->x_proj_dt) ||
+        !mb_weight_dtype_ok(op->dt_proj_dt))
         return ocl_fail(d, MAMBA_ERR_UNSUPPORTED,
                         "mixer step: width %zu (1..16), batch %zu, dim %zu, dt_rank + 2 d_state %zu (at most 1024)",
                         op->width, op->batch, op->dim, op->dt_rank + 2 * op->d_state);
