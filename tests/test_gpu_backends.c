@@ -256,6 +256,40 @@ START_TEST(half_weights_match_cpu)
 }
 END_TEST
 
+/* Prefill GEMMs large enough for CUDA's tensor-core (3xTF32) kernel on a 132-SM GPU, with a
+ * partial tile on every side: 3 x 101 rows (tiles of 128), k = 1000 (of 32), in_proj's 4000
+ * and the lm_head's 5001 columns (of 64, the latter odd). Held to the CPU's logits. */
+START_TEST(large_gemms_match_cpu)
+{
+    enum { VOCAB = 5001, B = 3, L = 101 };
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 1000;
+    c.n_layer = 1;
+    c.vocab_size = VOCAB;
+    int32_t ids[B * L];
+    for (int i = 0; i < B * L; i++) ids[i] = (i * 53 + 7) % VOCAB;
+    const size_t n = (size_t)B * L * VOCAB;
+    float *res[2];
+    const char *names[2] = {"cpu", backend};
+    for (int j = 0; j < 2; j++) {
+        mamba_context_t *ctx = open_ctx(names[j], 0);
+        mamba_model_t *m;
+        ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, MAMBA_F32, 9, &m), MAMBA_OK);
+        res[j] = malloc(n * sizeof(float));
+        ck_assert_msg(mamba_forward(m, ids, B, L, MAMBA_LOGITS_ALL, res[j]) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        mamba_model_free(m);
+        mamba_context_free(ctx);
+    }
+    double e = max_abs_diff(res[1], res[0], n);
+    printf("%s large GEMMs vs cpu: max abs err %.3g (max %.3g), nmse %.3g\n", backend, e, max_abs(res[0], n),
+           nmse(res[1], res[0], n));
+    ck_assert_double_le(e, LOGIT_BOUND);
+    free(res[0]);
+    free(res[1]);
+}
+END_TEST
+
 /* All logits into mamba_alloc_host's memory: on CUDA, chunks of 1024 tokens whose logits are
  * copied to the host while the next chunk runs. The same as the one-pass forward into
  * malloc'd memory on the same backend (three chunks, the last short, two sequences). */
@@ -314,6 +348,7 @@ static int run_backend(const char *name)
     tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));
     tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
+    tcase_add_test(tc, large_gemms_match_cpu);
     suite_add_tcase(s, tc);
     /* CUDA cannot be used in a child forked after the parent initialized it (listing the
      * backends does), so the GPU suites run in one process. */

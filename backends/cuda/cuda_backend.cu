@@ -107,10 +107,13 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         goto fail;
     cublasSetStream(d->blas, d->stream);
     cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes);
-    /* fp32 GEMMs stay fp32; TF32 only when asked for */
-    cublasSetMathMode(d->blas, getenv("MAMBA_CUDA_TF32") && strcmp(getenv("MAMBA_CUDA_TF32"), "1") == 0
-                                   ? CUBLAS_TF32_TENSOR_OP_MATH
-                                   : CUBLAS_DEFAULT_MATH);
+    /* fp32 GEMMs stay fp32 (3xTF32 or SGEMM); plain TF32 only when asked for */
+    {
+        const char *tf32 = getenv("MAMBA_CUDA_TF32"), *gemm = getenv("MAMBA_CUDA_GEMM");
+        const bool plain_tf32 = tf32 && strcmp(tf32, "1") == 0;
+        cublasSetMathMode(d->blas, plain_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+        d->tf32x3 = prop.major >= 8 && !plain_tf32 && !(gemm && strcmp(gemm, "cublas") == 0);
+    }
     *out = d;
     return 0;
 fail:

@@ -364,6 +364,7 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
         CU_LAUNCHED(dev, "weight widening kernel");
         wf = (const float *)s;
     }
+    if (cuda_gemm_3xtf32_fits(dev, m, n, k, x, lda, wf, ldy)) return cuda_gemm_3xtf32(dev, m, n, k, x, lda, wf, bias, y, ldy);
     /* row-major y (m, n) = x (m, k) W^T is column-major y' (n, m) = W'^T (n, k) x' (k, m) */
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = cublasSgemm(dev->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, wf, (int)k, x,

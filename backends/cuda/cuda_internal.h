@@ -18,6 +18,7 @@ struct mb_device {
     int index;
     int sm_count;
     int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
+    int tf32x3;                    /* sm_80+: fp32 GEMMs by the 3xTF32 kernel, not cuBLAS SGEMM */
     int scan16_per_sm;             /* blocks of the N = 16 scan kernel an SM holds; 0: not asked yet */
     cudaStream_t stream;
     cudaStream_t copy_stream;      /* download_async: device -> page-locked host, beside the work */
@@ -60,6 +61,11 @@ int cuda_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, s
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
               mb_ptr bias, mb_ptr y, size_t ldy);
+/* The 3xTF32 tensor-core GEMM (cuda_gemm_tc.cu): whether it takes this call, and the call. */
+bool cuda_gemm_3xtf32_fits(const mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda,
+                           const float *w, size_t ldy);
+int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const float *w,
+                     const float *bias, float *y, size_t ldy);
 int cuda_scan(mb_device *dev, const mb_scan_op *op);
 int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
 int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
