@@ -163,6 +163,11 @@ struct mamba_model {
     mb_mat lm_head;            /* (vocab, d_model); = embedding when tied              */
     mb_layer_weights *layers;
     int n_states;
+    /* mamba_forward's state and buffers, kept for the next call of the same batch and chunk
+     * (allocating and freeing ~1 GB of device memory cost the 130m's 2048-token forward
+     * milliseconds a call); freed by mamba_model_free */
+    struct mamba_state *forward_state;
+    size_t forward_chunk;
 };
 
 /* The per-sequence recurrent state and the activation workspace of one batch size. */

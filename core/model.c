@@ -364,9 +364,25 @@ mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch,
     const int overlap = mode == MAMBA_LOGITS_ALL && ctx->be->download_async && ctx->be->download_fence &&
                         len > 2 * MB_OVERLAP_LAST &&
                         mb_host_pinned(ctx, logits, batch * len * (size_t)m->cfg.vocab_size * sizeof *logits);
-    mamba_state_t *s;
-    if ((st = mb_state_new(m, batch, overlap ? MB_OVERLAP_CHUNK : 0, &s)) != MAMBA_OK) return st;
+    const size_t chunk = overlap ? MB_OVERLAP_CHUNK : 0;
+    mamba_state_t *s = m->forward_state;
+    if (s && (s->batch != batch || m->forward_chunk != chunk)) {
+        mamba_state_free(s);
+        s = m->forward_state = NULL;
+    }
+    if (s) st = mamba_state_reset(s);
+    else if ((st = mb_state_new(m, batch, chunk, &s)) == MAMBA_OK) {
+        m->forward_state = s;
+        m->forward_chunk = chunk;
+    }
+    if (st != MAMBA_OK) {
+        mamba_state_free(m->forward_state);
+        m->forward_state = NULL;
+        return st;
+    }
     s->overlap_logits = overlap;
+    s->overlap_chunks = 0;
+    s->last_chunk = 0;
     if (overlap) {
         s->last_chunk = MB_OVERLAP_LAST < s->chunk ? MB_OVERLAP_LAST : s->chunk;
         /* both regions up front: a buffer reallocated later could still be read by copies */
@@ -379,7 +395,10 @@ mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch,
     }
     if (st == MAMBA_OK) st = mb_model_run(s, ids, len, mode, logits);
     /* an error may leave copies in flight into the caller's buffer */
-    if (st != MAMBA_OK && overlap) (void)ctx->be->sync(ctx->dev);
-    mamba_state_free(s);
+    if (st != MAMBA_OK) {
+        if (overlap) (void)ctx->be->sync(ctx->dev);
+        mamba_state_free(s);
+        m->forward_state = NULL;
+    }
     return st;
 }

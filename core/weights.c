@@ -189,6 +189,7 @@ void mamba_model_free(mamba_model_t *m)
 {
     if (!m) return;
     mamba_context_t *ctx = m->ctx;
+    mamba_state_free(m->forward_state);
     if (m->n_states)
         mb_log(ctx, MAMBA_LOG_WARN, "model freed while %d state(s) still use it: free them first", m->n_states);
     if (m->weights) ctx->be->free(ctx->dev, m->weights);

@@ -185,7 +185,9 @@ typedef enum mamba_logits_mode {
 } mamba_logits_mode_t;
 
 /* Full-sequence forward from an empty state. ids: (batch, len) row-major; every id in
- * [0, vocab). logits must hold batch*len*vocab floats (ALL) or batch*vocab (LAST). */
+ * [0, vocab). logits must hold batch*len*vocab floats (ALL) or batch*vocab (LAST). The
+ * device buffers it uses stay with the model for the next call of the same batch size
+ * (mamba_model_free releases them). */
 MAMBA_API mamba_status_t mamba_forward(mamba_model_t *model, const int32_t *ids, size_t batch,
                                        size_t len, mamba_logits_mode_t mode, float *logits);
 
