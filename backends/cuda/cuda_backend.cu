@@ -254,6 +254,14 @@ static int cu_timer_stop(mb_device *d, double *ms)
 
 static mb_mem_stats *cu_mem_stats(mb_device *d) { return &d->mem; }
 
+bool cuda_scratch_ready(mb_device *d, size_t bytes)
+{
+    if (bytes <= d->scratch_bytes) return true;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(d->stream, &cs);
+    return cs == cudaStreamCaptureStatusNone;
+}
+
 int cuda_scratch(mb_device *d, size_t bytes, void **out)
 {
     if (bytes > d->scratch_bytes) {

@@ -353,18 +353,28 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
     if (m <= GEMV_MAX_M) return gemv_dtype(dev, m, n, k, x, lda, w, wdt, bias, y, ldy, gemv_fuse{nullptr, 0.0f, 0});
+    /* scratch: 16-bit weights widened to f32, then the tensor-core kernel's k-split sums */
+    const bool tc = cuda_gemm_3xtf32_fits(dev, m, n, k, x, lda, ldy) && (wdt != MAMBA_F32 || ((uintptr_t)w & 15) == 0);
+    const size_t widened = wdt != MAMBA_F32 ? (n * k * sizeof(float) + 255) / 256 * 256 : 0;
+    int splits = tc ? cuda_gemm_3xtf32_splits(dev, m, n, k) : 1;
+    if (splits > 1 && !cuda_scratch_ready(dev, widened + (size_t)splits * m * n * sizeof(float))) splits = 1;
+    const size_t scratch = widened + (splits > 1 ? (size_t)splits * m * n * sizeof(float) : 0);
+    void *s = nullptr;
+    if (scratch) {
+        int rc = cuda_scratch(dev, scratch, &s);
+        if (rc) return rc;
+    }
     const float *wf = (const float *)w;
     if (wdt != MAMBA_F32) {
-        void *s;
-        int rc = cuda_scratch(dev, n * k * sizeof(float), &s);
-        if (rc) return rc;
         const unsigned blocks = (unsigned)(dev->sm_count * 8);
         if (wdt == MAMBA_F16) widen_kernel<__half><<<blocks, 256, 0, dev->stream>>>((const __half *)w, n * k, (float *)s);
         else widen_kernel<__nv_bfloat16><<<blocks, 256, 0, dev->stream>>>((const __nv_bfloat16 *)w, n * k, (float *)s);
         CU_LAUNCHED(dev, "weight widening kernel");
         wf = (const float *)s;
     }
-    if (cuda_gemm_3xtf32_fits(dev, m, n, k, x, lda, wf, ldy)) return cuda_gemm_3xtf32(dev, m, n, k, x, lda, wf, bias, y, ldy);
+    if (tc)
+        return cuda_gemm_3xtf32(dev, m, n, k, x, lda, wf, bias, y, ldy, splits,
+                                splits > 1 ? (float *)((char *)s + widened) : nullptr);
     /* row-major y (m, n) = x (m, k) W^T is column-major y' (n, m) = W'^T (n, k) x' (k, m) */
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = cublasSgemm(dev->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, wf, (int)k, x,

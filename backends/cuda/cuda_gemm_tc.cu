@@ -15,6 +15,8 @@
  * (4 x 4 MMA tiles of 16 x 8). Tiles of 32 k of x and W go through a STAGES-deep cp.async ring
  * in shared memory, rows padded to 36 floats so that a fragment load (8 rows of 16 bytes,
  * ldmatrix) hits 32 different banks. */
+#include <algorithm>
+
 #include "cuda_internal.h"
 
 namespace {
@@ -48,15 +50,10 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const float *p)
 
 __device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    (void)c, (void)a, (void)b;
-    __trap();
-#endif
 }
 
 /* 16 bytes global -> shared; zero-filled when !valid (rows past m or n, k past the end) */
@@ -84,9 +81,16 @@ __device__ __forceinline__ void load_tile(float *tile, const float *g, int ld, i
 
 template <int BM, int BN>
 __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
-    gemm_3xtf32_kernel(int m, int n, int k, const float *__restrict__ x, int lda, const float *__restrict__ w,
-                       const float *__restrict__ bias, float *__restrict__ y, int ldy, int vec2)
+    gemm_3xtf32_kernel(int m, int n, int k, int k_split, const float *__restrict__ x, int lda,
+                       const float *__restrict__ w, const float *__restrict__ bias, float *__restrict__ y, int ldy,
+                       int vec2, float *__restrict__ partial)
 {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    /* cp.async and TF32 MMAs are sm_80's; the host never launches this below it (tf32x3) */
+    (void)m, (void)n, (void)k, (void)k_split, (void)x, (void)lda, (void)w, (void)bias, (void)y, (void)ldy, (void)vec2,
+        (void)partial;
+    __trap();
+#else
     constexpr int WARPS_N = BN / 32, THREADS = (BM / 64) * WARPS_N * 32;
     extern __shared__ float4 smem4[];
     float *smem = (float *)smem4;
@@ -95,7 +99,9 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
     const int g = lane / 4, t = lane % 4;
     const int wm = (warp / WARPS_N) * 64, wn = (warp % WARPS_N) * 32;
     const int bm = (int)blockIdx.y * BM, bn = (int)blockIdx.x * BN;
-    const int ktiles = (k + BK - 1) / BK;
+    /* this block's k range: a split of k_split (a multiple of BK) when partial, else all */
+    const int k0 = (int)blockIdx.z * k_split, k1 = min(k, k0 + k_split);
+    const int ktiles = (k1 - k0 + BK - 1) / BK;
 
     float acc[4][4][4] = {};
     float tot[4][4][4] = {};
@@ -103,8 +109,8 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < ktiles) {
-            load_tile<BM, THREADS>(As + s * BM * SK, x, lda, m, bm, k, s * BK);
-            load_tile<BN, THREADS>(Bs + s * BN * SK, w, k, n, bn, k, s * BK);
+            load_tile<BM, THREADS>(As + s * BM * SK, x, lda, m, bm, k1, k0 + s * BK);
+            load_tile<BN, THREADS>(Bs + s * BN * SK, w, k, n, bn, k1, k0 + s * BK);
         }
         asm volatile("cp.async.commit_group;");
     }
@@ -115,8 +121,8 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
         __syncthreads();
         const int next = kt + STAGES - 1;
         if (next < ktiles) {
-            load_tile<BM, THREADS>(As + (next % STAGES) * BM * SK, x, lda, m, bm, k, next * BK);
-            load_tile<BN, THREADS>(Bs + (next % STAGES) * BN * SK, w, k, n, bn, k, next * BK);
+            load_tile<BM, THREADS>(As + (next % STAGES) * BM * SK, x, lda, m, bm, k1, k0 + next * BK);
+            load_tile<BN, THREADS>(Bs + (next % STAGES) * BN * SK, w, k, n, bn, k1, k0 + next * BK);
         }
         asm volatile("cp.async.commit_group;");
 
@@ -167,7 +173,14 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
     }
     asm volatile("cp.async.wait_group 0;");
 
-    /* accumulator (i, j): rows g and g + 8 of the m16 tile, columns 2t and 2t + 1 of the n8 */
+    /* accumulator (i, j): rows g and g + 8 of the m16 tile, columns 2t and 2t + 1 of the n8; a k
+     * split's sums go to its slice of partial (m x n, no bias), for splitk_sum_kernel */
+    float *const out0 = partial ? partial + (size_t)blockIdx.z * m * n : y;
+    const size_t ld = partial ? (size_t)n : (size_t)ldy;
+    if (partial) {
+        bias = nullptr;
+        vec2 = n % 2 == 0;
+    }
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         const int col = bn + wn + j * 8 + 2 * t;
@@ -180,7 +193,7 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
             for (int h = 0; h < 2; h++) {
                 const int row = bm + wm + i * 16 + g + h * 8;
                 if (row >= m) continue;
-                float *out = y + (size_t)row * ldy + col;
+                float *out = out0 + (size_t)row * ld + col;
                 const float v0 = tot[i][j][2 * h] + b0, v1 = tot[i][j][2 * h + 1] + b1;
                 if (pair && vec2) *(float2 *)out = make_float2(v0, v1);
                 else {
@@ -189,11 +202,25 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, 1)
                 }
             }
     }
+#endif
+}
+
+/* y = bias + the k splits' partial sums, in split order (the same result every run) */
+__global__ void splitk_sum_kernel(const float *__restrict__ partial, int splits, int m, int n,
+                                  const float *__restrict__ bias, float *__restrict__ y, int ldy)
+{
+    const size_t mn = (size_t)m * n;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < mn; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / (size_t)n, c = i % (size_t)n;
+        float v = partial[i];
+        for (int z = 1; z < splits; z++) v += partial[z * mn + i];
+        y[r * (size_t)ldy + c] = bias ? v + bias[c] : v;
+    }
 }
 
 template <int BM, int BN>
 int launch(mb_device *dev, int m, int n, int k, const float *x, int lda, const float *w, const float *bias, float *y,
-           int ldy)
+           int ldy, int splits, float *partial)
 {
     constexpr int THREADS = (BM / 64) * (BN / 32) * 32;
     const size_t smem = (size_t)STAGES * (BM + BN) * SK * sizeof(float);
@@ -201,27 +228,61 @@ int launch(mb_device *dev, int m, int n, int k, const float *x, int lda, const f
     CU_CHECK(dev, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
              "3xTF32 GEMM shared memory");
     const int vec2 = ldy % 2 == 0 && ((uintptr_t)y & 7) == 0;
-    const dim3 grid((unsigned)((n + BN - 1) / BN), (unsigned)((m + BM - 1) / BM));
-    kernel<<<grid, THREADS, smem, dev->stream>>>(m, n, k, x, lda, w, bias, y, ldy, vec2);
+    /* whole k tiles a split; rounding up may leave fewer splits than asked for */
+    const int ktiles = (k + BK - 1) / BK, k_split = (ktiles + splits - 1) / splits * BK;
+    splits = (k + k_split - 1) / k_split;
+    if (splits < 2) partial = nullptr;
+    const dim3 grid((unsigned)((n + BN - 1) / BN), (unsigned)((m + BM - 1) / BM), (unsigned)(partial ? splits : 1));
+    kernel<<<grid, THREADS, smem, dev->stream>>>(m, n, k, partial ? k_split : k, x, lda, w, bias, y, ldy, vec2,
+                                                 partial);
     CU_LAUNCHED(dev, "3xTF32 GEMM kernel");
+    if (partial) {
+        const size_t mn = (size_t)m * n;
+        const unsigned blocks = (unsigned)std::min<size_t>((mn + 255) / 256, (size_t)dev->sm_count * 8);
+        splitk_sum_kernel<<<blocks, 256, 0, dev->stream>>>(partial, splits, m, n, bias, y, ldy);
+        CU_LAUNCHED(dev, "3xTF32 GEMM split-k sum kernel");
+    }
     return 0;
 }
 
 } // namespace
 
-bool cuda_gemm_3xtf32_fits(const mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda,
-                           const float *w, size_t ldy)
+bool cuda_gemm_3xtf32_fits(const mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, size_t ldy)
 {
     if (!dev->tf32x3 || n > 0x7fffffff || k > 0x7fffffff || lda > 0x7fffffff || ldy > 0x7fffffff) return false;
-    /* fewer tiles than SMs (x_proj's 80 columns): cuBLAS splits k, this kernel does not */
-    const size_t row_tiles = (m + TILE_M - 1) / TILE_M, tiles = row_tiles * ((n + TILE_N - 1) / TILE_N);
-    /* cp.async copies 16 bytes: rows of x and W must start 16-byte aligned */
-    return row_tiles <= 65535 && tiles >= (size_t)dev->sm_count && k % 4 == 0 && lda % 4 == 0 &&
-           ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+    /* cp.async copies 16 bytes: rows of x must start 16-byte aligned (the caller checks W) */
+    return (m + TILE_M - 1) / TILE_M <= 65535 && k % 4 == 0 && lda % 4 == 0 && ((uintptr_t)x & 15) == 0;
+}
+
+int cuda_gemm_3xtf32_splits(const mb_device *dev, size_t m, size_t n, size_t k)
+{
+    /* Too few tiles to keep every SM busy (x_proj's 80 columns, out_proj's 768, a short
+     * chunk) call for cutting k into splits. The split count minimizes a model of the time,
+     * fitted on the H100 (within 2% of the best split for the 130m's projections at 512 to 2048
+     * rows): an SM runs two blocks at once, each taking 6.5e-8 s per k; a block alone on its SM
+     * runs 1.6x as fast; splits cost a launch and writing and reading (2 s + 1) m n partial
+     * sums at 2.7 TB/s. At least 4 k tiles a split, at most 16 splits. */
+    const size_t tiles = ((m + TILE_M - 1) / TILE_M) * ((n + TILE_N - 1) / TILE_N), ktiles = (k + BK - 1) / BK;
+    const size_t sm = (size_t)dev->sm_count, max_s = std::max<size_t>(1, std::min<size_t>(16, ktiles / 4));
+    size_t best = 1;
+    double best_t = 0.0;
+    for (size_t s = 1; s <= max_s; s++) {
+        const size_t k_tiles_a_split = (ktiles + s - 1) / s;
+        if ((ktiles + k_tiles_a_split - 1) / k_tiles_a_split != s) continue; /* the same as a smaller s */
+        const size_t per_sm = (tiles * s + sm - 1) / sm;
+        const double rounds = per_sm == 1 ? 0.63 : (double)per_sm / 2.0;
+        double t = rounds * (double)(k_tiles_a_split * BK) * 6.5e-8;
+        if (s > 1) t += (double)(2 * s + 1) * (double)m * (double)n * 4.0 / 2.7e12 + 2e-6;
+        if (s == 1 || t < best_t) {
+            best = s;
+            best_t = t;
+        }
+    }
+    return (int)best;
 }
 
 int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const float *w,
-                     const float *bias, float *y, size_t ldy)
+                     const float *bias, float *y, size_t ldy, int splits, float *partial)
 {
-    return launch<TILE_M, TILE_N>(dev, (int)m, (int)n, (int)k, x, (int)lda, w, bias, y, (int)ldy);
+    return launch<TILE_M, TILE_N>(dev, (int)m, (int)n, (int)k, x, (int)lda, w, bias, y, (int)ldy, splits, partial);
 }
