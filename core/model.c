@@ -229,11 +229,11 @@ static mamba_status_t enqueue_step_graph(mamba_state_t *s)
 /* mamba_forward's logits of every position into page-locked memory: chunks of at most
  * MB_OVERLAP_CHUNK tokens, the last MB_OVERLAP_LAST tokens a chunk of their own, the lm_head
  * in slices of MB_OVERLAP_SLICE rows. The copies (412 MB for the 130m's 2048 tokens, 7.5 ms at
- * PCIe 5's 55 GB/s) should start early and leave little after the computation: a long first
- * chunk, a short last one. Measured on the H100 (130m, 2048 tokens): 1536 + 512 101.5k
- * tokens/s, 1280 + 768 100k, 1664 + 384 99k, 1024 + 1024 97k, 1792 + 256 97k, 768 + 768 + 512
- * 93k (each chunk costs the layers ~1 ms: smaller GEMM tiles, shorter scans); slices of 128 or
- * 256 the same, of 1024 6% slower. */
+ * PCIe 5's 55 GB/s) should start early and leave little after the computation, and each extra
+ * chunk costs the layers time (smaller GEMMs, shorter scans): a long first chunk, a short last
+ * one. Measured on the H100 (130m, 2048 tokens, tensor-core GEMMs): 1536 + 512 130k tokens/s,
+ * 1280 + 768 126k, 1792 + 256 123k, 1536 + 256 121k, 1024 + 768 115k, 1024 + 1024 107k,
+ * 1024 + 512 + 512 115k; slices of 128 or 256 the same, of 1024 6% slower. */
 #ifndef MB_OVERLAP_CHUNK
 #define MB_OVERLAP_CHUNK ((size_t)1536)
 #endif
