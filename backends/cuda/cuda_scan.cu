@@ -42,6 +42,7 @@ __device__ __forceinline__ void load_bc(const float *p, int N, int sn, int vec, 
 template <int MAXN, bool FINAL>
 __global__ void __launch_bounds__(128) scan_chunk_kernel(const scan_params p)
 {
+    griddep_wait();
     const int d = blockIdx.x * blockDim.x + threadIdx.x;
     const int c = blockIdx.y, b = blockIdx.z;
     if (d >= p.D) return;
@@ -156,6 +157,7 @@ __device__ __forceinline__ void carry_load4(const float *S, const float *hl, int
 
 template <int GROUPS> __global__ void __launch_bounds__(32 * GROUPS) scan_carry_kernel(const scan_params p)
 {
+    griddep_wait();
     const size_t per = (size_t)p.B * p.D * p.N;
     const size_t i = blockIdx.x * (size_t)32 + threadIdx.x;
     const int grp = threadIdx.y;
@@ -211,16 +213,15 @@ template <int MAXN> static int launch(mb_device *dev, const scan_params &p, bool
             if (rc) return rc;
         } else {
             const dim3 grid1(grid.x, (unsigned)(p.n_chunks - 1), grid.z);
-            scan_chunk_kernel<MAXN, false><<<grid1, block, 0, dev->stream>>>(p);
+            launch_pdl(dev, scan_chunk_kernel<MAXN, false>, grid1, block, p);
             CU_LAUNCHED(dev, "scan chunk kernel");
         }
         const size_t per = (size_t)p.B * p.D * p.N;
-        scan_carry_kernel<CARRY_GROUPS>
-            <<<(unsigned)((per + 31) / 32), dim3(32, CARRY_GROUPS), 0, dev->stream>>>(p);
+        launch_pdl(dev, scan_carry_kernel<CARRY_GROUPS>, dim3((unsigned)((per + 31) / 32)), dim3(32, CARRY_GROUPS), p);
         CU_LAUNCHED(dev, "scan carry kernel");
     }
     if (staged) return scan16_launch(dev, p, true, (unsigned)p.n_chunks);
-    scan_chunk_kernel<MAXN, true><<<grid, block, 0, dev->stream>>>(p);
+    launch_pdl(dev, scan_chunk_kernel<MAXN, true>, grid, block, p);
     CU_LAUNCHED(dev, "scan kernel");
     return 0;
 }

@@ -60,6 +60,7 @@ __device__ __forceinline__ void stage_bc(float (*dst)[16], const float *base, lo
 
 template <bool FINAL> __global__ void __launch_bounds__(32 * S16_WARPS) scan16_kernel(const scan_params p)
 {
+    griddep_wait();
     __shared__ s16_tile tiles[S16_WARPS][S16_STAGES];
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int d0 = (blockIdx.x * S16_WARPS + w) * 32, d = d0 + lane;
@@ -185,10 +186,10 @@ int scan16_launch(mb_device *dev, const scan_params &p, bool final_pass, unsigne
 {
     const dim3 grid((unsigned)((p.D + 32 * S16_WARPS - 1) / (32 * S16_WARPS)), n_chunks, (unsigned)p.B);
     if (final_pass) {
-        scan16_kernel<true><<<grid, 32 * S16_WARPS, 0, dev->stream>>>(p);
+        launch_pdl(dev, scan16_kernel<true>, grid, dim3(32 * S16_WARPS), p);
         CU_LAUNCHED(dev, "scan kernel (N = 16)");
     } else {
-        scan16_kernel<false><<<grid, 32 * S16_WARPS, 0, dev->stream>>>(p);
+        launch_pdl(dev, scan16_kernel<false>, grid, dim3(32 * S16_WARPS), p);
         CU_LAUNCHED(dev, "scan chunk kernel (N = 16)");
     }
     return 0;
