@@ -60,7 +60,10 @@ __device__ __forceinline__ void stage_bc(float (*dst)[16], const float *base, lo
 
 template <bool FINAL> __global__ void __launch_bounds__(32 * S16_WARPS) scan16_kernel(const scan_params p)
 {
-    griddep_wait();
+    /* Pass 3 after a carry pass reads only the carry's hin: its inputs come from kernels that
+     * completed before pass 1 did, so it stages its first tiles while the carry runs. */
+    const bool early = FINAL && p.n_chunks > 1;
+    if (!early) griddep_wait();
     __shared__ s16_tile tiles[S16_WARPS][S16_STAGES];
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int d0 = (blockIdx.x * S16_WARPS + w) * 32, d = d0 + lane;
@@ -90,6 +93,7 @@ template <bool FINAL> __global__ void __launch_bounds__(32 * S16_WARPS) scan16_k
         cp_commit();
     }
 
+    if (early) griddep_wait();
     float a2[16], h[16];
     const size_t sidx = ((size_t)b * p.D + d) * 16;
     const float *h0 = !FINAL ? nullptr : p.n_chunks > 1 ? p.hin + (size_t)c * p.B * p.D * 16 + sidx
