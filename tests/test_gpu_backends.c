@@ -290,6 +290,57 @@ START_TEST(large_gemms_match_cpu)
 }
 END_TEST
 
+/* Decoding 12 sequences at once: CUDA records the step as a graph whose GEMMs (12 rows: too
+ * many for the GEMV) use the device's scratch (k-split sums; 16-bit weights widened). A long
+ * prefill on another state then grows the scratch; the recorded graph must still work. Both
+ * weight dtypes, against the CPU's logits of the same calls. */
+START_TEST(decode_graph_survives_scratch_growth)
+{
+    enum { VOCAB = 1000, B = 12, STEPS = 6, LONG = 1500 };
+    const mamba_dtype_t dts[2] = {MAMBA_F32, MAMBA_BF16};
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 256;
+    c.n_layer = 2;
+    c.vocab_size = VOCAB;
+    int32_t ids[B * 5], step_ids[B];
+    for (int i = 0; i < B * 5; i++) ids[i] = (i * 37 + 11) % VOCAB;
+    int32_t *long_ids = malloc((size_t)4 * LONG * sizeof *long_ids);
+    for (int i = 0; i < 4 * LONG; i++) long_ids[i] = (i * 13 + 5) % VOCAB;
+    const size_t n = (size_t)STEPS * B * VOCAB;
+    float *res[2];
+    const char *names[2] = {"cpu", backend};
+    for (int j = 0; j < 2; j++) {
+        mamba_context_t *ctx = open_ctx(names[j], 0);
+        mamba_model_t *m;
+        ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, dts[_i], 3, &m), MAMBA_OK);
+        mamba_state_t *a, *b;
+        ck_assert_int_eq(mamba_state_create(m, B, &a), MAMBA_OK);
+        ck_assert_int_eq(mamba_state_create(m, 4, &b), MAMBA_OK);
+        res[j] = malloc(n * sizeof(float));
+        ck_assert_msg(mamba_prefill(a, ids, 5, NULL) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        for (int t = 0; t < STEPS; t++) {
+            if (t == STEPS / 2) /* the graph exists by now; this grows the scratch */
+                ck_assert_msg(mamba_prefill(b, long_ids, LONG, NULL) == MAMBA_OK, "%s", mamba_last_error(ctx));
+            for (int i = 0; i < B; i++) step_ids[i] = (t * 7 + i * 3) % VOCAB;
+            ck_assert_msg(mamba_step(a, step_ids, res[j] + (size_t)t * B * VOCAB) == MAMBA_OK, "%s",
+                          mamba_last_error(ctx));
+        }
+        mamba_state_free(a);
+        mamba_state_free(b);
+        mamba_model_free(m);
+        mamba_context_free(ctx);
+    }
+    double e = max_abs_diff(res[1], res[0], n);
+    printf("%s %s decoding 12 sequences across a scratch growth vs cpu: max abs err %.3g\n", backend,
+           mamba_dtype_name(dts[_i]), e);
+    ck_assert_double_le(e, LOGIT_BOUND);
+    free(res[0]);
+    free(res[1]);
+    free(long_ids);
+}
+END_TEST
+
 /* All logits into mamba_alloc_host's memory: on CUDA, chunks of 1024 tokens whose logits are
  * copied to the host while the next chunk runs. The same as the one-pass forward into
  * malloc'd memory on the same backend (three chunks, the last short, two sequences). */
@@ -349,6 +400,7 @@ static int run_backend(const char *name)
     tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
     tcase_add_test(tc, large_gemms_match_cpu);
+    tcase_add_loop_test(tc, decode_graph_survives_scratch_growth, 0, 2);
     suite_add_tcase(s, tc);
     /* CUDA cannot be used in a child forked after the parent initialized it (listing the
      * backends does), so the GPU suites run in one process. */

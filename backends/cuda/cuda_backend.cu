@@ -53,6 +53,12 @@ static int cu_device_props(int index, mb_device_props *p)
     return 0;
 }
 
+/* A scratch block a recorded graph writes into, outlived by the graph: kept until close. */
+struct retired_scratch {
+    void *ptr;
+    retired_scratch *next;
+};
+
 static void cu_close(mb_device *d)
 {
     if (!d) return;
@@ -63,6 +69,12 @@ static void cu_close(mb_device *d)
     cudaFree(d->blas_workspace);
     cudaFree(d->argmax_scratch);
     cudaFree(d->scratch);
+    while (d->retired) {
+        retired_scratch *r = d->retired;
+        d->retired = r->next;
+        cudaFree(r->ptr);
+        free(r);
+    }
     if (d->t0) cudaEventDestroy(d->t0);
     if (d->t1) cudaEventDestroy(d->t1);
     if (d->work_done) cudaEventDestroy(d->work_done);
@@ -264,16 +276,26 @@ bool cuda_scratch_ready(mb_device *d, size_t bytes)
 
 int cuda_scratch(mb_device *d, size_t bytes, void **out)
 {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(d->stream, &cs);
     if (bytes > d->scratch_bytes) {
-        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-        cudaStreamIsCapturing(d->stream, &cs);
         if (cs != cudaStreamCaptureStatusNone)
             return cuda_fail(d, MAMBA_ERR_UNSUPPORTED, "scratch of %zu bytes needed while recording a graph", bytes);
         cudaStreamSynchronize(d->stream);
-        cudaFree(d->scratch);
-        mb_mem_sub(&d->mem, d->scratch_bytes);
+        if (d->scratch && d->scratch_in_graph) {
+            /* a recorded graph still points into it: keep it for the graph's replays */
+            retired_scratch *r = (retired_scratch *)malloc(sizeof *r);
+            if (!r) return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "out of host memory growing the scratch");
+            r->ptr = d->scratch;
+            r->next = d->retired;
+            d->retired = r;
+        } else {
+            cudaFree(d->scratch);
+            mb_mem_sub(&d->mem, d->scratch_bytes);
+        }
         d->scratch = nullptr;
         d->scratch_bytes = 0;
+        d->scratch_in_graph = 0;
         size_t want = bytes + bytes / 4;
         cudaError_t e = cudaMalloc(&d->scratch, want);
         if (e != cudaSuccess) {
@@ -284,6 +306,7 @@ int cuda_scratch(mb_device *d, size_t bytes, void **out)
         d->scratch_bytes = want;
         mb_mem_add(&d->mem, want);
     }
+    if (cs != cudaStreamCaptureStatusNone) d->scratch_in_graph = 1;
     *out = d->scratch;
     return 0;
 }

@@ -27,7 +27,10 @@ struct mb_device {
     cublasHandle_t blas;
     void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
     size_t blas_workspace_bytes;
-    void *scratch;                 /* scan chunk states, widened GEMM weights; grown on demand */
+    void *scratch;                 /* scan chunk states, widened GEMM weights, GEMM k-split sums;
+                                      grown on demand */
+    int scratch_in_graph;          /* a recorded graph uses the scratch: keep it when it grows */
+    struct retired_scratch *retired; /* scratch blocks recorded graphs may still use; freed at close */
     void *argmax_scratch;          /* argmax: ARGMAX_SCRATCH_BYTES, kept at 0 */
     size_t scratch_bytes;
     cudaEvent_t t0, t1;
