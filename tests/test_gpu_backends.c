@@ -33,6 +33,33 @@ static mamba_model_t *load(mamba_context_t *ctx, const char *rel)
     return m;
 }
 
+/* A model with synthetic weights on the named backend, in a context of its own (*ctx). */
+static mamba_model_t *synthetic_on(const char *name, const mamba_config_t *c, mamba_dtype_t dt, uint64_t seed,
+                                   mamba_context_t **ctx)
+{
+    *ctx = open_ctx(name, 0);
+    mamba_model_t *m = NULL;
+    ck_assert_msg(mamba_model_create_synthetic(*ctx, c, dt, seed, &m) == MAMBA_OK, "%s", mamba_last_error(*ctx));
+    return m;
+}
+
+static void close_model(mamba_model_t *m, mamba_context_t *ctx)
+{
+    mamba_model_free(m);
+    mamba_context_free(ctx);
+}
+
+/* The backend's logits (res[1]) against the CPU's (res[0]) within LOGIT_BOUND; frees both. */
+static void expect_cpu_logits(float *res[2], size_t n, const char *what)
+{
+    double e = max_abs_diff(res[1], res[0], n);
+    printf("%s %s vs cpu: max abs err %.3g (max %.3g), nmse %.3g\n", backend, what, e, max_abs(res[0], n),
+           nmse(res[1], res[0], n));
+    ck_assert_double_le(e, LOGIT_BOUND);
+    free(res[0]);
+    free(res[1]);
+}
+
 static const char *const models[] = {"models/tiny", "models/small"};
 
 START_TEST(fixture_forward)
@@ -230,9 +257,8 @@ START_TEST(half_weights_match_cpu)
         float *res[2];
         const char *names[2] = {"cpu", backend};
         for (int j = 0; j < 2; j++) {
-            mamba_context_t *ctx = open_ctx(names[j], 0);
-            mamba_model_t *m;
-            ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, dts[k], 5, &m), MAMBA_OK);
+            mamba_context_t *ctx;
+            mamba_model_t *m = synthetic_on(names[j], &c, dts[k], 5, &ctx);
             res[j] = malloc(((size_t)2 * (1 + 5 + 150) + 1) * VOCAB * sizeof(float));
             size_t off = 0;
             for (int l = 0; l < 3; l++) {
@@ -242,16 +268,11 @@ START_TEST(half_weights_match_cpu)
             }
             ck_assert_msg(mamba_forward(m, ids, 1, 1, MAMBA_LOGITS_ALL, res[j] + off) == MAMBA_OK, "%s",
                           mamba_last_error(ctx));
-            mamba_model_free(m);
-            mamba_context_free(ctx);
+            close_model(m, ctx);
         }
-        size_t n = ((size_t)2 * (1 + 5 + 150) + 1) * VOCAB;
-        double e = max_abs_diff(res[1], res[0], n);
-        printf("%s %s synthetic weights vs cpu: max abs err %.3g, nmse %.3g\n", backend, mamba_dtype_name(dts[k]), e,
-               nmse(res[1], res[0], n));
-        ck_assert_double_le(e, LOGIT_BOUND);
-        free(res[0]);
-        free(res[1]);
+        char what[64];
+        snprintf(what, sizeof what, "%s synthetic weights", mamba_dtype_name(dts[k]));
+        expect_cpu_logits(res, ((size_t)2 * (1 + 5 + 150) + 1) * VOCAB, what);
     }
 }
 END_TEST
@@ -273,20 +294,13 @@ START_TEST(large_gemms_match_cpu)
     float *res[2];
     const char *names[2] = {"cpu", backend};
     for (int j = 0; j < 2; j++) {
-        mamba_context_t *ctx = open_ctx(names[j], 0);
-        mamba_model_t *m;
-        ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, MAMBA_F32, 9, &m), MAMBA_OK);
+        mamba_context_t *ctx;
+        mamba_model_t *m = synthetic_on(names[j], &c, MAMBA_F32, 9, &ctx);
         res[j] = malloc(n * sizeof(float));
         ck_assert_msg(mamba_forward(m, ids, B, L, MAMBA_LOGITS_ALL, res[j]) == MAMBA_OK, "%s", mamba_last_error(ctx));
-        mamba_model_free(m);
-        mamba_context_free(ctx);
+        close_model(m, ctx);
     }
-    double e = max_abs_diff(res[1], res[0], n);
-    printf("%s large GEMMs vs cpu: max abs err %.3g (max %.3g), nmse %.3g\n", backend, e, max_abs(res[0], n),
-           nmse(res[1], res[0], n));
-    ck_assert_double_le(e, LOGIT_BOUND);
-    free(res[0]);
-    free(res[1]);
+    expect_cpu_logits(res, n, "large GEMMs");
 }
 END_TEST
 
@@ -311,9 +325,8 @@ START_TEST(decode_graph_survives_scratch_growth)
     float *res[2];
     const char *names[2] = {"cpu", backend};
     for (int j = 0; j < 2; j++) {
-        mamba_context_t *ctx = open_ctx(names[j], 0);
-        mamba_model_t *m;
-        ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, dts[_i], 3, &m), MAMBA_OK);
+        mamba_context_t *ctx;
+        mamba_model_t *m = synthetic_on(names[j], &c, dts[_i], 3, &ctx);
         mamba_state_t *a, *b;
         ck_assert_int_eq(mamba_state_create(m, B, &a), MAMBA_OK);
         ck_assert_int_eq(mamba_state_create(m, 4, &b), MAMBA_OK);
@@ -328,15 +341,11 @@ START_TEST(decode_graph_survives_scratch_growth)
         }
         mamba_state_free(a);
         mamba_state_free(b);
-        mamba_model_free(m);
-        mamba_context_free(ctx);
+        close_model(m, ctx);
     }
-    double e = max_abs_diff(res[1], res[0], n);
-    printf("%s %s decoding 12 sequences across a scratch growth vs cpu: max abs err %.3g\n", backend,
-           mamba_dtype_name(dts[_i]), e);
-    ck_assert_double_le(e, LOGIT_BOUND);
-    free(res[0]);
-    free(res[1]);
+    char what[80];
+    snprintf(what, sizeof what, "%s decoding of 12 sequences across a scratch growth", mamba_dtype_name(dts[_i]));
+    expect_cpu_logits(res, n, what);
     free(long_ids);
 }
 END_TEST
@@ -354,9 +363,8 @@ START_TEST(host_logits_match)
     enum { B = 2, L = 2100 };
     int32_t *ids = malloc((size_t)B * L * sizeof *ids);
     for (int i = 0; i < B * L; i++) ids[i] = (i * 37 + 11) % 1000;
-    mamba_context_t *ctx = open_ctx(backend, 0);
-    mamba_model_t *m;
-    ck_assert_int_eq(mamba_model_create_synthetic(ctx, &c, MAMBA_F32, 5, &m), MAMBA_OK);
+    mamba_context_t *ctx;
+    mamba_model_t *m = synthetic_on(backend, &c, MAMBA_F32, 5, &ctx);
     const size_t n = (size_t)B * L * 1000;
     float *ref = malloc(n * sizeof *ref), *host = mamba_alloc_host(ctx, n * sizeof *host);
     ck_assert_msg(host != NULL, "%s", mamba_last_error(ctx));
@@ -372,8 +380,7 @@ START_TEST(host_logits_match)
     mamba_free_host(ctx, host);
     free(ref);
     free(ids);
-    mamba_model_free(m);
-    mamba_context_free(ctx);
+    close_model(m, ctx);
 }
 END_TEST
 
