@@ -375,16 +375,12 @@ mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch,
         m->forward_state = s;
         m->forward_chunk = chunk;
     }
-    if (st != MAMBA_OK) {
-        mamba_state_free(m->forward_state);
-        m->forward_state = NULL;
-        return st;
+    if (st == MAMBA_OK) {
+        s->overlap_logits = overlap;
+        s->overlap_chunks = 0;
+        s->last_chunk = overlap ? (MB_OVERLAP_LAST < s->chunk ? MB_OVERLAP_LAST : s->chunk) : 0;
     }
-    s->overlap_logits = overlap;
-    s->overlap_chunks = 0;
-    s->last_chunk = 0;
-    if (overlap) {
-        s->last_chunk = MB_OVERLAP_LAST < s->chunk ? MB_OVERLAP_LAST : s->chunk;
+    if (st == MAMBA_OK && overlap) {
         /* both regions up front: a buffer reallocated later could still be read by copies */
         size_t second = 0, i = 0;
         for (size_t c0 = 0, T; c0 < len; c0 += T, i++) {
@@ -394,10 +390,10 @@ mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch,
         st = ensure_logits(s, batch * (s->chunk + second) * (size_t)m->cfg.vocab_size * 4);
     }
     if (st == MAMBA_OK) st = mb_model_run(s, ids, len, mode, logits);
-    /* an error may leave copies in flight into the caller's buffer */
     if (st != MAMBA_OK) {
+        /* an error may leave copies in flight into the caller's buffer */
         if (overlap) (void)ctx->be->sync(ctx->dev);
-        mamba_state_free(s);
+        mamba_state_free(m->forward_state); /* NULL when it could not be created */
         m->forward_state = NULL;
     }
     return st;

@@ -126,6 +126,7 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         cublasSetMathMode(d->blas, plain_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
         d->tf32x3 = prop.major >= 8 && !plain_tf32 && !(gemm && strcmp(gemm, "cublas") == 0);
     }
+    if (d->tf32x3 && (rc = cuda_gemm_3xtf32_init(d))) goto fail;
     *out = d;
     return 0;
 fail:
@@ -266,20 +267,20 @@ static int cu_timer_stop(mb_device *d, double *ms)
 
 static mb_mem_stats *cu_mem_stats(mb_device *d) { return &d->mem; }
 
-bool cuda_scratch_ready(mb_device *d, size_t bytes)
+static bool capturing(mb_device *d)
 {
-    if (bytes <= d->scratch_bytes) return true;
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     cudaStreamIsCapturing(d->stream, &cs);
-    return cs == cudaStreamCaptureStatusNone;
+    return cs != cudaStreamCaptureStatusNone;
 }
+
+bool cuda_scratch_ready(mb_device *d, size_t bytes) { return bytes <= d->scratch_bytes || !capturing(d); }
 
 int cuda_scratch(mb_device *d, size_t bytes, void **out)
 {
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    cudaStreamIsCapturing(d->stream, &cs);
+    const bool in_graph = capturing(d);
     if (bytes > d->scratch_bytes) {
-        if (cs != cudaStreamCaptureStatusNone)
+        if (in_graph)
             return cuda_fail(d, MAMBA_ERR_UNSUPPORTED, "scratch of %zu bytes needed while recording a graph", bytes);
         cudaStreamSynchronize(d->stream);
         if (d->scratch && d->scratch_in_graph) {
@@ -306,7 +307,7 @@ int cuda_scratch(mb_device *d, size_t bytes, void **out)
         d->scratch_bytes = want;
         mb_mem_add(&d->mem, want);
     }
-    if (cs != cudaStreamCaptureStatusNone) d->scratch_in_graph = 1;
+    if (in_graph) d->scratch_in_graph = 1;
     *out = d->scratch;
     return 0;
 }

@@ -218,15 +218,15 @@ __global__ void splitk_sum_kernel(const float *__restrict__ partial, int splits,
     }
 }
 
+template <int BM, int BN> constexpr size_t smem_bytes() { return (size_t)STAGES * (BM + BN) * SK * sizeof(float); }
+
 template <int BM, int BN>
 int launch(mb_device *dev, int m, int n, int k, const float *x, int lda, const float *w, const float *bias, float *y,
            int ldy, int splits, float *partial)
 {
     constexpr int THREADS = (BM / 64) * (BN / 32) * 32;
-    const size_t smem = (size_t)STAGES * (BM + BN) * SK * sizeof(float);
+    constexpr size_t smem = smem_bytes<BM, BN>();
     auto kernel = gemm_3xtf32_kernel<BM, BN>;
-    CU_CHECK(dev, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-             "3xTF32 GEMM shared memory");
     const int vec2 = ldy % 2 == 0 && ((uintptr_t)y & 7) == 0;
     /* whole k tiles a split; rounding up may leave fewer splits than asked for */
     const int ktiles = (k + BK - 1) / BK, k_split = (ktiles + splits - 1) / splits * BK;
@@ -246,6 +246,15 @@ int launch(mb_device *dev, int m, int n, int k, const float *x, int lda, const f
 }
 
 } // namespace
+
+int cuda_gemm_3xtf32_init(mb_device *dev)
+{
+    /* more than the 48 KB of shared memory a block gets without asking */
+    CU_CHECK(dev, cudaFuncSetAttribute(gemm_3xtf32_kernel<TILE_M, TILE_N>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem_bytes<TILE_M, TILE_N>()),
+             "3xTF32 GEMM shared memory");
+    return 0;
+}
 
 bool cuda_gemm_3xtf32_fits(const mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, size_t ldy)
 {

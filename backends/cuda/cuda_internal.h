@@ -64,8 +64,10 @@ int cuda_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, s
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
               mb_ptr bias, mb_ptr y, size_t ldy);
-/* The 3xTF32 tensor-core GEMM (cuda_gemm_tc.cu): whether it takes this call (W's alignment
- * aside); how many k splits it wants (> 1: partial must hold splits * m * n floats); the call. */
+/* The 3xTF32 tensor-core GEMM (cuda_gemm_tc.cu): its one-time setup on a device (tf32x3);
+ * whether it takes this call (W's alignment aside); how many k splits it wants (> 1: partial
+ * must hold splits * m * n floats); the call. */
+int cuda_gemm_3xtf32_init(mb_device *dev);
 bool cuda_gemm_3xtf32_fits(const mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, size_t ldy);
 int cuda_gemm_3xtf32_splits(const mb_device *dev, size_t m, size_t n, size_t k);
 int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const float *w,
