@@ -5,19 +5,19 @@
 #include <string.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 mamba_status_t mamba_timer_start(mamba_context_t *ctx)
 {
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
-    MB_TRY_BE(ctx, ctx->be->timer_start(ctx->dev), "timer start");
+    MB_TRY_BE(ctx, ctx->probe->timer_start(ctx->dev), "timer start");
     return MAMBA_OK;
 }
 
 mamba_status_t mamba_timer_stop(mamba_context_t *ctx, double *ms)
 {
     if (!ctx || !ms) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_timer_stop: NULL argument");
-    MB_TRY_BE(ctx, ctx->be->timer_stop(ctx->dev, ms), "timer stop");
+    MB_TRY_BE(ctx, ctx->probe->timer_stop(ctx->dev, ms), "timer stop");
     return MAMBA_OK;
 }
 
@@ -25,17 +25,14 @@ mamba_status_t mamba_memory_usage(mamba_context_t *ctx, uint64_t *current, uint6
 {
     if (!ctx || !current || !peak)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_memory_usage: NULL argument");
-    const mb_mem_stats *m = ctx->be->mem_stats(ctx->dev);
-    *current = m->current;
-    *peak = m->peak;
+    ctx->dv->mem_usage(ctx->dev, current, peak);
     return MAMBA_OK;
 }
 
 mamba_status_t mamba_memory_reset_peak(mamba_context_t *ctx)
 {
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
-    mb_mem_stats *m = ctx->be->mem_stats(ctx->dev);
-    m->peak = m->current;
+    ctx->dv->mem_reset_peak(ctx->dev);
     return MAMBA_OK;
 }
 
@@ -78,11 +75,11 @@ static mamba_status_t upload_random(mamba_context_t *ctx, mb_ptr dst, size_t n, 
             f[j] = lo + (hi - lo) * (float)(z >> 40) * (1.0f / 16777216.0f);
         }
         if (h) mb_from_f32(h, f, dt, m);
-        int rc = ctx->be->upload(ctx->dev, (mb_ptr){dst.buf, dst.offset + i * es}, h ? h : (void *)f, m * es);
+        int rc = ctx->dv->upload(ctx->dev, (mb_ptr){dst.buf, dst.offset + i * es}, h ? h : (void *)f, m * es);
         if (rc != 0) st = mb_backend_fail(ctx, rc, "bench upload");
     }
     if (st == MAMBA_OK) {
-        int rc = ctx->be->sync(ctx->dev);
+        int rc = ctx->dv->sync(ctx->dev);
         if (rc != 0) st = mb_backend_fail(ctx, rc, "synchronize");
     }
     free(f);
@@ -96,11 +93,11 @@ static mamba_status_t timed(mamba_context_t *ctx, run_fn op, void *arg, int warm
                             const char *what)
 {
     for (int i = 0; i < warmup + repeat; i++) {
-        if (i >= warmup) MB_TRY_BE(ctx, ctx->be->timer_start(ctx->dev), "timer start");
+        if (i >= warmup) MB_TRY_BE(ctx, ctx->probe->timer_start(ctx->dev), "timer start");
         MB_TRY_BE(ctx, op(ctx, arg), what);
-        if (i >= warmup) MB_TRY_BE(ctx, ctx->be->timer_stop(ctx->dev, &ms[i - warmup]), "timer stop");
+        if (i >= warmup) MB_TRY_BE(ctx, ctx->probe->timer_stop(ctx->dev, &ms[i - warmup]), "timer stop");
     }
-    MB_TRY_BE(ctx, ctx->be->sync(ctx->dev), "synchronize");
+    MB_TRY_BE(ctx, ctx->dv->sync(ctx->dev), "synchronize");
     return MAMBA_OK;
 }
 
@@ -108,8 +105,8 @@ typedef struct bw_arg { mamba_bandwidth_kind_t kind; mb_buffer *a, *b; size_t by
 static int run_bw(mamba_context_t *ctx, void *p)
 {
     bw_arg *a = p;
-    if (a->kind == MAMBA_BANDWIDTH_COPY) return ctx->be->copy(ctx->dev, (mb_ptr){a->b, 0}, (mb_ptr){a->a, 0}, a->bytes);
-    return ctx->be->read_sum(ctx->dev, (mb_ptr){a->a, 0}, a->bytes / 4, (mb_ptr){a->b, 0});
+    if (a->kind == MAMBA_BANDWIDTH_COPY) return ctx->dv->copy(ctx->dev, (mb_ptr){a->b, 0}, (mb_ptr){a->a, 0}, a->bytes);
+    return ctx->probe->read_sum(ctx->dev, (mb_ptr){a->a, 0}, a->bytes / 4, (mb_ptr){a->b, 0});
 }
 
 mamba_status_t mamba_bench_bandwidth(mamba_context_t *ctx, mamba_bandwidth_kind_t kind, size_t bytes, int warmup,
@@ -127,8 +124,8 @@ mamba_status_t mamba_bench_bandwidth(mamba_context_t *ctx, mamba_bandwidth_kind_
     if ((st = alloc(ctx, kind == MAMBA_BANDWIDTH_COPY ? bytes : 256, &a.b, "bandwidth target")) == MAMBA_OK &&
         (st = upload_random(ctx, (mb_ptr){a.a, 0}, bytes / 4, -1, 1, 1, MAMBA_F32)) == MAMBA_OK)
         st = timed(ctx, run_bw, &a, warmup, repeat, ms, kind == MAMBA_BANDWIDTH_COPY ? "copy" : "read");
-    ctx->be->free(ctx->dev, a.a);
-    if (a.b) ctx->be->free(ctx->dev, a.b);
+    ctx->dv->free(ctx->dev, a.a);
+    if (a.b) ctx->dv->free(ctx->dev, a.b);
     return st;
 }
 
@@ -136,7 +133,7 @@ typedef struct gemm_arg { size_t m, n, k; mamba_dtype_t dt; mb_buffer *x, *w, *y
 static int run_gemm(mamba_context_t *ctx, void *p)
 {
     gemm_arg *g = p;
-    return ctx->be->gemm(ctx->dev, g->m, g->n, g->k, (mb_ptr){g->x, 0}, g->k, (mb_ptr){g->w, 0}, g->dt, (mb_ptr){0, 0},
+    return ctx->ops->gemm(ctx->dev, g->m, g->n, g->k, (mb_ptr){g->x, 0}, g->k, (mb_ptr){g->w, 0}, g->dt, (mb_ptr){0, 0},
                          (mb_ptr){g->y, 0}, g->n);
 }
 
@@ -156,14 +153,14 @@ mamba_status_t mamba_bench_gemm(mamba_context_t *ctx, size_t m, size_t n, size_t
         (st = upload_random(ctx, (mb_ptr){g.x, 0}, m * k, -1, 1, 2, MAMBA_F32)) == MAMBA_OK &&
         (st = upload_random(ctx, (mb_ptr){g.w, 0}, n * k, -0.1f, 0.1f, 3, dt)) == MAMBA_OK)
         st = timed(ctx, run_gemm, &g, warmup, repeat, ms, "gemm");
-    if (g.x) ctx->be->free(ctx->dev, g.x);
-    if (g.w) ctx->be->free(ctx->dev, g.w);
-    if (g.y) ctx->be->free(ctx->dev, g.y);
+    if (g.x) ctx->dv->free(ctx->dev, g.x);
+    if (g.w) ctx->dv->free(ctx->dev, g.w);
+    if (g.y) ctx->dv->free(ctx->dev, g.y);
     return st;
 }
 
 typedef struct scan_arg { mb_scan_op op; } scan_arg;
-static int run_scan(mamba_context_t *ctx, void *p) { return ctx->be->scan(ctx->dev, &((scan_arg *)p)->op); }
+static int run_scan(mamba_context_t *ctx, void *p) { return ctx->ops->scan(ctx->dev, &((scan_arg *)p)->op); }
 
 mamba_status_t mamba_bench_scan(mamba_context_t *ctx, size_t B, size_t D, size_t L, size_t N, int warmup, int repeat,
                                 double *ms, float *out)
@@ -202,11 +199,11 @@ mamba_status_t mamba_bench_scan(mamba_context_t *ctx, size_t B, size_t D, size_t
         }};
         st = timed(ctx, run_scan, &a, warmup, repeat, ms, "scan");
         if (st == MAMBA_OK && out) {
-            int rc = ctx->be->download(ctx->dev, out, o, act);
-            if (rc == 0) rc = ctx->be->sync(ctx->dev);
+            int rc = ctx->dv->download(ctx->dev, out, o, act);
+            if (rc == 0) rc = ctx->dv->sync(ctx->dev);
             if (rc != 0) st = mb_backend_fail(ctx, rc, "scan output download");
         }
     }
-    ctx->be->free(ctx->dev, buf);
+    ctx->dv->free(ctx->dev, buf);
     return st;
 }

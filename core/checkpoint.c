@@ -9,9 +9,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
 #include "weights.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 #define MB_MAX_INDEX_BYTES ((size_t)64 << 20)
 
@@ -190,14 +189,14 @@ static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *
 static mamba_status_t load(mamba_context_t *ctx, const char *cfg_path, ckpt *c, mamba_model_t **out)
 {
     char *err = ctx->err;
-    mb_config_file cf;
-    mamba_status_t st = mb_config_parse(cfg_path, &cf, err);
+    mamba_config_t cfg;
+    mamba_status_t st = mb_config_parse(cfg_path, &cfg, err);
     if (st != MAMBA_OK) return st;
     mamba_model_t *m;
-    if ((st = mb_model_new(ctx, &cf.cfg, &m)) != MAMBA_OK) return st;
+    if ((st = mb_model_new(ctx, &cfg, &m)) != MAMBA_OK) return st;
     size_t n;
-    mb_spec *specs = mb_calloc(mb_specs_count(&cf.cfg), sizeof *specs);
-    resolved *r = mb_calloc(mb_specs_count(&cf.cfg), sizeof *r);
+    mb_spec *specs = mb_calloc(mb_specs_count(m), sizeof *specs);
+    resolved *r = mb_calloc(mb_specs_count(m), sizeof *r);
     if (!specs || !r) {
         st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for the tensor table", cfg_path);
         goto out;

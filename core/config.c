@@ -7,7 +7,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
+#include "arch/arch.h"
 
 #define MB_MAX_CONFIG_BYTES (1 << 20)
 
@@ -25,9 +25,9 @@ static int get_int(const cJSON *o, const char *key, int *v, int *present)
     return 1;
 }
 
-mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
+mamba_status_t mb_config_parse(const char *path, mamba_config_t *c, char *err)
 {
-    memset(out, 0, sizeof *out);
+    memset(c, 0, sizeof *c);
     mamba_status_t st;
     cJSON *root = mb_json_read(path, MB_MAX_CONFIG_BYTES, "a config", err, &st);
     if (!root) return st;
@@ -35,7 +35,22 @@ mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
         cJSON_Delete(root);
         return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: malformed config (expected a JSON object)", path);
     }
-    mamba_config_t *c = &out->cfg;
+    /* the architecture first: it decides what else the file holds. The state-spaces configs
+     * name none: Mamba-1. */
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "mamba";
+    const mb_arch *arch = mb_arch_find(type);
+    if (!arch || (mt && !cJSON_IsString(mt))) {
+        if (mt && !cJSON_IsString(mt))
+            mb_seterr(err, MAMBA_ERR_FORMAT, "%s: field 'model_type' must be a string", path);
+        else
+            mb_seterr(err, MAMBA_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (supported: %s)", path, type,
+                      mb_arch_names());
+        cJSON_Delete(root);
+        return mt && !cJSON_IsString(mt) ? MAMBA_ERR_FORMAT : MAMBA_ERR_UNSUPPORTED;
+    }
+    snprintf(c->model_type, sizeof c->model_type, "%s", arch->model_type);
+    int pad_vocab_multiple = 0, dt_rank_auto = 0;
     c->tie_embeddings = 1;
     c->use_conv_bias = 1;
     c->norm_eps = 1e-5f;
@@ -53,9 +68,9 @@ mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
     if (!get_int(root, "intermediate_size", &c->d_inner, NULL)) bad = "intermediate_size";
     if (!get_int(root, "use_bias", &c->use_bias, NULL)) bad = "use_bias";
     if (!get_int(root, "use_conv_bias", &c->use_conv_bias, NULL)) bad = "use_conv_bias";
-    if (!get_int(root, "tie_word_embeddings", &c->tie_embeddings, &out->has_tie)) bad = "tie_word_embeddings";
-    if (!get_int(root, "tie_embeddings", &c->tie_embeddings, &out->has_tie)) bad = "tie_embeddings";
-    if (!get_int(root, "pad_vocab_size_multiple", &out->pad_vocab_multiple, NULL)) bad = "pad_vocab_size_multiple";
+    if (!get_int(root, "tie_word_embeddings", &c->tie_embeddings, NULL)) bad = "tie_word_embeddings";
+    if (!get_int(root, "tie_embeddings", &c->tie_embeddings, NULL)) bad = "tie_embeddings";
+    if (!get_int(root, "pad_vocab_size_multiple", &pad_vocab_multiple, NULL)) bad = "pad_vocab_size_multiple";
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
     if (!eps) eps = cJSON_GetObjectItemCaseSensitive(root, "norm_epsilon");
     if (eps) {
@@ -85,35 +100,38 @@ mamba_status_t mb_config_parse(const char *path, mb_config_file *out, char *err)
     }
     if (rank && !cJSON_IsNull(rank)) {
         if (cJSON_IsString(rank) && strcmp(rank->valuestring, "auto") == 0)
-            out->dt_rank_auto = 1;
+            dt_rank_auto = 1;
         else if (cJSON_IsNumber(rank) && rank->valuedouble == floor(rank->valuedouble) &&
                  fabs(rank->valuedouble) < 1e9)
             c->dt_rank = (int)rank->valuedouble;
         else
             bad = "time_step_rank";
     } else {
-        out->dt_rank_auto = 1;
+        dt_rank_auto = 1;
     }
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "mamba") != 0) {
-        mb_seterr(err, MAMBA_ERR_UNSUPPORTED, "%s: model_type is '%s', expected 'mamba'", path, mt->valuestring);
-        cJSON_Delete(root);
-        return MAMBA_ERR_UNSUPPORTED;
-    }
+    st = bad || !arch->parse_config ? MAMBA_OK : arch->parse_config(root, c, path, err);
     cJSON_Delete(root);
+    if (st != MAMBA_OK) return st;
     if (bad) return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: field '%s' has the wrong type or range", path, bad);
     const char *missing = !have_dm ? "hidden_size (or d_model)"
                         : !have_nl ? "num_hidden_layers (or n_layer)"
                         : !have_vocab ? "vocab_size" : NULL;
     if (missing) return mb_seterr(err, MAMBA_ERR_MODEL, "%s: required field %s is missing", path, missing);
-    if (out->pad_vocab_multiple > 0 && c->vocab_size % out->pad_vocab_multiple)
-        c->vocab_size += out->pad_vocab_multiple - c->vocab_size % out->pad_vocab_multiple;
-    if (out->dt_rank_auto) c->dt_rank = 0;
+    if (pad_vocab_multiple > 0 && c->vocab_size % pad_vocab_multiple)
+        c->vocab_size += pad_vocab_multiple - c->vocab_size % pad_vocab_multiple;
+    if (dt_rank_auto) c->dt_rank = 0;
     return mb_config_finish(c, path, err);
 }
 
 mamba_status_t mb_config_finish(mamba_config_t *c, const char *where, char *err)
 {
+    if (!memchr(c->model_type, 0, sizeof c->model_type))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "%s: model_type is not a NUL-terminated string", where);
+    if (!c->model_type[0]) snprintf(c->model_type, sizeof c->model_type, "mamba");
+    const mb_arch *arch = mb_arch_find(c->model_type);
+    if (!arch)
+        return mb_seterr(err, MAMBA_ERR_UNSUPPORTED, "%s: model_type '%.*s' is not supported (supported: %s)", where,
+                         (int)sizeof c->model_type, c->model_type, mb_arch_names());
     if (c->d_state == 0) c->d_state = 16;
     if (c->d_conv == 0) c->d_conv = 4;
     if (c->expand == 0) c->expand = 2;
@@ -134,13 +152,14 @@ mamba_status_t mb_config_finish(mamba_config_t *c, const char *where, char *err)
                              checks[i].v, checks[i].lo, checks[i].hi);
     if (!(c->norm_eps > 0 && c->norm_eps < 1))
         return mb_seterr(err, MAMBA_ERR_MODEL, "%s: norm epsilon %g out of (0, 1)", where, c->norm_eps);
-    return MAMBA_OK;
+    return arch->finish_config ? arch->finish_config(c, where, err) : MAMBA_OK;
 }
 
 void mamba_config_init(mamba_config_t *cfg)
 {
     if (!cfg) return;
     memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->model_type, sizeof cfg->model_type, "mamba");
     cfg->use_conv_bias = 1;
     cfg->tie_embeddings = 1;
     cfg->norm_eps = 1e-5f;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 void mamba_context_options_init(mamba_context_options_t *o)
 {
@@ -13,6 +13,19 @@ void mamba_context_options_init(mamba_context_options_t *o)
     memset(o, 0, sizeof *o);
     o->backend = "auto";
     o->log_level = MAMBA_LOG_WARN;
+    /* the implementation switches' defaults (documented in mamba.h) */
+    const char *gemm = getenv("MAMBA_CUDA_GEMM"), *tf32 = getenv("MAMBA_CUDA_TF32");
+    if (tf32 && strcmp(tf32, "1") == 0) o->gemm = MAMBA_GEMM_TF32;
+    else if (gemm && strcmp(gemm, "cublas") == 0) o->gemm = MAMBA_GEMM_VENDOR;
+    o->portable_kernels = getenv("MAMBA_CPU_PORTABLE") != NULL;
+    o->profile = getenv("MAMBA_OPENCL_PROFILE") != NULL;
+    if (o->profile) o->log_level = MAMBA_LOG_INFO; /* where the profile is reported */
+}
+
+/* What a backend reports that is not an error goes to the context's log. */
+static void backend_log(void *user, mamba_log_level_t level, const char *message)
+{
+    mb_log((const mamba_context_t *)user, level, "%s", message);
 }
 
 /* Open device index of backend name; index < 0: the first usable one (a GPU for auto). */
@@ -23,7 +36,7 @@ static mamba_status_t open_backend(mamba_context_t *ctx, const char *name, int i
     const mb_backend *be = mb_backend_get(name, &module, why, why_len);
     if (!be) return MAMBA_ERR_NO_BACKEND;
     char note[256] = "";
-    int n = be->device_count(note, sizeof note);
+    int n = be->device->device_count(note, sizeof note);
     if (n <= 0) {
         snprintf(why, why_len, "%s", note[0] ? note : "no device found");
         if (module) dlclose(module);
@@ -40,17 +53,21 @@ static mamba_status_t open_backend(mamba_context_t *ctx, const char *name, int i
     for (int d = first; d <= last; d++) {
         mb_device_props p;
         memset(&p, 0, sizeof p);
-        be->device_props(d, &p);
+        be->device->device_props(d, &p);
         if (index < 0 && (!p.usable || (want_gpu && !p.is_gpu))) continue;
         mb_device *dev = NULL;
         char err[512] = "";
-        int rc = be->open(d, oo, &dev, err, sizeof err);
+        int rc = be->device->open(d, oo, &dev, err, sizeof err);
         if (rc != 0) {
             snprintf(why, why_len, "device %d (%s): %s", d, p.name, err);
             st = rc > 0 && rc <= MAMBA_ERR_BACKEND ? (mamba_status_t)rc : MAMBA_ERR_BACKEND;
             continue;
         }
         ctx->be = be;
+        ctx->dv = be->device;
+        ctx->ops = be->ops;
+        ctx->fused = be->fused;
+        ctx->probe = be->probe;
         ctx->dev = dev;
         ctx->module = module;
         snprintf(ctx->backend_name, sizeof ctx->backend_name, "%s", name);
@@ -103,7 +120,15 @@ mamba_status_t mamba_context_create(const mamba_context_options_t *opts, mamba_c
     ctx->log_user = o.log_user;
     ctx->log_level = o.log_level;
     ctx->prefill_chunk = o.prefill_chunk ? o.prefill_chunk : 2048;
-    mb_open_options oo = {.n_threads = o.n_threads};
+    if (o.gemm < MAMBA_GEMM_DEFAULT || o.gemm > MAMBA_GEMM_TF32) {
+        free(ctx);
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "gemm = %d, expected MAMBA_GEMM_DEFAULT, _VENDOR or _TF32",
+                         (int)o.gemm);
+    }
+    const mb_open_options oo = {
+        .n_threads = o.n_threads, .portable_kernels = o.portable_kernels, .gemm = (mb_gemm_mode)o.gemm,
+        .profile = o.profile, .log = backend_log, .log_user = ctx,
+    };
     char why[512] = "";
     mamba_status_t st;
     if (strcmp(name, "auto") == 0) {
@@ -136,7 +161,7 @@ void mamba_context_free(mamba_context_t *ctx)
         mb_log(ctx, MAMBA_LOG_WARN, "context freed while %d model(s) still use it: free them first",
                ctx->n_models);
     mb_host_free_all(ctx);
-    ctx->be->close(ctx->dev);
+    ctx->dv->close(ctx->dev);
     if (ctx->module) dlclose(ctx->module);
     free(ctx);
 }
@@ -147,7 +172,7 @@ const char *mamba_context_device(const mamba_context_t *ctx) { return ctx ? ctx-
 mamba_status_t mamba_context_synchronize(mamba_context_t *ctx)
 {
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
-    MB_TRY_BE(ctx, ctx->be->sync(ctx->dev), "synchronize");
+    MB_TRY_BE(ctx, ctx->dv->sync(ctx->dev), "synchronize");
     return MAMBA_OK;
 }
 
@@ -155,10 +180,10 @@ int mb_dev_alloc(mamba_context_t *ctx, size_t bytes, mb_buffer **out)
 {
     *out = NULL;
     ctx->alloc_injected = mb_fault();
-    return ctx->alloc_injected ? MAMBA_ERR_OUT_OF_MEMORY : ctx->be->alloc(ctx->dev, bytes, out);
+    return ctx->alloc_injected ? MAMBA_ERR_OUT_OF_MEMORY : ctx->dv->alloc(ctx->dev, bytes, out);
 }
 
 const char *mb_dev_alloc_error(const mamba_context_t *ctx)
 {
-    return ctx->alloc_injected ? "allocation failed (injected fault)" : ctx->be->last_error(ctx->dev);
+    return ctx->alloc_injected ? "allocation failed (injected fault)" : ctx->dv->last_error(ctx->dev);
 }

@@ -30,18 +30,7 @@ const char *mamba_status_string(mamba_status_t st)
     return "unknown status";
 }
 
-const char *mamba_dtype_name(mamba_dtype_t dt)
-{
-    switch (dt) {
-    case MAMBA_F32: return "F32";
-    case MAMBA_F16: return "F16";
-    case MAMBA_BF16: return "BF16";
-    case MAMBA_I64: return "I64";
-    case MAMBA_I32: return "I32";
-    case MAMBA_F64: return "F64";
-    }
-    return "?";
-}
+const char *mamba_dtype_name(mamba_dtype_t dt) { return mb_dtype_name(dt); }
 
 static _Thread_local char tls_err[MB_ERR_LEN];
 
@@ -80,7 +69,7 @@ void mb_log(const mamba_context_t *ctx, mamba_log_level_t level, const char *fmt
 
 mamba_status_t mb_backend_fail(mamba_context_t *ctx, int st, const char *what)
 {
-    const char *msg = ctx->be->last_error ? ctx->be->last_error(ctx->dev) : "";
+    const char *msg = ctx->dv->last_error(ctx->dev);
     mamba_status_t s = (st > 0 && st <= MAMBA_ERR_BACKEND) ? (mamba_status_t)st : MAMBA_ERR_BACKEND;
     mb_seterr(ctx->err, s, "%s backend: %s failed: %s", ctx->backend_name, what,
               msg && *msg ? msg : mamba_status_string(s));

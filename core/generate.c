@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "fault.h"
+#include "runner.h"
+#include "api/alloc.h"
 
 mamba_status_t mamba_generate_greedy(mamba_state_t *s, const int32_t *ids, size_t n, int32_t *out)
 {
@@ -18,8 +18,11 @@ mamba_status_t mamba_generate_greedy(mamba_state_t *s, const int32_t *ids, size_
         return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_generate_greedy: n_tokens = %zu is too large", n);
     mamba_status_t st = mb_check_ids(ctx, ids, s->batch, s->model->cfg.vocab_size);
     if (st != MAMBA_OK) return st;
-    const mb_backend *be = ctx->be;
+    const mb_device_ops *dv = ctx->dv;
+    const mb_model_ops *ops = ctx->ops;
     mb_device *dev = ctx->dev;
+    mb_runner *r = NULL;
+    if ((st = mb_runner_get(s->model, &r)) != MAMBA_OK) return st;
     const size_t B = s->batch, V = (size_t)s->model->cfg.vocab_size;
     /* history (n, B) then the NaN flag */
     const size_t hist_bytes = (n * B + 1) * sizeof(int32_t);
@@ -32,27 +35,28 @@ mamba_status_t mamba_generate_greedy(mamba_state_t *s, const int32_t *ids, size_
                          ctx->backend_name, hist_bytes, n * B, mb_dev_alloc_error(ctx));
     }
     const mb_ptr flag = {hist, n * B * sizeof(int32_t)};
-    int rc = be->fill_zero(dev, flag, sizeof(int32_t));
+    int rc = dv->fill_zero(dev, flag, sizeof(int32_t));
     if (rc) st = mb_backend_fail(ctx, rc, "greedy decoding: flag reset");
-    const mb_ptr d_ids = mb_model_step_ids(s);
-    if (st == MAMBA_OK && (rc = be->upload(dev, d_ids, ids, B * sizeof *ids)) != 0)
+    mb_ptr d_ids = {NULL, 0};
+    if (st == MAMBA_OK) st = mb_runner_step_ids(r, s, &d_ids);
+    if (st == MAMBA_OK && (rc = dv->upload(dev, d_ids, ids, B * sizeof *ids)) != 0)
         st = mb_backend_fail(ctx, rc, "upload of token ids");
     for (size_t t = 0; t < n && st == MAMBA_OK; t++) {
         mb_ptr d_logits;
-        if ((st = mb_model_step_enqueue(s, &d_logits)) != MAMBA_OK) break;
+        if ((st = mb_runner_step_enqueue(r, s, &d_logits)) != MAMBA_OK) break;
         /* the chosen ids go to the next step's input and to the history at once */
-        if ((rc = be->argmax(dev, d_logits, B, V, d_ids, (mb_ptr){hist, t * B * sizeof(int32_t)}, flag)) != 0)
+        if ((rc = ops->argmax(dev, d_logits, B, V, d_ids, (mb_ptr){hist, t * B * sizeof(int32_t)}, flag)) != 0)
             st = mb_backend_fail(ctx, rc, "argmax");
     }
-    if (st == MAMBA_OK && (rc = be->download(dev, host, (mb_ptr){hist, 0}, hist_bytes)) != 0)
+    if (st == MAMBA_OK && (rc = dv->download(dev, host, (mb_ptr){hist, 0}, hist_bytes)) != 0)
         st = mb_backend_fail(ctx, rc, "download of generated ids");
-    if (st == MAMBA_OK && (rc = be->sync(dev)) != 0) st = mb_backend_fail(ctx, rc, "synchronize");
+    if (st == MAMBA_OK && (rc = dv->sync(dev)) != 0) st = mb_backend_fail(ctx, rc, "synchronize");
     if (st == MAMBA_OK && host[n * B])
         st = mb_seterr(ctx->err, MAMBA_ERR_MODEL, "greedy decoding: the logits held a NaN in one of the %zu steps", n);
     if (st == MAMBA_OK)
         for (size_t t = 0; t < n; t++)
             for (size_t b = 0; b < B; b++) out[b * n + t] = host[t * B + b];
-    be->free(dev, hist);
+    dv->free(dev, hist);
     free(host);
     return st;
 }

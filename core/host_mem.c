@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 /* Page-locked (from the backend's host_alloc) exactly when the backend has host_alloc. */
 struct mb_host_block {
@@ -35,13 +35,13 @@ void *mamba_alloc_host(mamba_context_t *ctx, size_t bytes)
         ctx->cap_host = cap;
     }
     struct mb_host_block b = {NULL, bytes};
-    if (ctx->be->host_alloc) {
+    if (ctx->dv->host_alloc) {
         const int injected = mb_fault();
-        int rc = injected ? MAMBA_ERR_OUT_OF_MEMORY : ctx->be->host_alloc(ctx->dev, bytes, &b.p);
+        int rc = injected ? MAMBA_ERR_OUT_OF_MEMORY : ctx->dv->host_alloc(ctx->dev, bytes, &b.p);
         if (rc != 0 || !b.p) {
             mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_alloc_host: %s backend cannot allocate %zu bytes: %s",
                       ctx->backend_name, bytes,
-                      injected ? "allocation failed (injected fault)" : ctx->be->last_error(ctx->dev));
+                      injected ? "allocation failed (injected fault)" : ctx->dv->last_error(ctx->dev));
             return NULL;
         }
     } else {
@@ -57,7 +57,7 @@ void *mamba_alloc_host(mamba_context_t *ctx, size_t bytes)
 
 static void release(mamba_context_t *ctx, const struct mb_host_block *b)
 {
-    if (ctx->be->host_alloc) ctx->be->host_free(ctx->dev, b->p);
+    if (ctx->dv->host_alloc) ctx->dv->host_free(ctx->dev, b->p);
     else free(b->p);
 }
 
@@ -77,7 +77,7 @@ void mamba_free_host(mamba_context_t *ctx, void *ptr)
 
 int mb_host_pinned(const mamba_context_t *ctx, const void *p, size_t bytes)
 {
-    if (!ctx->be->host_alloc) return 0;
+    if (!ctx->dv->host_alloc) return 0;
     const char *c = p;
     for (size_t i = 0; i < ctx->n_host; i++) {
         const char *b = ctx->host[i].p;

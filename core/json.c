@@ -9,7 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 /* The deepest nesting of objects and arrays outside strings; stops counting past limit. */
 static int nesting_depth(const char *s, size_t len, int limit)

@@ -25,9 +25,15 @@ static const mb_backend *try_module(const char *path, void **module, char *note,
     mb_backend_register_fn reg;
     *(void **)&reg = dlsym(h, MB_BACKEND_ENTRY);
     const mb_backend *be = reg ? reg(MB_BACKEND_ABI_VERSION) : NULL;
-    if (!be || be->abi_version != MB_BACKEND_ABI_VERSION) {
-        snprintf(note, note_len, "%s: %s", path,
-                 reg ? "backend ABI version mismatch" : "no " MB_BACKEND_ENTRY " symbol");
+    if (!reg)
+        snprintf(note, note_len, "%s: no " MB_BACKEND_ENTRY " symbol", path);
+    else if (!be)
+        snprintf(note, note_len, "%s: the module refuses backend ABI version %d (it was built for another "
+                 "libmamba: rebuild it with this one)", path, MB_BACKEND_ABI_VERSION);
+    else if (be->abi_version != MB_BACKEND_ABI_VERSION || !be->device || !be->ops || !be->probe)
+        snprintf(note, note_len, "%s: backend ABI version %d, this libmamba needs %d (rebuild the module)", path,
+                 be->abi_version, MB_BACKEND_ABI_VERSION);
+    if (!be || be->abi_version != MB_BACKEND_ABI_VERSION || !be->device || !be->ops || !be->probe) {
         dlclose(h);
         return NULL;
     }
@@ -106,7 +112,7 @@ mamba_status_t mamba_list_backends(mamba_backend_info_t *out, size_t cap, size_t
         const mb_backend *be = mb_backend_get(backend_names[i], &module, bi->note, sizeof bi->note);
         if (be) {
             char why[256] = "";
-            int n = be->device_count(why, sizeof why);
+            int n = be->device->device_count(why, sizeof why);
             bi->n_devices = n > 0 ? n : 0;
             bi->available = n > 0;
             if (n <= 0) snprintf(bi->note, sizeof bi->note, "%s", why[0] ? why : "no device found");
@@ -127,12 +133,12 @@ mamba_status_t mamba_list_devices(mamba_device_info_t *out, size_t cap, size_t *
         char note[256];
         const mb_backend *be = mb_backend_get(backend_names[i], &module, note, sizeof note);
         if (!be) continue;
-        int n = be->device_count(note, sizeof note);
+        int n = be->device->device_count(note, sizeof note);
         for (int d = 0; d < n; d++, k++) {
             if (k >= cap) continue;
             mb_device_props p;
             memset(&p, 0, sizeof p);
-            be->device_props(d, &p);
+            be->device->device_props(d, &p);
             mamba_device_info_t *di = &out[k];
             memset(di, 0, sizeof *di);
             snprintf(di->backend, sizeof di->backend, "%s", backend_names[i]);

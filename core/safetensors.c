@@ -12,7 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 static int parse_dtype(const char *s, mamba_dtype_t *dt)
 {

@@ -9,7 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 static int add_number(cJSON *array, double v)
 {

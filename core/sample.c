@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 struct mamba_sampler {
     mamba_sampler_params_t p;

@@ -77,20 +77,20 @@ mamba_status_t mamba_scan(mamba_context_t *ctx, const mamba_scan_args_t *a)
     int rc;
     for (size_t i = 0; i < n_in && st == MAMBA_OK; i++) {
         *in[i].dst = (mb_ptr){buf, offs[i]};
-        rc = ctx->be->upload(ctx->dev, *in[i].dst, in[i].host, in[i].bytes);
+        rc = ctx->dv->upload(ctx->dev, *in[i].dst, in[i].host, in[i].bytes);
         if (rc) st = mb_backend_fail(ctx, rc, "scan input upload");
     }
     op.out = (mb_ptr){buf, out_off};
     /* out may be strided with gaps: stage its current content so the gaps come back unchanged */
-    if (st == MAMBA_OK && (rc = ctx->be->upload(ctx->dev, op.out, a->out, out_bytes)) != 0)
+    if (st == MAMBA_OK && (rc = ctx->dv->upload(ctx->dev, op.out, a->out, out_bytes)) != 0)
         st = mb_backend_fail(ctx, rc, "scan output upload");
     op.state_out = a->state_out ? (mb_ptr){buf, state_off} : (mb_ptr){NULL, 0};
-    if (st == MAMBA_OK && (rc = ctx->be->scan(ctx->dev, &op)) != 0) st = mb_backend_fail(ctx, rc, "selective scan");
-    if (st == MAMBA_OK && (rc = ctx->be->download(ctx->dev, a->out, op.out, out_bytes)) != 0)
+    if (st == MAMBA_OK && (rc = ctx->ops->scan(ctx->dev, &op)) != 0) st = mb_backend_fail(ctx, rc, "selective scan");
+    if (st == MAMBA_OK && (rc = ctx->dv->download(ctx->dev, a->out, op.out, out_bytes)) != 0)
         st = mb_backend_fail(ctx, rc, "scan output download");
-    if (st == MAMBA_OK && a->state_out && (rc = ctx->be->download(ctx->dev, a->state_out, op.state_out, state_bytes)) != 0)
+    if (st == MAMBA_OK && a->state_out && (rc = ctx->dv->download(ctx->dev, a->state_out, op.state_out, state_bytes)) != 0)
         st = mb_backend_fail(ctx, rc, "scan state download");
-    if (st == MAMBA_OK && (rc = ctx->be->sync(ctx->dev)) != 0) st = mb_backend_fail(ctx, rc, "synchronize");
-    ctx->be->free(ctx->dev, buf);
+    if (st == MAMBA_OK && (rc = ctx->dv->sync(ctx->dev)) != 0) st = mb_backend_fail(ctx, rc, "synchronize");
+    ctx->dv->free(ctx->dev, buf);
     return st;
 }

@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
 #include "weights.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 static uint64_t mix64(uint64_t z)
 {
@@ -70,7 +69,7 @@ mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx, const mamba_co
     mamba_model_t *m;
     if ((st = mb_model_new(ctx, &cfg, &m)) != MAMBA_OK) return st;
     size_t n;
-    mb_spec *specs = mb_calloc(mb_specs_count(&cfg), sizeof *specs);
+    mb_spec *specs = mb_calloc(mb_specs_count(m), sizeof *specs);
     if (!specs) {
         mamba_model_free(m);
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "synthetic model: out of memory for the tensor table");

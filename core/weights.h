@@ -1,8 +1,9 @@
-/* The parameter table shared by the checkpoint loader and the synthetic generator. */
+/* The parameter table shared by the checkpoint loader and the synthetic generator: each
+ * architecture (core/arch/) builds it; weights.c allocates and fills it. */
 #ifndef MB_WEIGHTS_H
 #define MB_WEIGHTS_H
 
-#include "internal.h"
+#include "model.h"
 
 typedef enum mb_init {
     MB_INIT_ZEROS,
@@ -18,14 +19,16 @@ typedef struct mb_spec {
     int64_t shape[3];
     mb_init init;
     float scale;
-    int is_matrix;     /* kept in its dtype; otherwise converted to f32                     */
-    int optional;
+    int is_matrix;     /* kept in its dtype, in a buffer of its own; otherwise converted to f32
+                          and packed with the other vectors of its group                    */
+    int group;         /* vectors: the buffer they share (the layer's index + 1; 0 the model's) */
     int skip;          /* not part of this model (bias off, tied head)                      */
     int neg_exp;       /* store -exp(x): A from A_log                                       */
     mb_mat *mat;
     mb_ptr *vec;
     /* resolved */
     mamba_dtype_t dtype;
+    size_t buffer;     /* index in the model's buffers                                      */
     size_t offset, bytes;
 } mb_spec;
 
@@ -34,9 +37,15 @@ typedef struct mb_spec {
 typedef mamba_status_t (*mb_fill_fn)(mamba_model_t *m, const mb_spec *s, void *host, float *tmp,
                                      const void **src, void *user);
 
-size_t mb_specs_count(const mamba_config_t *c);
-void mb_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n);
+/* Set a spec's name, shape (d1 0 for a vector; shape[2] set after for 3 dimensions) and
+ * initializer; pointers, group and skip are the caller's. */
+void mb_spec_set(mb_spec *s, const char *name, int ndim, int64_t d0, int64_t d1, mb_init init, float scale,
+                 int is_matrix);
 uint64_t mb_spec_count(const mb_spec *s);
+/* The table of m's architecture (count, then build). */
+size_t mb_specs_count(const mamba_model_t *m);
+void mb_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n);
+/* A model of cfg's architecture (cfg finished: mb_config_finish), with no weights yet. */
 mamba_status_t mb_model_new(mamba_context_t *ctx, const mamba_config_t *cfg, mamba_model_t **out);
 mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill_fn fill, void *user);
 

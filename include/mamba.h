@@ -106,6 +106,14 @@ MAMBA_API mamba_status_t mamba_list_devices(mamba_device_info_t *out, size_t cap
 
 /* ---- context ----------------------------------------------------------------------- */
 
+/* How fp32 GEMMs (prefill, all logits) run where the backend has a choice. */
+typedef enum mamba_gemm {
+    MAMBA_GEMM_DEFAULT = 0, /* the backend's fp32-accurate best: CUDA (sm_80+) sums three TF32
+                               tensor-core products (3xTF32), about cuBLAS SGEMM's error      */
+    MAMBA_GEMM_VENDOR,      /* the vendor library's fp32 GEMM: cuBLAS SGEMM, CLBlast, OpenBLAS */
+    MAMBA_GEMM_TF32,        /* CUDA: plain TF32 tensor cores, ~1e-3 relative error, fastest   */
+} mamba_gemm_t;
+
 typedef struct mamba_context_options {
     const char *backend;      /* "auto" (default), "cpu", "opencl[:i]", "cuda[:i]"      */
     int n_threads;            /* CPU threads; 0: the OpenMP default                     */
@@ -113,8 +121,16 @@ typedef struct mamba_context_options {
     mamba_log_fn log;         /* NULL: warnings and errors to stderr                     */
     void *log_user;
     mamba_log_level_t log_level;
+    /* Implementation switches that change kernels or numerics. mamba_context_options_init
+     * takes their defaults from the environment: MAMBA_CUDA_GEMM=cublas sets
+     * MAMBA_GEMM_VENDOR, MAMBA_CUDA_TF32=1 MAMBA_GEMM_TF32, MAMBA_CPU_PORTABLE (any value)
+     * portable_kernels, MAMBA_OPENCL_PROFILE (any value) profile. */
+    mamba_gemm_t gemm;
+    int portable_kernels;     /* CPU: portable C kernels only, no AVX-512 intrinsics     */
+    int profile;              /* OpenCL: each kernel's device time to the log (INFO)     */
 } mamba_context_options_t;
 
+/* Defaults, including the environment's (see above). */
 MAMBA_API void mamba_context_options_init(mamba_context_options_t *opts);
 MAMBA_API mamba_status_t mamba_context_create(const mamba_context_options_t *opts,
                                               mamba_context_t **out);
@@ -136,6 +152,7 @@ MAMBA_API void mamba_free_host(mamba_context_t *ctx, void *ptr);
 /* ---- model ------------------------------------------------------------------------- */
 
 typedef struct mamba_config {
+    char model_type[24];   /* the architecture: "mamba" (Mamba-1), "falcon_mamba"          */
     int d_model;
     int n_layer;
     int vocab_size;        /* rows of the embedding (padded vocabulary)                */
@@ -148,6 +165,7 @@ typedef struct mamba_config {
     int use_conv_bias;
     int tie_embeddings;
     float norm_eps;
+    float mixer_rms_eps;   /* falcon_mamba: eps of the weightless RMSNorms of dt, B and C */
 } mamba_config_t;
 
 typedef struct mamba_model_info {
@@ -158,14 +176,18 @@ typedef struct mamba_model_info {
 } mamba_model_info_t;
 
 /* Load a Hugging Face checkpoint: path is a directory holding config.json and
- * model.safetensors (or model.safetensors.index.json with its shards). */
+ * model.safetensors (or model.safetensors.index.json with its shards). The config's
+ * model_type picks the architecture ("mamba", "falcon_mamba"); any other is refused with its
+ * name. Weights live on the device one buffer a tensor (each no larger than the device's
+ * largest allocation). */
 MAMBA_API mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *path,
                                           mamba_model_t **out);
 /* Load from an explicit config.json and one safetensors file. */
 MAMBA_API mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_path,
                                                 const char *weights_path, mamba_model_t **out);
-/* Mamba's defaults: conv bias on, tied embeddings, eps 1e-5, the sizes 0 (derived from
- * d_model when left 0: d_inner = expand * d_model, dt_rank = ceil(d_model / 16)). */
+/* Mamba's defaults: model_type "mamba", conv bias on, tied embeddings, eps 1e-5, the sizes 0
+ * (derived from d_model when left 0: d_inner = expand * d_model, dt_rank = ceil(d_model / 16)).
+ * For a synthetic Falcon-Mamba set model_type "falcon_mamba" (mixer_rms_eps 0 takes 1e-6). */
 MAMBA_API void mamba_config_init(mamba_config_t *cfg);
 /* Fill cfg for a standard size: "130m", "370m", "790m", "1.4b", "2.8b". */
 MAMBA_API mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg);
@@ -209,6 +231,45 @@ MAMBA_API mamba_status_t mamba_step(mamba_state_t *state, const int32_t *ids, fl
  * steps run back to back. Logits holding a NaN end it with MAMBA_ERR_MODEL. */
 MAMBA_API mamba_status_t mamba_generate_greedy(mamba_state_t *state, const int32_t *ids,
                                                size_t n_tokens, int32_t *out_ids);
+/* ---- one sequence of a batch (per-sequence state) ---------------------------------------
+ * A state of batch B holds B independent sequences, numbered 0 .. B-1. These calls work on a
+ * subset: seqs lists n distinct sequence numbers; the others keep their state untouched.
+ * A subset that is a run of consecutive numbers in increasing order runs in place; any other
+ * is gathered into a scratch state and scattered back (a server keeps its active sequences
+ * consecutive with mamba_state_swap_seqs). */
+
+/* Prefill n sequences, each with its own prompt: ids[i] holds lens[i] >= 1 tokens for sequence
+ * seqs[i]. last_logits, if not NULL, receives (n, vocab): row i the logits after the last
+ * token of sequence seqs[i]. The same logits, per sequence, as n batch-1 prefills. */
+MAMBA_API mamba_status_t mamba_prefill_seqs(mamba_state_t *state, size_t n, const size_t *seqs,
+                                            const int32_t *const *ids, const size_t *lens,
+                                            float *last_logits);
+/* One token for each of n sequences: ids (n), logits (n, vocab) in the order of seqs. */
+MAMBA_API mamba_status_t mamba_step_seqs(mamba_state_t *state, size_t n, const size_t *seqs,
+                                         const int32_t *ids, float *logits);
+/* Sequence seq back to the empty state. */
+MAMBA_API mamba_status_t mamba_state_reset_seq(mamba_state_t *state, size_t seq);
+/* Sequence dst_seq of dst takes the state of src_seq of src (states of the same model; they
+ * may be the same state). */
+MAMBA_API mamba_status_t mamba_state_copy_seq(mamba_state_t *dst, size_t dst_seq,
+                                              const mamba_state_t *src, size_t src_seq);
+/* Sequences a and b of state exchange their states. */
+MAMBA_API mamba_status_t mamba_state_swap_seqs(mamba_state_t *state, size_t a, size_t b);
+/* One sequence's state as bytes, with its shape, as mamba_state_read does for the whole
+ * batch; a sequence's bytes may be written into any sequence of any state of the same model. */
+MAMBA_API mamba_status_t mamba_state_seq_size(const mamba_state_t *state, size_t *bytes);
+MAMBA_API mamba_status_t mamba_state_read_seq(mamba_state_t *state, size_t seq, void *buf, size_t bytes);
+MAMBA_API mamba_status_t mamba_state_write_seq(mamba_state_t *state, size_t seq, const void *buf,
+                                               size_t bytes);
+/* The batch size the state was created with. */
+MAMBA_API size_t mamba_state_batch(const mamba_state_t *state);
+
+/* Feed ids (batch, len) through the model from the state, like mamba_prefill, keeping the
+ * logits of every position: logits (batch, len, vocab). What a perplexity over a long text
+ * needs: the state carries the context from one call to the next. */
+MAMBA_API mamba_status_t mamba_prefill_all(mamba_state_t *state, const int32_t *ids, size_t len,
+                                           float *logits);
+
 /* Serialize the state (for saving a conversation). The bytes carry the shape and are
  * checked on write. */
 MAMBA_API mamba_status_t mamba_state_size(const mamba_state_t *state, size_t *bytes);

@@ -15,7 +15,9 @@
 /* Bound of the issue on logits against the float64 reference. */
 #define LOGIT_BOUND 1e-4
 
-static const char *const models[] = {"tiny", "small"};
+/* Mamba (tiny, small) and Falcon-Mamba (falcon_tiny: dt, B and C normalized, untied head) */
+static const char *const models[] = {"tiny", "small", "falcon_tiny"};
+#define N_MODELS 3
 
 /* path = dir/name; returns path */
 static char *cat_path(char *path, size_t cap, const char *dir, const char *name)
@@ -256,8 +258,8 @@ static mamba_context_t *cpu_context_kernels(int portable)
  * picks the portable kernels. */
 START_TEST(step_by_step_equals_forward)
 {
-    const char *model = models[_i % 2];
-    const int portable = _i / 2;
+    const char *model = models[_i % N_MODELS];
+    const int portable = _i / N_MODELS;
     golden g = load_golden(model);
     mamba_context_t *ctx = cpu_context_kernels(portable);
     mamba_model_t *m = load_model(ctx, model_dir(model));
@@ -525,11 +527,11 @@ int main(void)
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("model");
     tcase_set_timeout(tc, 300);
-    tcase_add_loop_test(tc, forward_matches_reference, 0, 2);
-    tcase_add_loop_test(tc, greedy_generation_matches_reference, 0, 2);
-    tcase_add_loop_test(tc, generate_greedy_matches_reference, 0, 2);
-    tcase_add_loop_test(tc, chunked_prefill_equals_one_shot, 0, 2);
-    tcase_add_loop_test(tc, step_by_step_equals_forward, 0, 4);
+    tcase_add_loop_test(tc, forward_matches_reference, 0, N_MODELS);
+    tcase_add_loop_test(tc, greedy_generation_matches_reference, 0, N_MODELS);
+    tcase_add_loop_test(tc, generate_greedy_matches_reference, 0, N_MODELS);
+    tcase_add_loop_test(tc, chunked_prefill_equals_one_shot, 0, N_MODELS);
+    tcase_add_loop_test(tc, step_by_step_equals_forward, 0, 2 * N_MODELS);
     tcase_add_test(tc, half_conversions_exact);
     tcase_add_test(tc, state_save_and_restore);
     tcase_add_test(tc, half_precision_checkpoints);

@@ -13,8 +13,7 @@
 #include <cblas.h>
 
 #include "cpu_internal.h"
-#include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 int cpu_fail(mb_device *dev, int status, const char *fmt, ...)
 {
@@ -77,7 +76,7 @@ static int cpu_open(int index, const mb_open_options *o, mb_device **out, char *
     d->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
     if (o && o->n_threads > 0) openblas_set_num_threads(o->n_threads);
     /* the portable kernels only, so that tests check them on machines with AVX-512 too */
-    d->portable = getenv("MAMBA_CPU_PORTABLE") != NULL;
+    d->portable = o && o->portable_kernels;
     *out = d;
     return 0;
 }
@@ -200,11 +199,15 @@ static int cpu_timer_stop(mb_device *d, double *ms)
     return 0;
 }
 
-static mb_mem_stats *cpu_mem_stats(mb_device *d) { return &d->mem; }
+static void cpu_mem_usage(mb_device *d, uint64_t *current, uint64_t *peak)
+{
+    *current = d->mem.current;
+    *peak = d->mem.peak;
+}
 
-static const mb_backend cpu_vtable = {
-    .abi_version = MB_BACKEND_ABI_VERSION,
-    .name = "cpu",
+static void cpu_mem_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
+
+static const mb_device_ops cpu_device_ops = {
     .device_count = cpu_device_count,
     .device_props = cpu_device_props,
     .open = cpu_open,
@@ -215,20 +218,41 @@ static const mb_backend cpu_vtable = {
     .upload = cpu_upload,
     .download = cpu_download,
     .fill_zero = cpu_fill_zero,
+    .copy = cpu_copy,
     .sync = cpu_sync,
+    .mem_usage = cpu_mem_usage,
+    .mem_reset_peak = cpu_mem_reset_peak,
+};
+
+static const mb_model_ops cpu_model_ops = {
     .embed = cpu_embed,
     .add_rmsnorm = cpu_add_rmsnorm,
+    .rmsnorm_segments = cpu_rmsnorm_segments,
     .gemm = cpu_gemm,
     .conv_silu = cpu_conv_silu,
     .scan = cpu_scan,
-    .copy = cpu_copy,
+    .argmax = cpu_argmax,
+};
+
+static const mb_fused_ops cpu_fused_ops = {
+    .supports = cpu_fused_supports,
+    .mixer_step = cpu_mixer_step,
+    .gemv_fused = cpu_gemv_fused,
+};
+
+static const mb_probe_ops cpu_probe_ops = {
     .read_sum = cpu_read_sum,
     .timer_start = cpu_timer_start,
     .timer_stop = cpu_timer_stop,
-    .mem_stats = cpu_mem_stats,
-    .argmax = cpu_argmax,
-    .mixer_step = cpu_mixer_step,
-    .gemv_fused = cpu_gemv_fused,
+};
+
+static const mb_backend cpu_vtable = {
+    .abi_version = MB_BACKEND_ABI_VERSION,
+    .name = "cpu",
+    .device = &cpu_device_ops,
+    .ops = &cpu_model_ops,
+    .fused = &cpu_fused_ops,
+    .probe = &cpu_probe_ops,
 };
 
 const mb_backend *mb_cpu_backend(void) { return &cpu_vtable; }

@@ -5,8 +5,7 @@
 #include <cblas.h>
 
 #include "cpu_internal.h"
-#include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr w_p, mamba_dtype_t wdt,
              mb_ptr bias_p, mb_ptr y_p, size_t ldy)
@@ -15,7 +14,7 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
     const float *w = cpu_at(w_p);
     float *y = cpu_at(y_p);
     if (!mb_weight_dtype_ok(wdt))
-        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mamba_dtype_name(wdt));
+        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mb_dtype_name(wdt));
     /* a decoding step's few rows: the GEMV that reads W once, in its stored dtype */
     if (m <= CPU_GEMV_MAX_ROWS)
         return cpu_gemv_fused(dev, m, n, k, x_p, lda, (mb_ptr){NULL, 0}, 0.0f, w_p, wdt, bias_p, y_p, ldy, 0);

@@ -19,8 +19,7 @@
 
 #include "cpu_internal.h"
 #include "cpu_math.h"
-#include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 #define ROWS 4     /* rows of W per pass of the portable version: four independent sums */
 #define CHUNK 512  /* columns of a 16-bit W widened at a time there: 4 rows of it are 8 KiB */
@@ -160,7 +159,7 @@ int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, siz
 {
     if (m == 0 || m > CPU_GEMV_MAX_ROWS || !mb_weight_dtype_ok(wdt))
         return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemv: %zu rows of %s weights, expected 1..%d rows of F32, F16 or BF16",
-                        m, mamba_dtype_name(wdt), CPU_GEMV_MAX_ROWS);
+                        m, mb_dtype_name(wdt), CPU_GEMV_MAX_ROWS);
     const float *x = cpu_at(x_p), *norm_w = cpu_at(norm_p);
     const void *w = cpu_at(w_p);
     float *y = cpu_at(y_p);

@@ -4,15 +4,16 @@
 
 #include <math.h>
 
-#include "backend.h"
-#include "common.h"
+#include "api/backend.h"
+#include "api/dtype.h"
+#include "api/util.h"
 
 #define CPU_MAX_STATE 256   /* d_state the scan and the mixer step take */
 #define CPU_GEMV_MAX_ROWS 8 /* rows of x the decoding GEMV takes (batch of a step) */
 
 struct mb_device {
     int n_threads;
-    int portable;          /* MAMBA_CPU_PORTABLE: no AVX-512 kernels */
+    int portable;          /* mb_open_options.portable_kernels: no AVX-512 kernels */
     char err[512];
     float *scratch;        /* f32 copy of a 16-bit weight matrix for GEMM */
     size_t scratch_len;    /* floats */
@@ -40,9 +41,22 @@ static inline void cpu_rmsnorm_row(float *out, const float *x, const float *w, s
     for (size_t i = 0; i < dim; i++) out[i] = x[i] * inv * w[i];
 }
 
+/* The segments of one row divided by their root mean square (rmsnorm_segments, and the
+ * mixer step's bc_norm). */
+static inline void cpu_rmsnorm_segments_row(float *x, const mb_segments *seg, float eps)
+{
+    for (size_t s = 0; s < seg->n; x += seg->len[s], s++) {
+        float ss = 0;
+        for (size_t i = 0; i < seg->len[s]; i++) ss += x[i] * x[i];
+        const float inv = 1.0f / sqrtf(ss / (float)(seg->len[s] ? seg->len[s] : 1) + eps);
+        for (size_t i = 0; i < seg->len[s]; i++) x[i] *= inv;
+    }
+}
+
 int cpu_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim, mb_ptr out);
 int cpu_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
                     mb_ptr out);
+int cpu_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
 int cpu_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
              mb_ptr bias, mb_ptr y, size_t ldy);
@@ -66,6 +80,7 @@ void cpu_gemv_rows(const cpu_gemv_job *job, size_t r0, size_t r1);
 int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                    mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
+int cpu_fused_supports(mb_device *dev, mb_fused_kind kind, const mb_fused_query *q);
 /* The sum of n floats on all threads: the read-bandwidth probe. */
 float cpu_sum(mb_device *dev, const float *x, size_t n);
 int cpu_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);

@@ -4,8 +4,7 @@
 #include <string.h>
 
 #include "cpu_internal.h"
-#include "internal.h"
-#include "fault.h"
+#include "api/alloc.h"
 
 int cpu_embed(mb_device *dev, mb_ptr ids_p, size_t rows, mb_ptr table_p, mamba_dtype_t dtype, size_t dim,
               mb_ptr out_p)
@@ -33,6 +32,19 @@ int cpu_add_rmsnorm(mb_device *dev, mb_ptr res_p, mb_ptr x_p, mb_ptr w_p, size_t
         }
         cpu_rmsnorm_row(out + r * dim, rr, w, dim, eps);
     }
+    return 0;
+}
+
+int cpu_rmsnorm_segments(mb_device *dev, mb_ptr x_p, size_t rows, size_t ld, const mb_segments *seg, float eps)
+{
+    float *x = cpu_at(x_p);
+    size_t width = 0;
+    for (size_t s = 0; s < seg->n; s++) width += seg->len[s];
+    if (!x || seg->n > 4 || width > ld)
+        return cpu_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "rmsnorm_segments: %zu segments of %zu values in rows of %zu",
+                        seg->n, width, ld);
+#pragma omp parallel for num_threads(dev->n_threads) schedule(static)
+    for (size_t r = 0; r < rows; r++) cpu_rmsnorm_segments_row(x + r * ld, seg, eps);
     return 0;
 }
 

@@ -13,7 +13,6 @@
 
 #include "cpu_internal.h"
 #include "cpu_math.h"
-#include "internal.h"
 
 #define TILE 16
 

@@ -5,7 +5,6 @@
 
 #include "cpu_internal.h"
 #include "cpu_math.h"
-#include "internal.h"
 
 #define CONV_BLOCK 64   /* channels of the conv per work item */
 #define CHAN_BLOCK 16   /* channels of the scan step per work item */
@@ -77,7 +76,7 @@ int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
         const mamba_dtype_t dt = i ? op->dt_proj_dt : op->x_proj_dt;
         if (!mb_weight_dtype_ok(dt))
             return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "mixer step: %s in %s, expected F32, F16 or BF16",
-                            i ? "dt_proj" : "x_proj", mamba_dtype_name(dt));
+                            i ? "dt_proj" : "x_proj", mb_dtype_name(dt));
     }
     const step_view v = {cpu_at(op->xz),        cpu_at(op->conv_w), cpu_at(op->conv_b), cpu_at(op->A),
                          cpu_at(op->D),         cpu_at(op->conv_state), cpu_at(op->ssm_state), cpu_at(op->xdbl),
@@ -93,6 +92,7 @@ int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
     const size_t conv_items = B * ((D + CONV_BLOCK - 1) / CONV_BLOCK);
     const size_t chan_blocks = (D + CHAN_BLOCK - 1) / CHAN_BLOCK;
     const size_t xproj_items = (nd + 3) / 4;
+    const mb_segments dbc = {3, {op->dt_rank, N, N, 0}};
 #pragma omp parallel num_threads(dev->n_threads)
     {
 #pragma omp for schedule(static)
@@ -103,12 +103,30 @@ int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
         /* x_proj needs every channel of xc: the barrier at the end of the loop above */
 #pragma omp for schedule(static)
         for (size_t i = 0; i < xproj_items; i++) cpu_gemv_rows(&xproj, i * 4, i * 4 + 4 < nd ? i * 4 + 4 : nd);
+        if (op->bc_norm) {
+            /* Falcon-Mamba: dt, B and C normalized once x_proj's barrier has passed */
+#pragma omp for schedule(static)
+            for (size_t b = 0; b < B; b++) cpu_rmsnorm_segments_row(v.xdbl + b * nd, &dbc, op->bc_norm_eps);
+        }
 #pragma omp for schedule(static)
         for (size_t i = 0; i < chan_blocks; i++) {
             const size_t c0 = i * CHAN_BLOCK, c1 = c0 + CHAN_BLOCK < D ? c0 + CHAN_BLOCK : D;
             cpu_gemv_rows(&dtproj, c0, c1);
             for (size_t b = 0; b < B; b++) scan_block(op, &v, b, c0, c1);
         }
+    }
+    return 0;
+}
+
+int cpu_fused_supports(mb_device *dev, mb_fused_kind kind, const mb_fused_query *q)
+{
+    (void)dev;
+    switch (kind) {
+    case MB_FUSED_GRAPHS: return 0;
+    case MB_FUSED_MIXER_STEP:
+        return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && q->d_state <= CPU_MAX_STATE && q->width >= 1 &&
+               mb_weight_dtype_ok(q->x_proj_dt) && mb_weight_dtype_ok(q->dt_proj_dt);
+    case MB_FUSED_GEMV: return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && mb_weight_dtype_ok(q->wdtype);
     }
     return 0;
 }

@@ -84,9 +84,15 @@ static void cu_close(mb_device *d)
     free(d);
 }
 
+void cuda_use_device(mb_device *d)
+{
+    if (!d) return;
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != d->index) cudaSetDevice(d->index);
+}
+
 static int cu_open(int index, const mb_open_options *o, mb_device **out, char *err, size_t err_len)
 {
-    (void)o;
     mb_device *d = (mb_device *)calloc(1, sizeof *d);
     if (!d) {
         snprintf(err, err_len, "out of memory");
@@ -106,6 +112,7 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         (rc = cuda_check(d, cudaEventCreateWithFlags(&d->copies_done, cudaEventDisableTiming), "cudaEventCreate")))
         goto fail;
     d->sm_count = prop.multiProcessorCount;
+    d->total_memory = prop.totalGlobalMem;
     d->pdl = prop.major >= 9 && !getenv("MAMBA_CUDA_NO_PDL");
     if ((bs = cublasCreate(&d->blas)) != CUBLAS_STATUS_SUCCESS) {
         d->blas = nullptr;
@@ -121,10 +128,9 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
     cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes);
     /* fp32 GEMMs stay fp32 (3xTF32 or SGEMM); plain TF32 only when asked for */
     {
-        const char *tf32 = getenv("MAMBA_CUDA_TF32"), *gemm = getenv("MAMBA_CUDA_GEMM");
-        const bool plain_tf32 = tf32 && strcmp(tf32, "1") == 0;
-        cublasSetMathMode(d->blas, plain_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
-        d->tf32x3 = prop.major >= 8 && !plain_tf32 && !(gemm && strcmp(gemm, "cublas") == 0);
+        const mb_gemm_mode mode = o ? o->gemm : MB_GEMM_DEFAULT;
+        cublasSetMathMode(d->blas, mode == MB_GEMM_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+        d->tf32x3 = prop.major >= 8 && mode == MB_GEMM_DEFAULT;
     }
     if (d->tf32x3 && (rc = cuda_gemm_3xtf32_init(d))) goto fail;
     *out = d;
@@ -141,12 +147,14 @@ static int cu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
 {
     mb_buffer *b = (mb_buffer *)malloc(sizeof *b);
     if (!b) return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "out of host memory");
-    size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
     cudaError_t e = cudaMalloc(&b->ptr, bytes ? bytes : 256);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         free(b);
+        /* the free memory only when it is worth a message: the query costs a driver call */
+        size_t free_b = 0, total_b = d->total_memory;
+        cudaMemGetInfo(&free_b, &total_b);
+        (void)cudaGetLastError();
         return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cudaMalloc of %zu bytes failed: %s (%zu of %zu bytes free)", bytes,
                          cudaGetErrorString(e), free_b, total_b);
     }
@@ -265,7 +273,13 @@ static int cu_timer_stop(mb_device *d, double *ms)
     return 0;
 }
 
-static mb_mem_stats *cu_mem_stats(mb_device *d) { return &d->mem; }
+static void cu_mem_usage(mb_device *d, uint64_t *current, uint64_t *peak)
+{
+    *current = d->mem.current;
+    *peak = d->mem.peak;
+}
+
+static void cu_mem_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
 
 static bool capturing(mb_device *d)
 {
@@ -351,44 +365,109 @@ static void cu_graph_free(mb_device *d, void *g)
     cudaGraphExecDestroy((cudaGraphExec_t)g);
 }
 
+static int cu_supports(mb_device *d, mb_fused_kind kind, const mb_fused_query *q)
+{
+    (void)d;
+    switch (kind) {
+    case MB_FUSED_GRAPHS: return 1;
+    case MB_FUSED_MIXER_STEP: return cuda_step_supports(q);
+    case MB_FUSED_GEMV: return cuda_gemv_supports(q);
+    }
+    return 0;
+}
+
+/* Every entry point that takes an open device first makes that device the calling thread's
+ * current one: a context on cuda:1 must not allocate or launch on whatever device the thread
+ * had (another context's, or the default 0). */
+template <auto Fn> struct guarded;
+template <typename R, typename... A, R (*Fn)(mb_device *, A...)> struct guarded<Fn> {
+    static R call(mb_device *d, A... a)
+    {
+        cuda_use_device(d);
+        return Fn(d, a...);
+    }
+};
+#define G(fn) guarded<fn>::call
+
+static mb_device_ops make_device_ops(void)
+{
+    mb_device_ops v;
+    memset(&v, 0, sizeof v);
+    v.device_count = cu_device_count;
+    v.device_props = cu_device_props;
+    v.open = cu_open;
+    v.close = G(cu_close);
+    v.last_error = cu_last_error;
+    v.alloc = G(cu_alloc);
+    v.free = G(cu_free);
+    v.upload = G(cu_upload);
+    v.download = G(cu_download);
+    v.fill_zero = G(cu_fill_zero);
+    v.copy = G(cu_copy);
+    v.sync = G(cu_sync);
+    v.mem_usage = cu_mem_usage;
+    v.mem_reset_peak = cu_mem_reset_peak;
+    v.host_alloc = G(cu_host_alloc);
+    v.host_free = G(cu_host_free);
+    v.download_async = G(cu_download_async);
+    v.download_fence = G(cu_download_fence);
+    return v;
+}
+
+static mb_model_ops make_model_ops(void)
+{
+    mb_model_ops v;
+    memset(&v, 0, sizeof v);
+    v.embed = G(cuda_embed);
+    v.add_rmsnorm = G(cuda_add_rmsnorm);
+    v.rmsnorm_segments = G(cuda_rmsnorm_segments);
+    v.gemm = G(cuda_gemm);
+    v.conv_silu = G(cuda_conv_silu);
+    v.scan = G(cuda_scan);
+    v.argmax = G(cuda_argmax);
+    return v;
+}
+
+static mb_fused_ops make_fused_ops(void)
+{
+    mb_fused_ops v;
+    memset(&v, 0, sizeof v);
+    v.supports = cu_supports;
+    v.graph_begin = G(cu_graph_begin);
+    v.graph_end = G(cu_graph_end);
+    v.graph_launch = G(cu_graph_launch);
+    v.graph_free = G(cu_graph_free);
+    v.mixer_step = G(cuda_mixer_step);
+    v.gemv_fused = G(cuda_gemv_fused);
+    return v;
+}
+
+static mb_probe_ops make_probe_ops(void)
+{
+    mb_probe_ops v;
+    memset(&v, 0, sizeof v);
+    v.read_sum = G(cuda_read_sum);
+    v.timer_start = G(cu_timer_start);
+    v.timer_stop = G(cu_timer_stop);
+    return v;
+}
+#undef G
+
+static const mb_device_ops cuda_device_ops = make_device_ops();
+static const mb_model_ops cuda_model_ops = make_model_ops();
+static const mb_fused_ops cuda_fused_ops = make_fused_ops();
+static const mb_probe_ops cuda_probe_ops = make_probe_ops();
+
 static mb_backend make_vtable(void)
 {
     mb_backend v;
     memset(&v, 0, sizeof v);
     v.abi_version = MB_BACKEND_ABI_VERSION;
     v.name = "cuda";
-    v.device_count = cu_device_count;
-    v.device_props = cu_device_props;
-    v.open = cu_open;
-    v.close = cu_close;
-    v.last_error = cu_last_error;
-    v.alloc = cu_alloc;
-    v.free = cu_free;
-    v.upload = cu_upload;
-    v.download = cu_download;
-    v.fill_zero = cu_fill_zero;
-    v.sync = cu_sync;
-    v.embed = cuda_embed;
-    v.add_rmsnorm = cuda_add_rmsnorm;
-    v.gemm = cuda_gemm;
-    v.conv_silu = cuda_conv_silu;
-    v.scan = cuda_scan;
-    v.copy = cu_copy;
-    v.read_sum = cuda_read_sum;
-    v.timer_start = cu_timer_start;
-    v.timer_stop = cu_timer_stop;
-    v.mem_stats = cu_mem_stats;
-    v.argmax = cuda_argmax;
-    v.mixer_step = cuda_mixer_step;
-    v.gemv_fused = cuda_gemv_fused;
-    v.graph_begin = cu_graph_begin;
-    v.graph_end = cu_graph_end;
-    v.graph_launch = cu_graph_launch;
-    v.graph_free = cu_graph_free;
-    v.host_alloc = cu_host_alloc;
-    v.host_free = cu_host_free;
-    v.download_async = cu_download_async;
-    v.download_fence = cu_download_fence;
+    v.device = &cuda_device_ops;
+    v.ops = &cuda_model_ops;
+    v.fused = &cuda_fused_ops;
+    v.probe = &cuda_probe_ops;
     return v;
 }
 

@@ -317,6 +317,15 @@ static int gemv_dtype(mb_device *dev, size_t m, size_t n, size_t k, const float 
     return gemv<float>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
 }
 
+bool cuda_gemv_supports(const mb_fused_query *q)
+{
+    /* with a norm the rows are read vectorized: k a multiple of a 16-byte load of W (the
+     * buffers' 256-byte alignment gives the rest) */
+    const size_t vec = q->wdtype == MAMBA_F32 ? 4 : 8;
+    return q->rows >= 1 && q->rows <= GEMV_MAX_M && q->n <= 0x7fffffff && q->k <= 0x7fffffff &&
+           mb_weight_dtype_ok(q->wdtype) && (!q->norm || q->k % vec == 0);
+}
+
 int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {

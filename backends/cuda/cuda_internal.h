@@ -7,8 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "backend.h"
-#include "common.h"
+#include "api/backend.h"
+#include "api/util.h"
 
 #define ARGMAX_MAX_ROWS 64 /* rows the device's argmax scratch has room for */
 /* a 64-bit key and a 32-bit counter per row */
@@ -19,6 +19,7 @@ struct mb_device {
     int sm_count;
     int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
     int tf32x3;                    /* sm_80+: fp32 GEMMs by the 3xTF32 kernel, not cuBLAS SGEMM */
+    size_t total_memory;           /* the device's, for out-of-memory messages */
     int scan16_per_sm;             /* blocks of the N = 16 scan kernel an SM holds; 0: not asked yet */
     cudaStream_t stream;
     cudaStream_t copy_stream;      /* download_async: device -> page-locked host, beside the work */
@@ -78,6 +79,11 @@ int cuda_scan(mb_device *dev, const mb_scan_op *op);
 int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
 int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
+bool cuda_step_supports(const mb_fused_query *q);
+bool cuda_gemv_supports(const mb_fused_query *q);
+int cuda_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
+/* Make dev's GPU the calling thread's current one (every entry point calls it first). */
+void cuda_use_device(mb_device *dev);
 int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 

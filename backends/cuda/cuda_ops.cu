@@ -66,6 +66,36 @@ int cuda_add_rmsnorm(mb_device *dev, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows
     return 0;
 }
 
+/* One warp a row: each segment divided by its RMS (Falcon-Mamba's dt, B and C). */
+__global__ void rmsnorm_segments_kernel(float *x, size_t rows, size_t ld, mb_segments seg, float eps)
+{
+    griddep_wait();
+    const size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float *r = x + row * ld;
+    for (size_t s = 0; s < seg.n; r += seg.len[s], s++) {
+        float ss = 0.0f;
+        for (size_t i = lane; i < seg.len[s]; i += 32) ss += r[i] * r[i];
+        const float inv = rsqrtf(warp_sum(ss) / (float)(seg.len[s] ? seg.len[s] : 1) + eps);
+        for (size_t i = lane; i < seg.len[s]; i += 32) r[i] *= inv;
+    }
+}
+
+int cuda_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps)
+{
+    size_t width = 0;
+    for (size_t s = 0; s < seg->n && s < 4; s++) width += seg->len[s];
+    if (!x.buf || seg->n > 4 || width > ld || rows > 0x7fffffffu)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "rmsnorm_segments: %zu segments of %zu values in %zu rows of %zu",
+                         seg->n, width, rows, ld);
+    if (rows == 0) return 0;
+    launch_pdl(dev, rmsnorm_segments_kernel, dim3((unsigned)((rows + 7) / 8)), dim3(256), (float *)cu_at(x), rows, ld,
+               *seg, eps);
+    CU_LAUNCHED(dev, "rmsnorm_segments kernel");
+    return 0;
+}
+
 /* out[b, t, c] = silu(bias[c] + sum_k w[c, k] * in[b, t-(K-1)+k, c]); in[tau < 0] is the
  * carried state. One thread per output; channels are the fast index, so loads coalesce. */
 __global__ void conv_kernel(mb_conv_op op, const float *x, const float *w, const float *bias, const float *state,

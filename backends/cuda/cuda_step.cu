@@ -17,6 +17,8 @@
 struct step_params {
     int B, D, N, R, K, nd;   /* batch, dim, d_state, dt_rank, conv width, dt_rank + 2 N */
     int KS;                  /* x_proj's k split over KS blocks: partial sums xpart[KS][B][nd] */
+    int bc_norm;             /* Falcon-Mamba: dt, B, C each divided by its RMS (+ bc_eps)      */
+    float bc_eps;
     long long xz_sb, y_sb;
     const float *xz, *conv_w, *conv_b, *A, *Dv, *dt_bias;
     const void *xw, *dtw;
@@ -181,6 +183,20 @@ template <typename T, bool XD> __global__ void __launch_bounds__(STEP_WARPS * 32
     if (XD) {
         for (int i = threadIdx.x; i < p.nd; i += blockDim.x) xd[i] = xdbl_at(p, b, i);
         __syncthreads();
+        if (p.bc_norm) {
+            /* warp g < 3 sums the squares of segment g (dt, B, C); then every thread scales */
+            __shared__ float inv[3];
+            if (warp < 3) {
+                const int lo = warp == 0 ? 0 : warp == 1 ? p.R : p.R + p.N, len = warp == 0 ? p.R : p.N;
+                float ss = 0.0f;
+                for (int i = lane; i < len; i += 32) ss += xd[lo + i] * xd[lo + i];
+                ss = warp_sum(ss);
+                if (lane == 0) inv[warp] = rsqrtf(ss / (float)len + p.bc_eps);
+            }
+            __syncthreads();
+            for (int i = threadIdx.x; i < p.nd; i += blockDim.x) xd[i] *= inv[i < p.R ? 0 : i < p.R + p.N ? 1 : 2];
+            __syncthreads();
+        }
     }
     if (!active) return;
     auto xdbl = [&](int i) { return XD ? xd[i] : xdbl_at(p, b, i); };
@@ -243,18 +259,33 @@ template <typename T> struct launch_scan {
     }
 };
 
+/* The shapes the step kernels take: the conv window in one warp's lanes; the norms of dt, B
+ * and C need xdbl in shared memory. */
+static bool step_takes(size_t batch, size_t dim, size_t d_state, size_t dt_rank, size_t width, mamba_dtype_t xdt,
+                       mamba_dtype_t ddt, int bc_norm)
+{
+    return width >= 1 && width <= 32 && batch >= 1 && batch <= 65535 && dim <= (1u << 30) && d_state <= 4096 &&
+           dt_rank <= 65536 && mb_weight_dtype_ok(xdt) && mb_weight_dtype_ok(ddt) &&
+           (!bc_norm || dt_rank + 2 * d_state <= STEP_XD_MAX);
+}
+
+bool cuda_step_supports(const mb_fused_query *q)
+{
+    return step_takes(q->rows, q->dim, q->d_state, q->dt_rank, q->width, q->x_proj_dt, q->dt_proj_dt, q->bc_norm);
+}
+
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
 {
-    /* the conv window sits in one warp's lanes */
-    if (op->width < 1 || op->width > 32 || op->batch > 65535 || op->dim > (1u << 30) || op->d_state > 4096 ||
-        op->dt_rank > 65536 || !mb_weight_dtype_ok(op->x_proj_dt) || !mb_weight_dtype_ok(op->dt_proj_dt))
+    if (!step_takes(op->batch, op->dim, op->d_state, op->dt_rank, op->width, op->x_proj_dt, op->dt_proj_dt, op->bc_norm))
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED,
-                         "mixer step: width %zu (1..32), batch %zu, dim %zu, d_state %zu, dt_rank %zu, dtypes %d/%d",
+                         "mixer step: width %zu (1..32), batch %zu, dim %zu, d_state %zu, dt_rank %zu, dtypes %d/%d%s",
                          op->width, op->batch, op->dim, op->d_state, op->dt_rank, (int)op->x_proj_dt,
-                         (int)op->dt_proj_dt);
+                         (int)op->dt_proj_dt, op->bc_norm ? ", dt/B/C norms" : "");
     step_params p;
     p.B = (int)op->batch; p.D = (int)op->dim; p.N = (int)op->d_state; p.R = (int)op->dt_rank; p.K = (int)op->width;
     p.nd = p.R + 2 * p.N;
+    p.bc_norm = op->bc_norm;
+    p.bc_eps = op->bc_norm_eps;
     p.xz_sb = (long long)op->xz_sb; p.y_sb = (long long)op->y_sb;
     p.xz = (const float *)cu_at(op->xz); p.conv_w = (const float *)cu_at(op->conv_w);
     p.conv_b = (const float *)cu_at(op->conv_b); p.A = (const float *)cu_at(op->A);

@@ -482,6 +482,8 @@ typedef struct step_params {
     ulong xpart;   /* x_proj's partial sums, (KS, B, nd) */
     int B, D, N, R, K, nd, has_cb, has_D, xdt, ddt;
     int KS;        /* x_proj's k range is cut in KS slices */
+    int bc_norm;   /* Falcon-Mamba: dt, B and C each divided by its RMS (+ bc_eps) */
+    float bc_eps;
 } step_params;
 
 /* xdbl[b, i]: the sum of x_proj's KS partial sums */
@@ -568,7 +570,7 @@ inline float lanes_sum(__local float *red, int l, int lane, float v)
 __kernel void step_scan(step_params p, __global const float *wf, __global const void *wd, __global float *work,
                         __global float *state)
 {
-    __local float xl[STEP_XDBL_MAX], red[256], taps[256];
+    __local float xl[STEP_XDBL_MAX], red[256], taps[256], inv[3];
     const int l = get_local_id(0), lane = l % STEP_LANES;
     const int d = get_group_id(0) * (256 / STEP_LANES) + l / STEP_LANES, b = get_group_id(1);
     for (int i = l; i < p.nd; i += 256) xl[i] = xdbl_at(&p, work, b, i);
@@ -581,6 +583,17 @@ __kernel void step_scan(step_params p, __global const float *wf, __global const 
     }
     taps[l] = v;
     barrier(CLK_LOCAL_MEM_FENCE); /* xl and taps written */
+    if (p.bc_norm) {
+        if (l < 3) {
+            const int lo = l == 0 ? 0 : l == 1 ? p.R : p.R + p.N, len = l == 0 ? p.R : p.N;
+            float ss = 0.0f;
+            for (int i = 0; i < len; i++) ss += xl[lo + i] * xl[lo + i];
+            inv[l] = rsqrt(ss / (float)len + p.bc_eps);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int i = l; i < p.nd; i += 256) xl[i] *= inv[i < p.R ? 0 : i < p.R + p.N ? 1 : 2];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
     const float a = lanes_sum(red, l, lane, cv) + (p.has_cb ? wf[p.cb + dd] : 0.0f);
     const float u = a / (1.0f + EXPF(-a));
     /* the window moves by one: tap t takes tap t + 1 */
@@ -634,5 +647,22 @@ __kernel void argmax(__global const float *logits, ulong off, int vocab, __globa
         ids[ids_off + r] = li[0] == INT_MAX ? 0 : li[0];
         if (has_ids2) ids2[ids2_off + r] = li[0] == INT_MAX ? 0 : li[0];
         if (lnan[0]) flag[flag_off] = 1;
+    }
+}
+
+/* Each of the n (<= 4) segments of a row divided by its RMS (+ eps), with no weight
+ * (Falcon-Mamba's dt, B and C after x_proj). One work-item a row: the rows are short. */
+__kernel void rmsnorm_segments(__global float *x, ulong off, ulong rows, ulong ld, int n, int l0, int l1, int l2,
+                               int l3, float eps)
+{
+    const ulong r = get_global_id(0);
+    if (r >= rows) return;
+    __global float *row = x + off + r * ld;
+    const int len[4] = {l0, l1, l2, l3};
+    for (int s = 0; s < n; row += len[s], s++) {
+        float ss = 0.0f;
+        for (int i = 0; i < len[s]; i++) ss += row[i] * row[i];
+        const float inv = rsqrt(ss / (float)(len[s] ? len[s] : 1) + eps);
+        for (int i = 0; i < len[s]; i++) row[i] *= inv;
     }
 }

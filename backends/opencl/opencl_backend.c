@@ -90,6 +90,9 @@ static int ocl_device_props(int index, mb_device_props *p)
     clGetDeviceInfo(devs[index], CL_DEVICE_VERSION, sizeof version, version, NULL);
     clGetDeviceInfo(devs[index], CL_DEVICE_VENDOR, sizeof vendor, vendor, NULL);
     p->memory_bytes = mem;
+    cl_ulong max_alloc = 0;
+    clGetDeviceInfo(devs[index], CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+    p->max_alloc_bytes = max_alloc;
     p->compute_units = (int)cu;
     p->is_gpu = (type & CL_DEVICE_TYPE_GPU) != 0;
     /* OpenCL 1.2 or later */
@@ -107,7 +110,7 @@ static int ocl_device_props(int index, mb_device_props *p)
 static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
     "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_256",
     "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
-    "argmax", "gemv1",
+    "argmax", "gemv1", "rmsnorm_segments",
 };
 
 void ocl_profile(mb_device *d, int k, cl_event ev)
@@ -126,10 +129,13 @@ static void ocl_close(mb_device *d)
 {
     if (!d) return;
     if (d->q) clFinish(d->q);
-    for (int i = 0; d->profile && i < K_COUNT; i++)
-        if (d->prof_n[i])
-            fprintf(stderr, "opencl profile: %-16s %8lu launches %12.1f us %9.2f us each\n", kernel_names[i],
-                    d->prof_n[i], d->prof_us[i], d->prof_us[i] / (double)d->prof_n[i]);
+    for (int i = 0; d->profile && d->log && i < K_COUNT; i++)
+        if (d->prof_n[i]) {
+            char line[160];
+            snprintf(line, sizeof line, "opencl profile: %-16s %8lu launches %12.1f us %9.2f us each", kernel_names[i],
+                     d->prof_n[i], d->prof_us[i], d->prof_us[i] / (double)d->prof_n[i]);
+            d->log(d->log_user, MAMBA_LOG_INFO, line);
+        }
     for (int i = 0; i < K_COUNT; i++)
         if (d->k[i]) clReleaseKernel(d->k[i]);
     if (d->scratch) clReleaseMemObject(d->scratch);
@@ -167,7 +173,6 @@ static int build_program(mb_device *d)
 
 static int ocl_open(int index, const mb_open_options *o, mb_device **out, char *err, size_t err_len)
 {
-    (void)o;
     cl_device_id devs[256];
     char note[256] = "";
     int n = list_devices(devs, 256, note, sizeof note);
@@ -188,7 +193,9 @@ static int ocl_open(int index, const mb_open_options *o, mb_device **out, char *
         rc = ocl_fail(d, MAMBA_ERR_BACKEND, "clCreateContext: %s", ocl_error_name(e));
         goto fail;
     }
-    d->profile = getenv("MAMBA_OPENCL_PROFILE") != NULL;
+    d->profile = o && o->profile;
+    d->log = o ? o->log : NULL;
+    d->log_user = o ? o->log_user : NULL;
     d->q = clCreateCommandQueue(d->ctx, d->device, CL_QUEUE_PROFILING_ENABLE, &e);
     if (e != CL_SUCCESS) {
         rc = ocl_fail(d, MAMBA_ERR_BACKEND, "clCreateCommandQueue: %s", ocl_error_name(e));
@@ -331,7 +338,13 @@ static int ocl_timer_stop(mb_device *d, double *ms)
     return 0;
 }
 
-static mb_mem_stats *ocl_mem_stats(mb_device *d) { return &d->mem; }
+static void ocl_mem_usage(mb_device *d, uint64_t *current, uint64_t *peak)
+{
+    *current = d->mem.current;
+    *peak = d->mem.peak;
+}
+
+static void ocl_mem_reset_peak(mb_device *d) { d->mem.peak = d->mem.current; }
 
 int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out)
 {
@@ -375,9 +388,18 @@ int ocl_args(mb_device *d, cl_kernel k, const char *name, int n, ...)
     return 0;
 }
 
-static const mb_backend ocl_vtable = {
-    .abi_version = MB_BACKEND_ABI_VERSION,
-    .name = "opencl",
+static int ocl_supports(mb_device *d, mb_fused_kind kind, const mb_fused_query *q)
+{
+    (void)d;
+    switch (kind) {
+    case MB_FUSED_GRAPHS: return 0;
+    case MB_FUSED_MIXER_STEP: return ocl_step_supports(q);
+    case MB_FUSED_GEMV: return ocl_gemv_supports(q);
+    }
+    return 0;
+}
+
+static const mb_device_ops ocl_device_ops = {
     .device_count = ocl_device_count,
     .device_props = ocl_device_props,
     .open = ocl_open,
@@ -388,20 +410,41 @@ static const mb_backend ocl_vtable = {
     .upload = ocl_upload,
     .download = ocl_download,
     .fill_zero = ocl_fill_zero,
+    .copy = ocl_copy,
     .sync = ocl_sync,
+    .mem_usage = ocl_mem_usage,
+    .mem_reset_peak = ocl_mem_reset_peak,
+};
+
+static const mb_model_ops ocl_model_ops = {
     .embed = ocl_embed,
     .add_rmsnorm = ocl_add_rmsnorm,
+    .rmsnorm_segments = ocl_rmsnorm_segments,
     .gemm = ocl_gemm,
     .conv_silu = ocl_conv_silu,
     .scan = ocl_scan,
-    .copy = ocl_copy,
+    .argmax = ocl_argmax,
+};
+
+static const mb_fused_ops ocl_fused_ops = {
+    .supports = ocl_supports,
+    .mixer_step = ocl_mixer_step,
+    .gemv_fused = ocl_gemv_fused,
+};
+
+static const mb_probe_ops ocl_probe_ops = {
     .read_sum = ocl_read_sum,
     .timer_start = ocl_timer_start,
     .timer_stop = ocl_timer_stop,
-    .mem_stats = ocl_mem_stats,
-    .argmax = ocl_argmax,
-    .mixer_step = ocl_mixer_step,
-    .gemv_fused = ocl_gemv_fused,
+};
+
+static const mb_backend ocl_vtable = {
+    .abi_version = MB_BACKEND_ABI_VERSION,
+    .name = "opencl",
+    .device = &ocl_device_ops,
+    .ops = &ocl_model_ops,
+    .fused = &ocl_fused_ops,
+    .probe = &ocl_probe_ops,
 };
 
 __attribute__((visibility("default"))) const mb_backend *mamba_backend_register(int abi_version)

@@ -5,12 +5,12 @@
 
 #include <CL/cl.h>
 
-#include "backend.h"
-#include "common.h"
+#include "api/backend.h"
+#include "api/util.h"
 
 enum {
     K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_256, K_SCANF_256, K_CARRY,
-    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_GEMV1, K_COUNT
+    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_GEMV1, K_RMSNORM_SEG, K_COUNT
 };
 
 struct mb_device {
@@ -28,9 +28,11 @@ struct mb_device {
     mb_mem_stats mem;
     cl_event t0;
     double host_t0;
-    /* MAMBA_OPENCL_PROFILE: each kernel is waited for and its device time summed per kernel,
-     * printed to stderr when the device closes (kernels then run one at a time) */
+    /* mb_open_options.profile: each kernel is waited for and its device time summed per
+     * kernel, reported through log when the device closes (kernels then run one at a time) */
     int profile;
+    void (*log)(void *user, mamba_log_level_t level, const char *message);
+    void *log_user;
     double prof_us[K_COUNT];
     unsigned long prof_n[K_COUNT];
     char err[1024];
@@ -67,6 +69,9 @@ int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, m
 int ocl_scan(mb_device *d, const mb_scan_op *op);
 int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out);
 int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op);
+int ocl_step_supports(const mb_fused_query *q);
+int ocl_gemv_supports(const mb_fused_query *q);
+int ocl_rmsnorm_segments(mb_device *d, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
 int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
                    mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);

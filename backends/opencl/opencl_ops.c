@@ -280,7 +280,42 @@ typedef struct step_params {
     cl_ulong xpart;
     cl_int B, D, N, R, K, nd, has_cb, has_D, xdt, ddt;
     cl_int KS;
+    cl_int bc_norm;
+    cl_float bc_eps;
 } step_params;
+
+/* The shapes the step kernels take (the conv window in a work-item group's lanes, xdbl in
+ * local memory); the buffers are checked by ocl_mixer_step. */
+int ocl_step_supports(const mb_fused_query *q)
+{
+    return q->width >= 1 && q->width <= 16 /* STEP_LANES */ && q->rows >= 1 && q->rows <= 65535 &&
+           q->dim <= (1u << 30) && q->dt_rank + 2 * q->d_state <= 1024 /* STEP_XDBL_MAX */ &&
+           mb_weight_dtype_ok(q->x_proj_dt) && mb_weight_dtype_ok(q->dt_proj_dt);
+}
+
+int ocl_gemv_supports(const mb_fused_query *q)
+{
+    return q->rows >= 1 && q->rows <= GEMV_MAX_M && q->n <= 0x7fffffff && q->k <= 0x7fffffff &&
+           (!q->norm || q->k % 4 == 0) && mb_weight_dtype_ok(q->wdtype);
+}
+
+int ocl_rmsnorm_segments(mb_device *d, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps)
+{
+    size_t width = 0;
+    for (size_t s = 0; s < seg->n && s < 4; s++) width += seg->len[s];
+    if (!x.buf || seg->n > 4 || width > ld)
+        return ocl_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "rmsnorm_segments: %zu segments of %zu values in rows of %zu",
+                        seg->n, width, ld);
+    if (rows == 0) return 0;
+    cl_mem xm = ocl_mem(x);
+    cl_ulong xo = x.offset / 4, r = rows, l = ld;
+    cl_int n = (cl_int)seg->n, l0 = (cl_int)seg->len[0], l1 = (cl_int)seg->len[1], l2 = (cl_int)seg->len[2],
+           l3 = (cl_int)seg->len[3];
+    int rc = ocl_args(d, d->k[K_RMSNORM_SEG], "rmsnorm_segments", 10, M(xm), U(xo), U(r), U(l), I(n), I(l0), I(l1), I(l2),
+                      I(l3), F(eps));
+    const size_t local = 64, global = (rows + local - 1) / local * local;
+    return rc ? rc : launch(d, K_RMSNORM_SEG, 1, &global, &local, "rmsnorm_segments kernel");
+}
 
 int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
 {
@@ -304,7 +339,7 @@ int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op)
         op->y.offset / 4, op->xz_sb, op->y_sb, op->xdbl.offset / 4,
         (cl_int)op->batch, (cl_int)op->dim, (cl_int)op->d_state, (cl_int)op->dt_rank, (cl_int)op->width,
         (cl_int)(op->dt_rank + 2 * op->d_state), op->conv_b.buf != NULL, op->D.buf != NULL,
-        dt_code(op->x_proj_dt), dt_code(op->dt_proj_dt), 1,
+        dt_code(op->x_proj_dt), dt_code(op->dt_proj_dt), 1, op->bc_norm != 0, op->bc_norm_eps,
     };
     /* x_proj cut in slices over the compute units (8 sequences a work-group), the partial sums
      * in the op's scratch when it lies in the workspace */

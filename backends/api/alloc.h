@@ -1,10 +1,11 @@
-/* Fault injection. In a build with -DMAMBA_FAULT_INJECTION=ON every host allocation, device
+/* Host allocation and file hooks of the core and the backends built into libmamba, with fault
+ * injection. In a build with -DMAMBA_FAULT_INJECTION=ON every host allocation, device
  * allocation (through the core) and file open/read/map of the library is a numbered point,
  * and tests make the k-th one fail (mamba_fault_inject, declared in tests/fault_hooks.h) to
  * check that each failure returns an error, frees what was made and leaves the context usable.
  * In other builds mb_fault() is a constant false and the wrappers are the plain calls. */
-#ifndef MB_FAULT_H
-#define MB_FAULT_H
+#ifndef MB_API_ALLOC_H
+#define MB_API_ALLOC_H
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +14,8 @@
 
 #ifdef MAMBA_FAULT_INJECTION
 int mb_fault(void); /* counts one point; 1 when it is the one to fail */
+void mb_fault_arm(unsigned long k);  /* the k-th point from now fails (0: none); resets the count */
+unsigned long mb_fault_count(void);  /* points since the last mb_fault_arm */
 #else
 static inline int mb_fault(void) { return 0; }
 #endif
@@ -42,4 +45,4 @@ static inline size_t mb_fread(void *buf, size_t size, size_t n, FILE *fp)
     return mb_io_fault() ? 0 : fread(buf, size, n, fp);
 }
 
-#endif /* MB_FAULT_H */
+#endif /* MB_API_ALLOC_H */

@@ -1,13 +1,20 @@
 /* Small helpers every backend uses. Header-only: a backend module must not call into
  * libmamba, whose internal symbols are hidden. */
-#ifndef MB_BACKEND_COMMON_H
-#define MB_BACKEND_COMMON_H
+#ifndef MB_API_UTIL_H
+#define MB_API_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "api/backend.h"
+#include "api/dtype.h"
 #include "mamba.h"
+
+/* What a backend counts for mem_usage. */
+typedef struct mb_mem_stats {
+    uint64_t current, peak;
+} mb_mem_stats;
 
 /* 0 when [offset, offset + bytes) lies inside a buffer of buf_bytes (has_buf: the buffer exists);
  * else MAMBA_ERR_INVALID_ARGUMENT with a message in err. */

@@ -1,0 +1,260 @@
+/*
+ * The backend vtable: what the core asks of a device, in four tables by concern.
+ *
+ *   mb_device_ops  devices, memory, transfers, synchronization (required)
+ *   mb_model_ops   the ops one Mamba layer needs (required)
+ *   mb_fused_ops   optional fused ops and recorded graphs, behind supports() (may be NULL)
+ *   mb_probe_ops   measurement probes for mamba-bench (required)
+ *
+ * A backend sees device buffers, shapes and strides, never a checkpoint or a config; it
+ * includes only this layer (backends/api/) and mamba.h, never a core header. Modules
+ * (libmamba-opencl.so, libmamba-cuda.so) export one function, MB_BACKEND_ENTRY, that returns
+ * their vtable for the ABI version the core asks for (NULL for any other).
+ *
+ * Conventions: activations fp32, time-major; strides in elements. Every op is enqueued on the
+ * device's one stream/queue in order and may return before the device has run it (sync()
+ * waits), with one exception: upload returns only once the host source may be reused (the
+ * core refills its staging buffers right after). Ops return 0 on success, or a mamba_status_t
+ * with a message in the device's error buffer (read through last_error()).
+ */
+#ifndef MB_API_BACKEND_H
+#define MB_API_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mamba.h"
+
+#define MB_BACKEND_ABI_VERSION 4
+#define MB_BACKEND_ENTRY "mamba_backend_register"
+
+typedef struct mb_device mb_device;   /* a backend's open device (opaque to the core) */
+typedef struct mb_buffer mb_buffer;   /* a backend's device allocation                */
+
+/* A position inside a device buffer. */
+typedef struct mb_ptr {
+    mb_buffer *buf;
+    size_t offset;   /* bytes */
+} mb_ptr;
+
+typedef struct mb_device_props {
+    char name[128];
+    uint64_t memory_bytes;
+    uint64_t max_alloc_bytes;   /* the largest single allocation (0: memory_bytes)             */
+    int compute_units;
+    int is_gpu;
+    int usable;
+    char note[128];
+} mb_device_props;
+
+/* How fp32 GEMMs run, where a backend has a choice (mamba_context_options_t.gemm). */
+typedef enum mb_gemm_mode {
+    MB_GEMM_DEFAULT = 0,   /* the backend's fp32-accurate best (CUDA: 3xTF32 tensor cores)  */
+    MB_GEMM_VENDOR,        /* the vendor library's fp32 GEMM (cuBLAS SGEMM, CLBlast, BLAS)  */
+    MB_GEMM_TF32,          /* plain TF32 tensor cores: faster, about 1e-3 relative error    */
+} mb_gemm_mode;
+
+typedef struct mb_open_options {
+    int n_threads;
+    int portable_kernels;  /* CPU: the portable C kernels only, no AVX-512 intrinsics        */
+    mb_gemm_mode gemm;
+    int profile;           /* report each kernel's device time through log (OpenCL)          */
+    /* where a backend reports what is not an error (profiles, notes); may be NULL */
+    void (*log)(void *user, mamba_log_level_t level, const char *message);
+    void *log_user;
+} mb_open_options;
+
+typedef struct mb_device_ops {
+    /* Enumeration; may be called without an open device. A negative count means the
+     * backend's runtime is missing; note says why. */
+    int (*device_count)(char *note, size_t note_len);
+    int (*device_props)(int index, mb_device_props *props);
+
+    int (*open)(int index, const mb_open_options *opts, mb_device **out, char *err, size_t err_len);
+    void (*close)(mb_device *dev);
+    const char *(*last_error)(mb_device *dev);
+
+    int (*alloc)(mb_device *dev, size_t bytes, mb_buffer **out);
+    void (*free)(mb_device *dev, mb_buffer *buf);
+    /* Returns once src may be reused (see the conventions above). */
+    int (*upload)(mb_device *dev, mb_ptr dst, const void *src, size_t bytes);
+    /* Returns once dst holds the bytes. */
+    int (*download)(mb_device *dev, void *dst, mb_ptr src, size_t bytes);
+    int (*fill_zero)(mb_device *dev, mb_ptr dst, size_t bytes);
+    /* dst = src, bytes of device memory (the ranges do not overlap). */
+    int (*copy)(mb_device *dev, mb_ptr dst, mb_ptr src, size_t bytes);
+    int (*sync)(mb_device *dev);
+    /* Bytes allocated through alloc() (and internal scratch): now, and the peak since the
+     * last reset_peak (which sets peak = current). */
+    void (*mem_usage)(mb_device *dev, uint64_t *current, uint64_t *peak);
+    void (*mem_reset_peak)(mb_device *dev);
+
+    /* ---- optional (NULL when absent) ---- */
+    /* Page-locked host memory, which the device copies into at the bus's full speed. */
+    int (*host_alloc)(mb_device *dev, size_t bytes, void **out);
+    void (*host_free)(mb_device *dev, void *p);
+    /* Copy bytes of src into dst (from host_alloc) once the work enqueued before has run,
+     * while the work enqueued after runs; sync() waits for the copies too. */
+    int (*download_async)(mb_device *dev, void *dst, mb_ptr src, size_t bytes);
+    /* The work enqueued after this waits until the download_async copies enqueued before
+     * have read their sources (so that it may overwrite them). */
+    int (*download_fence)(mb_device *dev);
+} mb_device_ops;
+
+/* Selective scan on device buffers; see mamba_scan_args_t for the meaning of the strides.
+ * B/C are grouped (n_groups), A is (dim, N) f32, state (batch, dim, N) f32. */
+typedef struct mb_scan_op {
+    size_t batch, dim, len, d_state, n_groups;
+    mb_ptr u;          ptrdiff_t u_sb, u_st, u_sd;
+    mb_ptr delta;      ptrdiff_t delta_sb, delta_st, delta_sd;
+    mb_ptr A;
+    mb_ptr B;          ptrdiff_t B_sb, B_st, B_sg, B_sn;
+    mb_ptr C;          ptrdiff_t C_sb, C_st, C_sg, C_sn;
+    mb_ptr D;          /* buf NULL: none */
+    mb_ptr z;          ptrdiff_t z_sb, z_st, z_sd;
+    mb_ptr delta_bias;
+    int delta_softplus;
+    mb_ptr state_in;   /* buf NULL: zero */
+    mb_ptr out;        ptrdiff_t out_sb, out_st, out_sd;
+    mb_ptr state_out;  /* buf NULL: not written; may equal state_in */
+} mb_scan_op;
+
+/* Causal depthwise conv along time, + bias, then SiLU.
+ * x: element [b, t, c] at x[b*x_sb + t*x_st + c]; out likewise with out_sb/out_st.
+ * weight (channels, width) f32; bias (channels) f32 or none.
+ * state: (batch, width-1, channels) f32, the last width-1 inputs before this call; read
+ * then overwritten with the last width-1 inputs after it. */
+typedef struct mb_conv_op {
+    size_t batch, len, channels, width;
+    mb_ptr x;          ptrdiff_t x_sb, x_st;
+    mb_ptr weight;
+    mb_ptr bias;
+    mb_ptr state;
+    mb_ptr out;        ptrdiff_t out_sb, out_st;
+} mb_conv_op;
+
+/* The segments of a row that rmsnorm_segments normalizes: [0, len[0]), [len[0], len[0] +
+ * len[1]) ... for n (<= 4) segments. */
+typedef struct mb_segments {
+    size_t n;
+    size_t len[4];
+} mb_segments;
+
+typedef struct mb_model_ops {
+    /* out[r, :] = table[ids[r], :] as f32; ids int32 on the device; table (vocab, dim). */
+    int (*embed)(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim,
+                 mb_ptr out);
+    /* residual[r] += x[r] (x.buf NULL: skip); out[r] = rmsnorm(residual[r]) * weight.
+     * All f32; rows contiguous with leading dimension dim. */
+    int (*add_rmsnorm)(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim,
+                       float eps, mb_ptr out);
+    /* In place, for r < rows and each segment s of row r (ld floats apart):
+     * x[s] = x[s] / sqrt(mean(x[s]^2) + eps), with no weight (Falcon-Mamba's dt, B and C). */
+    int (*rmsnorm_segments)(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
+    /* y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]; x, y f32 with leading dims lda, ldy;
+     * W (n, k) contiguous in wdtype; bias f32 or none. */
+    int (*gemm)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
+                mb_ptr bias, mb_ptr y, size_t ldy);
+    int (*conv_silu)(mb_device *dev, const mb_conv_op *op);
+    int (*scan)(mb_device *dev, const mb_scan_op *op);
+    /* ids[r] = the index of the largest of logits[r * vocab .. + vocab) (f32), the first on
+     * ties, as int32, for r < rows, and the same into ids2 unless ids2.buf is NULL; *nan_flag
+     * (int32) is set to 1 when a row holds a NaN and is otherwise left as it is. Greedy
+     * decoding without sending logits to the host. */
+    int (*argmax)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2,
+                  mb_ptr nan_flag);
+} mb_model_ops;
+
+/* One time step (T = 1) of a Mamba mixer between in_proj and out_proj, for batch rows b:
+ *   x = xz[b, 0:dim], z = xz[b, dim:2 dim]
+ *   xc = silu(conv_b + sum_k conv_w[:, k] * window_k), window = (conv_state[b], x); the
+ *        conv state then drops its oldest input and takes x
+ *   xdbl = xc x_proj^T                          (dt_rank + 2 d_state)
+ *   with bc_norm (Falcon-Mamba): each of xdbl's dt, B and C segments divided by its root
+ *        mean square (+ bc_norm_eps under the root), no weight
+ *   delta = softplus(xdbl[0:dt_rank] dt_proj^T + dt_bias)
+ *   h = exp(delta A) h + delta B xc,  y = (C . h + D xc) silu(z),  B, C = the rest of xdbl
+ * xz (batch, 2 dim) with row stride xz_sb, y (batch, dim) with y_sb, xdbl (batch, dt_rank +
+ * 2 d_state) contiguous, all f32; xdbl and scratch are working space whose content afterwards
+ * is unspecified; conv_state (batch, width-1, dim) and ssm_state (batch, dim, d_state) f32,
+ * updated in place; x_proj (dt_rank + 2 d_state, dim) and dt_proj (dim, dt_rank) in their
+ * stored dtype; conv_w (dim, width), A (dim, d_state), conv_b, dt_bias, D (dim) f32 (conv_b and
+ * D may be absent), these vectors in one buffer. The generic ops compute the same thing in
+ * five or six launches. */
+typedef struct mb_mixer_step_op {
+    size_t batch, dim, d_state, dt_rank, width;
+    mb_ptr xz;        size_t xz_sb;
+    mb_ptr conv_w, conv_b, conv_state;
+    mb_ptr x_proj;    mamba_dtype_t x_proj_dt;
+    mb_ptr dt_proj;   mamba_dtype_t dt_proj_dt;
+    mb_ptr dt_bias, A, D;
+    mb_ptr ssm_state;
+    mb_ptr xdbl;
+    mb_ptr y;         size_t y_sb;
+    mb_ptr scratch;   size_t scratch_bytes;   /* workspace the backend may use, or none */
+    int bc_norm;      float bc_norm_eps;
+} mb_mixer_step_op;
+
+/* What supports() is asked about. */
+typedef enum mb_fused_kind {
+    MB_FUSED_GRAPHS,       /* graph_begin .. graph_free                                        */
+    MB_FUSED_MIXER_STEP,   /* mixer_step for q->rows sequences of the shape in q                */
+    MB_FUSED_GEMV,         /* gemv_fused for q->rows rows, q->n x q->k in q->wdtype, q->norm     */
+} mb_fused_kind;
+
+typedef struct mb_fused_query {
+    size_t rows;                              /* batch of the step, or rows of the GEMV        */
+    size_t dim, d_state, dt_rank, width;      /* MIXER_STEP                                     */
+    mamba_dtype_t x_proj_dt, dt_proj_dt;      /* MIXER_STEP                                     */
+    int bc_norm;                              /* MIXER_STEP: Falcon-Mamba's dt/B/C norms        */
+    size_t n, k;                              /* GEMV                                           */
+    mamba_dtype_t wdtype;                     /* GEMV                                           */
+    int norm;                                 /* GEMV: with the input's RMSNorm                 */
+} mb_fused_query;
+
+typedef struct mb_fused_ops {
+    /* 1 when the op of kind takes the shape in q (every entry of that kind is then present),
+     * 0 when not. The core asks once per shape and keeps the answer: an op it has been told
+     * takes a shape must not refuse it. */
+    int (*supports)(mb_device *dev, mb_fused_kind kind, const mb_fused_query *q);
+    /* Record the ops enqueued between begin and end as a graph that launch replays with the
+     * same buffers; end returns non-zero, with no graph, if anything in between failed or
+     * cannot be recorded (the core then runs those ops directly). */
+    int (*graph_begin)(mb_device *dev);
+    int (*graph_end)(mb_device *dev, void **graph);
+    int (*graph_launch)(mb_device *dev, void *graph);
+    void (*graph_free)(mb_device *dev, void *graph);
+    /* See mb_mixer_step_op. */
+    int (*mixer_step)(mb_device *dev, const mb_mixer_step_op *op);
+    /* A decoding GEMV (a few rows) with the RMSNorm of its input and the residual add folded in:
+     *   xn[i] = norm_w.buf ? x[i] / sqrt(mean(x[i]^2) + eps) * norm_w : x[i]   (over k)
+     *   y[i, :] = (accumulate ? y[i, :] : 0) + xn[i] W^T + bias */
+    int (*gemv_fused)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
+                      mb_ptr w, mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
+} mb_fused_ops;
+
+/* Measurement probes: device-side work that mamba-bench times with the device's own clock. */
+typedef struct mb_probe_ops {
+    /* out[0] = sum of n floats of src: a read-bandwidth probe. */
+    int (*read_sum)(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
+    /* Time the work enqueued between start and stop, on the device's own clock where it has
+     * one (events), in milliseconds; stop waits for that work. */
+    int (*timer_start)(mb_device *dev);
+    int (*timer_stop)(mb_device *dev, double *ms);
+} mb_probe_ops;
+
+typedef struct mb_backend {
+    int abi_version;
+    const char *name;
+    const mb_device_ops *device;
+    const mb_model_ops *ops;
+    const mb_fused_ops *fused;   /* NULL: no fused ops, no graphs */
+    const mb_probe_ops *probe;
+} mb_backend;
+
+typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);
+
+/* The CPU backend, built into libmamba (backends/cpu/). */
+const mb_backend *mb_cpu_backend(void);
+
+#endif /* MB_API_BACKEND_H */
