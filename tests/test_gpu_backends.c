@@ -60,7 +60,9 @@ static void expect_cpu_logits(float *res[2], size_t n, const char *what)
     free(res[1]);
 }
 
-static const char *const models[] = {"models/tiny", "models/small"};
+/* Mamba, and Falcon-Mamba (its dt, B and C norms: rmsnorm_segments and the fused step's bc_norm) */
+static const char *const models[] = {"models/tiny", "models/small", "models/falcon_tiny"};
+#define N_MODELS 3
 
 START_TEST(fixture_forward)
 {
@@ -384,6 +386,93 @@ START_TEST(host_logits_match)
 }
 END_TEST
 
+/* Prompts of 1, 7, 64, 300 and 2049 tokens prefilled together into scattered sequences of a
+ * batch of 8, then a step of the five: the same logits as the CPU's batch-1 runs. */
+START_TEST(prefill_seqs_match_cpu)
+{
+    enum { N = 5, BATCH = 8 };
+    static const size_t lens[N] = {1, 7, 64, 300, 2049}, seqs[N] = {6, 0, 3, 7, 2};
+    mamba_context_t *cpu = open_ctx("cpu", 0), *ctx = open_ctx(backend, 0);
+    mamba_model_t *mc = load(cpu, "models/small"), *mg = load(ctx, "models/small");
+    mamba_model_info_t info;
+    mamba_model_info(mc, &info);
+    const size_t V = (size_t)info.config.vocab_size;
+    int32_t *ids[N], toks[N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = malloc(lens[i] * sizeof *ids[i]);
+        for (size_t t = 0; t < lens[i]; t++) ids[i][t] = (int32_t)((t * 31 + (size_t)i * 7 + 1) % V);
+        toks[i] = (int32_t)((i * 11 + 2) % (int)V);
+    }
+    float *got = malloc(N * V * sizeof *got), *next = malloc(N * V * sizeof *next);
+    float *ref = malloc(N * V * sizeof *ref), *ref_next = malloc(N * V * sizeof *ref_next);
+    mamba_state_t *s;
+    ck_assert_int_eq(mamba_state_create(mg, BATCH, &s), MAMBA_OK);
+    ck_assert_msg(mamba_prefill_seqs(s, N, seqs, (const int32_t *const *)ids, lens, got) == MAMBA_OK, "%s",
+                  mamba_last_error(ctx));
+    ck_assert_msg(mamba_step_seqs(s, N, seqs, toks, next) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    for (int i = 0; i < N; i++) {
+        mamba_state_t *one;
+        ck_assert_int_eq(mamba_state_create(mc, 1, &one), MAMBA_OK);
+        ck_assert_int_eq(mamba_prefill(one, ids[i], lens[i], ref + (size_t)i * V), MAMBA_OK);
+        ck_assert_int_eq(mamba_step(one, &toks[i], ref_next + (size_t)i * V), MAMBA_OK);
+        mamba_state_free(one);
+        free(ids[i]);
+    }
+    float *res[2] = {ref, got};
+    expect_cpu_logits(res, N * V, "prefill of 5 prompts of 1..2049 tokens together");
+    float *res2[2] = {ref_next, next};
+    expect_cpu_logits(res2, N * V, "a step of those 5 sequences");
+    mamba_state_free(s);
+    close_model(mg, ctx);
+    close_model(mc, cpu);
+}
+END_TEST
+
+/* Two contexts on two GPUs in one thread: each allocates and launches on its own device
+ * (every entry point makes its device current), whichever was opened last. */
+START_TEST(two_devices_in_one_thread)
+{
+    mamba_device_info_t devs[16];
+    size_t n = 0, mine = 0;
+    mamba_list_devices(devs, 16, &n);
+    for (size_t i = 0; i < n && i < 16; i++) mine += strcmp(devs[i].backend, backend) == 0 && devs[i].usable;
+    if (mine < 2) {
+        printf("%s: %zu device(s), the two-device check needs 2: not run\n", backend, mine);
+        return;
+    }
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 64;
+    c.n_layer = 2;
+    c.vocab_size = 500;
+    enum { L = 40 };
+    int32_t ids[L];
+    for (int i = 0; i < L; i++) ids[i] = (i * 17 + 3) % 500;
+    char name0[32], name1[32];
+    snprintf(name0, sizeof name0, "%s:0", backend);
+    snprintf(name1, sizeof name1, "%s:1", backend);
+    mamba_context_t *cpu, *c0, *c1;
+    mamba_model_t *mc = synthetic_on("cpu", &c, MAMBA_F32, 9, &cpu);
+    mamba_model_t *m0 = synthetic_on(name0, &c, MAMBA_F32, 9, &c0);
+    mamba_model_t *m1 = synthetic_on(name1, &c, MAMBA_F32, 9, &c1); /* opened last: current device 1 */
+    float *ref = malloc(L * 500 * sizeof *ref), *out = malloc(L * 500 * sizeof *out);
+    ck_assert_int_eq(mamba_forward(mc, ids, 1, L, MAMBA_LOGITS_ALL, ref), MAMBA_OK);
+    mamba_model_t *ms[2] = {m0, m1};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_msg(mamba_forward(ms[k], ids, 1, L, MAMBA_LOGITS_ALL, out) == MAMBA_OK, "%s",
+                      mamba_last_error(k ? c1 : c0));
+        const double e = max_abs_diff(out, ref, L * 500);
+        printf("%s:%d forward with the other device current: max abs err %.3g\n", backend, k, e);
+        ck_assert_double_le(e, LOGIT_BOUND);
+    }
+    free(ref);
+    free(out);
+    close_model(m1, c1);
+    close_model(m0, c0);
+    close_model(mc, cpu);
+}
+END_TEST
+
 static int run_backend(const char *name)
 {
     mamba_backend_info_t be[8];
@@ -400,8 +489,10 @@ static int run_backend(const char *name)
     Suite *s = suite_create(name);
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 300);
-    tcase_add_loop_test(tc, fixture_forward, 0, 2);
-    tcase_add_loop_test(tc, fixture_greedy_decode, 0, 2);
+    tcase_add_loop_test(tc, fixture_forward, 0, N_MODELS);
+    tcase_add_loop_test(tc, fixture_greedy_decode, 0, N_MODELS);
+    tcase_add_test(tc, prefill_seqs_match_cpu);
+    tcase_add_test(tc, two_devices_in_one_thread);
     tcase_add_loop_test(tc, fixture_scan, 0, 4);
     tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));
     tcase_add_test(tc, host_logits_match);
