@@ -14,8 +14,9 @@
 #endif
 
 /* Modules stay resident once loaded (RTLD_NODELETE): GPU runtimes and the C++ libraries they
- * pull in are not safe to unload and load again within a process. */
-static const mb_backend *try_module(const char *path, void **module, char *note, size_t note_len)
+ * pull in are not safe to unload and load again within a process. *abi_mismatch is set when
+ * the module loaded but speaks another ABI version. */
+static const mb_backend *try_module(const char *path, void **module, int *abi_mismatch, char *note, size_t note_len)
 {
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!h) {
@@ -34,6 +35,7 @@ static const mb_backend *try_module(const char *path, void **module, char *note,
         snprintf(note, note_len, "%s: backend ABI version %d, this libmamba needs %d (rebuild the module)", path,
                  be->abi_version, MB_BACKEND_ABI_VERSION);
     if (!be || be->abi_version != MB_BACKEND_ABI_VERSION || !be->device || !be->ops || !be->probe) {
+        *abi_mismatch = reg != NULL;
         dlclose(h);
         return NULL;
     }
@@ -81,10 +83,16 @@ const mb_backend *mb_backend_get(const char *name, void **module, char *note, si
         if (!*d) continue;
         snprintf(path, sizeof path, "%s/%s", d, file);
         char why[512];
-        const mb_backend *be = try_module(path, module, why, sizeof why);
+        int mismatch = 0;
+        const mb_backend *be = try_module(path, module, &mismatch, why, sizeof why);
         if (be) {
             snprintf(note, note_len, "%s", why);
             return be;
+        }
+        /* a module of another libmamba stops the search: the one found first is the one meant */
+        if (mismatch) {
+            snprintf(note, note_len, "module %s failed to load: %s", file, why);
+            return NULL;
         }
         /* Remember the first failure that is not a plain missing file. */
         if (!first_err[0] && !strstr(why, "No such file")) snprintf(first_err, sizeof first_err, "%s", why);

@@ -14,29 +14,9 @@
 
 #define ALIGN 256
 
-void mb_spec_set(mb_spec *s, const char *name, int ndim, int64_t d0, int64_t d1, mb_init init, float scale,
-                 int is_matrix)
-{
-    memset(s, 0, sizeof *s);
-    snprintf(s->name, sizeof s->name, "%s", name);
-    s->ndim = ndim;
-    s->shape[0] = d0;
-    s->shape[1] = d1;
-    s->init = init;
-    s->scale = scale;
-    s->is_matrix = is_matrix;
-}
-
 size_t mb_specs_count(const mamba_model_t *m) { return m->arch->specs_count(&m->cfg); }
 
 void mb_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n) { m->arch->specs_build(m, specs, n); }
-
-uint64_t mb_spec_count(const mb_spec *s)
-{
-    uint64_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= (uint64_t)s->shape[i];
-    return n;
-}
 
 /* Assign each parameter a buffer and an offset in it: a matrix (in s->dtype) alone, the
  * vectors (in f32) of a group together (a group's specs come one after another, matrices

@@ -1,5 +1,6 @@
 /* The public API outside the model math: version, backends and devices, contexts, logging,
  * synthetic models, sampling. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -101,6 +102,22 @@ static void count_log(mamba_log_level_t level, const char *msg, void *user)
     snprintf(last_log, sizeof last_log, "%s", msg);
     log_calls++;
 }
+
+/* A module of another backend ABI version is refused, with both versions named. */
+START_TEST(old_abi_module_refused)
+{
+    setenv("MAMBA_BACKEND_PATH", MAMBA_OLD_ABI_DIR, 1);
+    mamba_context_options_t o;
+    mamba_context_options_init(&o);
+    o.backend = "cuda";
+    mamba_context_t *ctx = NULL;
+    ck_assert_int_eq(mamba_context_create(&o, &ctx), MAMBA_ERR_NO_BACKEND);
+    const char *msg = mamba_last_error(NULL);
+    ck_assert_msg(strstr(msg, "backend ABI version 3, this libmamba needs 4") != NULL, "%s", msg);
+    ck_assert_msg(strstr(msg, MAMBA_OLD_ABI_DIR) != NULL, "%s", msg);
+    unsetenv("MAMBA_BACKEND_PATH");
+}
+END_TEST
 
 START_TEST(log_callback)
 {
@@ -268,6 +285,7 @@ int main(void)
     tcase_add_test(tc, backends_and_devices);
     tcase_add_test(tc, context_choice);
     tcase_add_test(tc, log_callback);
+    tcase_add_test(tc, old_abi_module_refused);
     tcase_add_test(tc, standard_configs_and_synthetic_models);
     tcase_add_test(tc, sampling);
     suite_add_tcase(s, tc);

@@ -134,25 +134,16 @@ int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, m
         if ((rc = launch(d, K_WIDEN, 1, &global, &local, "widen kernel")) != 0) return rc;
         wf_off = 0;
     }
-    /* CLBlast's kernels index with 32-bit ints: a weight past 2^31 elements into the packed
-     * weights (the 2.8b's later layers; the device then reported CL_OUT_OF_RESOURCES) gets a
-     * sub-buffer that starts at an aligned address just before it */
-    cl_mem sub = NULL;
-    if (wf_off + (cl_ulong)n * k > 0x7fffffffu) {
-        const size_t origin = (size_t)wf_off * 4 / d->base_align * d->base_align;
-        cl_buffer_region r = {origin, (size_t)wf_off * 4 - origin + (size_t)n * k * 4};
-        cl_int e;
-        sub = clCreateSubBuffer(wf, CL_MEM_READ_ONLY, CL_BUFFER_CREATE_TYPE_REGION, &r, &e);
-        if (e != CL_SUCCESS)
-            return ocl_fail(d, MAMBA_ERR_BACKEND, "gemm: a sub-buffer of the weights at byte %zu: %s", origin,
-                            ocl_error_name(e));
-        wf = sub;
-        wf_off = (wf_off * 4 - origin) / 4;
-    }
+    /* CLBlast's kernels index with 32-bit ints: every matrix lives in a buffer of its own
+     * (core/weights.c), so its elements are indexed from 0 and stay below 2^31 */
+    if (wf_off + (cl_ulong)n * k > 0x7fffffffu || xo + (cl_ulong)m * lda > 0x7fffffffu ||
+        yo + (cl_ulong)m * ldy > 0x7fffffffu)
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu at element offsets %llu, %llu, %llu passes "
+                        "CLBlast's 32-bit indexing", m, n, k, (unsigned long long)xo, (unsigned long long)wf_off,
+                        (unsigned long long)yo);
     /* row-major y (m, n) = x (m, k) W^T (n, k) */
     CLBlastStatusCode st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, m, n, k, 1.0f,
                                         xm, xo, lda, wf, wf_off, k, 0.0f, ym, yo, ldy, &d->q, NULL);
-    if (sub) clReleaseMemObject(sub); /* OpenCL keeps it alive until the GEMM is done */
     if (st != CLBlastSuccess)
         return ocl_fail(d, MAMBA_ERR_BACKEND, "CLBlastSgemm (%zu x %zu x %zu) failed: status %d", m, n, k, (int)st);
     if (bias.buf) {
