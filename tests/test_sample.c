@@ -40,7 +40,7 @@ static void reference(const mamba_sampler_params_t *p, const float *logits, cons
     for (size_t b = 0; b < p->n_bias; b++) w[p->bias_ids[b]] += p->bias_values[b];
     int count[V] = {0};
     size_t first = n_hist > (size_t)p->penalty_last_n ? n_hist - (size_t)p->penalty_last_n : 0;
-    for (size_t t = first; t < n_hist; t++) count[hist[t]]++;
+    for (size_t t = first; hist && t < n_hist; t++) count[hist[t]]++;
     for (int i = 0; i < V; i++) {
         if (count[i] == 0) continue;
         if (w[i] > 0) w[i] /= p->repeat_penalty;
@@ -53,7 +53,7 @@ static void reference(const mamba_sampler_params_t *p, const float *logits, cons
     for (int i = 0; i < V; i++) {
         out[i] = w[i] == -INFINITY ? 0 : exp((w[i] - top) / p->temperature);
         rank[i] = 0;
-        for (int j = 0; j < V; j++) rank[i] += w[j] > w[i] || (w[j] == w[i] && j < i);
+        for (int j = 0; j < V; j++) rank[i] += w[j] > w[i] || (j < i && w[j] == w[i]);
     }
     if (p->top_k > 0)
         for (int i = 0; i < V; i++)

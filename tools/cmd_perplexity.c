@@ -66,7 +66,7 @@ static double token_nll(const float *row, size_t vocab, int32_t target)
     }
     double sum = 0;
     for (size_t i = 0; i < vocab; i++) sum += exp((double)row[i] - top);
-    return top + log(sum) - (double)row[target];
+    return sum > 0 ? top + log(sum) - (double)row[target] : NAN;
 }
 
 static void print_ppl(double nll)
@@ -145,6 +145,10 @@ static int score_windows(run_t *r, const size_t *rows, const size_t *starts, con
 static int run_windows(run_t *r, size_t batch)
 {
     const size_t w = r->ctx_len < r->len ? r->ctx_len : r->len;
+    if (w < 2) return cli_error("perplexity", EXIT_RUNTIME, "nothing to score");
+    r->windows_total = r->rows * (r->len / w + (r->len % w >= 2));
+    if (batch > r->windows_total) batch = r->windows_total;
+    if (batch == 0) return cli_error("perplexity", EXIT_RUNTIME, "nothing to score");
     size_t *rows = malloc(batch * sizeof *rows), *starts = malloc(batch * sizeof *starts);
     size_t *lens = malloc(batch * sizeof *lens);
     int32_t *ids = malloc(batch * w * sizeof *ids);
@@ -197,15 +201,20 @@ static mamba_status_t prefill_all(mamba_state_t *state, const int32_t *ids, size
 static int run_stateful(run_t *r)
 {
     const size_t V = r->vocab, C = r->chunk < r->len ? r->chunk : r->len;
-    int rc = EXIT_OK;
+    if (r->batch == 0 || C == 0 || V == 0) return cli_error("perplexity", EXIT_RUNTIME, "nothing to score");
     double *nll = malloc(r->batch * sizeof *nll);
     int32_t *column = malloc(r->batch * sizeof *column);
     float *step_logits = malloc(r->batch * V * sizeof *step_logits);
+    float *logits = nll && column && step_logits ? logits_for(r, r->batch * C * V) : NULL;
+    if (!logits) {
+        free(nll);
+        free(column);
+        free(step_logits);
+        return nll && column && step_logits ? EXIT_RUNTIME : cli_error("perplexity", EXIT_RUNTIME, "out of memory");
+    }
+    int rc = EXIT_OK;
     mamba_state_t *state = NULL;
     size_t state_batch = 0;
-    if (!nll || !column || !step_logits) rc = cli_error("perplexity", EXIT_RUNTIME, "out of memory");
-    float *logits = rc == EXIT_OK ? logits_for(r, r->batch * C * V) : NULL;
-    if (!logits) rc = EXIT_RUNTIME;
     for (size_t row0 = 0; row0 < r->rows && rc == EXIT_OK; row0 += r->batch) {
         const size_t g = r->rows - row0 < r->batch ? r->rows - row0 : r->batch;
         if (g != state_batch) {
@@ -373,14 +382,13 @@ int cmd_perplexity(int argc, char **argv)
         size_t b = r.batch;
         if (ctx_len == 0) { /* whole rows: as many at once as the budget allows */
             r.ctx_len = r.len;
-            if (b > LOGITS_BUDGET / row_logits) b = LOGITS_BUDGET / row_logits;
+            if (row_logits && b > LOGITS_BUDGET / row_logits) b = LOGITS_BUDGET / row_logits;
         }
-        const size_t w = r.ctx_len < r.len ? r.ctx_len : r.len;
-        r.windows_total = r.rows * (r.len / w + (r.len % w >= 2));
         rc = run_windows(&r, b);
     } else {
         if (!r.chunk) r.chunk = DEFAULT_CHUNK;
         r.windows_total = r.rows;
+        if (r.batch > r.rows) r.batch = r.rows;
         rc = run_stateful(&r);
     }
     if (r.progress) fputc('\n', stderr);
