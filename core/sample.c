@@ -1,4 +1,6 @@
-/* Sampling from logits: greedy, temperature, top-k and top-p (nucleus), with a seeded RNG. */
+/* Sampling from logits: logit bias, repetition / presence / frequency penalties over a
+ * window of recent tokens, then greedy, or temperature, top-k, top-p (nucleus) and min-p
+ * with a seeded RNG. mamba.h gives the order. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,12 +8,23 @@
 #include "internal.h"
 #include "api/alloc.h"
 
+struct pair { double logit; int32_t idx; };
+
 struct mamba_sampler {
-    mamba_sampler_params_t p;
+    mamba_sampler_params_t p;   /* bias_ids and bias_values point at the sampler's copies */
+    int32_t *bias_ids;
+    float *bias_values;
+    int penalties;              /* a penalty is on and the window is not empty */
     uint64_t rng;
+    /* The last min(accepted, penalty_last_n) tokens: in order at [0, hist_len) until the
+     * window is full, then a ring whose oldest entry is at hist_head. */
+    int32_t *hist;
+    size_t hist_len, hist_cap, hist_head;
+    /* scratch of the vocabulary's size */
     size_t cap;
-    struct pair { float logit; int32_t idx; } *pairs;
-    float *prob;
+    double *work, *prob;
+    struct pair *pairs;
+    int32_t *count;
 };
 
 void mamba_sampler_params_init(mamba_sampler_params_t *p)
@@ -19,6 +32,43 @@ void mamba_sampler_params_init(mamba_sampler_params_t *p)
     if (!p) return;
     memset(p, 0, sizeof *p);
     p->top_p = 1.0f;
+    p->repeat_penalty = 1.0f;
+    p->penalty_last_n = 64;
+}
+
+static mamba_status_t check_params(char *err, const mamba_sampler_params_t *p)
+{
+    if (!(p->temperature >= 0) || !isfinite(p->temperature))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "temperature %g: expected a finite value >= 0", p->temperature);
+    if (p->top_k < 0) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "top_k %d: expected >= 0", p->top_k);
+    if (!(p->top_p >= 0 && p->top_p <= 1))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "top_p %g: expected 0..1", p->top_p);
+    if (!(p->min_p >= 0 && p->min_p <= 1))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "min_p %g: expected 0..1", p->min_p);
+    if (!(p->repeat_penalty > 0) || !isfinite(p->repeat_penalty))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "repeat_penalty %g: expected a finite value > 0 (1: off)",
+                         p->repeat_penalty);
+    if (!isfinite(p->presence_penalty))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "presence_penalty %g: expected a finite value (0: off)",
+                         p->presence_penalty);
+    if (!isfinite(p->frequency_penalty))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "frequency_penalty %g: expected a finite value (0: off)",
+                         p->frequency_penalty);
+    if (p->penalty_last_n < 0)
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "penalty_last_n %d: expected >= 0 (0: off)", p->penalty_last_n);
+    if (p->n_bias && (!p->bias_ids || !p->bias_values))
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "n_bias %zu with bias_ids or bias_values NULL", p->n_bias);
+    for (size_t i = 0; i < p->n_bias; i++) {
+        if (p->bias_ids[i] < 0)
+            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "logit bias %zu: token id %d: expected >= 0", i,
+                             (int)p->bias_ids[i]);
+        float v = p->bias_values[i];
+        if (isnan(v) || v == INFINITY)
+            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
+                             "logit bias %zu (token %d): value %g: expected a finite value or -INFINITY", i,
+                             (int)p->bias_ids[i], v);
+    }
+    return MAMBA_OK;
 }
 
 mamba_status_t mamba_sampler_create(const mamba_sampler_params_t *p, mamba_sampler_t **out)
@@ -26,14 +76,25 @@ mamba_status_t mamba_sampler_create(const mamba_sampler_params_t *p, mamba_sampl
     char *err = mb_tls_err();
     if (!p || !out) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sampler_create: NULL argument");
     *out = NULL;
-    if (!(p->temperature >= 0) || !isfinite(p->temperature))
-        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "temperature %g: expected a finite value >= 0", p->temperature);
-    if (p->top_k < 0) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "top_k %d: expected >= 0", p->top_k);
-    if (!(p->top_p >= 0 && p->top_p <= 1))
-        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "top_p %g: expected 0..1", p->top_p);
+    mamba_status_t st = check_params(err, p);
+    if (st != MAMBA_OK) return st;
     mamba_sampler_t *s = mb_calloc(1, sizeof *s);
     if (!s) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory creating a sampler");
     s->p = *p;
+    if (p->n_bias) {
+        s->bias_ids = mb_malloc(p->n_bias * sizeof *s->bias_ids);
+        s->bias_values = mb_malloc(p->n_bias * sizeof *s->bias_values);
+        if (!s->bias_ids || !s->bias_values) {
+            mamba_sampler_free(s);
+            return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory copying %zu logit biases", p->n_bias);
+        }
+        memcpy(s->bias_ids, p->bias_ids, p->n_bias * sizeof *s->bias_ids);
+        memcpy(s->bias_values, p->bias_values, p->n_bias * sizeof *s->bias_values);
+    }
+    s->p.bias_ids = s->bias_ids;
+    s->p.bias_values = s->bias_values;
+    s->penalties = p->penalty_last_n > 0 &&
+                   (p->repeat_penalty != 1 || p->presence_penalty != 0 || p->frequency_penalty != 0);
     s->rng = p->seed ^ 0x853c49e6748fea9bULL;
     *out = s;
     return MAMBA_OK;
@@ -42,10 +103,75 @@ mamba_status_t mamba_sampler_create(const mamba_sampler_params_t *p, mamba_sampl
 void mamba_sampler_free(mamba_sampler_t *s)
 {
     if (!s) return;
-    free(s->pairs);
+    free(s->bias_ids);
+    free(s->bias_values);
+    free(s->hist);
+    free(s->work);
     free(s->prob);
+    free(s->pairs);
+    free(s->count);
     free(s);
 }
+
+/* ---- history ---- */
+
+/* Room for extra more tokens (never more than the window). */
+static mamba_status_t history_reserve(mamba_sampler_t *s, size_t extra)
+{
+    const size_t window = (size_t)s->p.penalty_last_n;
+    size_t want = s->hist_len + extra < window ? s->hist_len + extra : window;
+    if (want <= s->hist_cap) return MAMBA_OK;
+    size_t cap = s->hist_cap ? s->hist_cap : 16;
+    while (cap < want) cap *= 2;
+    if (cap > window) cap = window;
+    int32_t *h = mb_realloc(s->hist, cap * sizeof *h);
+    if (!h) return mb_seterr(mb_tls_err(), MAMBA_ERR_OUT_OF_MEMORY, "out of memory growing the sampler's history to %zu tokens", cap);
+    s->hist = h;
+    s->hist_cap = cap;
+    return MAMBA_OK;
+}
+
+/* Append one token; room was reserved. */
+static void history_push(mamba_sampler_t *s, int32_t id)
+{
+    const size_t window = (size_t)s->p.penalty_last_n;
+    if (s->hist_len < window) {
+        s->hist[s->hist_len++] = id;
+        return;
+    }
+    s->hist[s->hist_head] = id;
+    s->hist_head = (s->hist_head + 1) % window;
+}
+
+mamba_status_t mamba_sampler_accept(mamba_sampler_t *s, const int32_t *ids, size_t n)
+{
+    char *err = mb_tls_err();
+    if (!s || (!ids && n)) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sampler_accept: NULL argument");
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0)
+            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sampler_accept: ids[%zu] = %d: expected a token id >= 0",
+                             i, (int)ids[i]);
+    if (!s->penalties) return MAMBA_OK;
+    const size_t window = (size_t)s->p.penalty_last_n;
+    if (n > window) {
+        ids += n - window;
+        n = window;
+    }
+    mamba_status_t st = history_reserve(s, n);
+    if (st != MAMBA_OK) return st;
+    for (size_t i = 0; i < n; i++) history_push(s, ids[i]);
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_sampler_reset(mamba_sampler_t *s)
+{
+    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sampler_reset: NULL sampler");
+    s->hist_len = 0;
+    s->hist_head = 0;
+    return MAMBA_OK;
+}
+
+/* ---- the filters ---- */
 
 static double next_unit(uint64_t *state)
 {
@@ -63,56 +189,134 @@ static int by_logit_desc(const void *a, const void *b)
     return x->idx - y->idx;
 }
 
+static mamba_status_t reserve_scratch(mamba_sampler_t *s, size_t vocab)
+{
+    if (s->cap >= vocab) return MAMBA_OK;
+    double *work = mb_realloc(s->work, vocab * sizeof *work);
+    if (work) s->work = work;
+    double *prob = mb_realloc(s->prob, vocab * sizeof *prob);
+    if (prob) s->prob = prob;
+    struct pair *pairs = mb_realloc(s->pairs, vocab * sizeof *pairs);
+    if (pairs) s->pairs = pairs;
+    int32_t *count = mb_realloc(s->count, vocab * sizeof *count);
+    if (count) s->count = count;
+    if (!work || !prob || !pairs || !count)
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_OUT_OF_MEMORY, "mamba_sample: out of memory for a vocabulary of %zu", vocab);
+    s->cap = vocab;
+    return MAMBA_OK;
+}
+
+static mamba_status_t apply_bias(const mamba_sampler_t *s, double *w, size_t vocab)
+{
+    for (size_t i = 0; i < s->p.n_bias; i++) {
+        if ((size_t)s->bias_ids[i] >= vocab)
+            return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
+                             "mamba_sample: logit bias %zu: token id %d is out of range [0, %zu)", i,
+                             (int)s->bias_ids[i], vocab);
+        w[s->bias_ids[i]] += (double)s->bias_values[i];
+    }
+    return MAMBA_OK;
+}
+
+static mamba_status_t apply_penalties(mamba_sampler_t *s, double *w, size_t vocab)
+{
+    int32_t *count = s->count;
+    memset(count, 0, vocab * sizeof *count);
+    for (size_t i = 0; i < s->hist_len; i++) {
+        const int32_t id = s->hist[i];
+        if ((size_t)id >= vocab)
+            return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
+                             "mamba_sample: history token id %d (accepted earlier) is out of range [0, %zu)", (int)id,
+                             vocab);
+        count[id]++;
+    }
+    const double rep = s->p.repeat_penalty, pres = s->p.presence_penalty, freq = s->p.frequency_penalty;
+    for (size_t i = 0; i < vocab; i++) {
+        if (!count[i]) continue;
+        w[i] = w[i] > 0 ? w[i] / rep : w[i] * rep;
+        w[i] -= pres + freq * count[i];
+    }
+    return MAMBA_OK;
+}
+
+/* The draw from w (the logits after bias and penalties), among its finite entries. */
+static mamba_status_t choose(mamba_sampler_t *s, const double *w, size_t vocab, int32_t *token)
+{
+    size_t n = 0, best = vocab;
+    for (size_t i = 0; i < vocab; i++) {
+        if (w[i] == INFINITY)
+            return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is +inf after the penalties", i);
+        if (w[i] == -INFINITY) continue;
+        if (best == vocab || w[i] > w[best]) best = i;
+        s->pairs[n++] = (struct pair){w[i], (int32_t)i};
+    }
+    if (n == 0)
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
+                         "mamba_sample: every one of the %zu tokens is banned (logit -inf after the bias and penalties)",
+                         vocab);
+    if (s->p.temperature == 0 || s->p.top_k == 1) {
+        *token = (int32_t)best;
+        return MAMBA_OK;
+    }
+    qsort(s->pairs, n, sizeof *s->pairs, by_logit_desc);
+    if (s->p.top_k > 0 && (size_t)s->p.top_k < n) n = (size_t)s->p.top_k;
+    double *prob = s->prob;
+    const double inv_t = 1.0 / s->p.temperature, top = s->pairs[0].logit;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        prob[i] = exp((s->pairs[i].logit - top) * inv_t);
+        sum += prob[i];
+    }
+    if (s->p.top_p > 0 && s->p.top_p < 1) {
+        double cum = 0;
+        for (size_t i = 0; i < n; i++) {
+            cum += prob[i] / sum;
+            if (cum >= s->p.top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (s->p.min_p > 0) {
+        const double floor_p = s->p.min_p * prob[0];
+        size_t keep = 1;
+        while (keep < n && prob[keep] >= floor_p) keep++;
+        n = keep;
+    }
+    sum = 0;
+    for (size_t i = 0; i < n; i++) sum += prob[i];
+    double r = next_unit(&s->rng) * sum, acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc += prob[i];
+        if (r < acc) {
+            *token = s->pairs[i].idx;
+            return MAMBA_OK;
+        }
+    }
+    *token = s->pairs[n - 1].idx;
+    return MAMBA_OK;
+}
+
 mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t vocab, int32_t *token)
 {
     char *err = mb_tls_err();
     if (!s || !logits || !token) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: NULL argument");
     if (vocab == 0 || vocab > INT32_MAX)
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: vocab = %zu", vocab);
-    size_t best = 0;
-    for (size_t i = 0; i < vocab; i++) {
-        if (isnan(logits[i]))
-            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is NaN", i);
-        if (logits[i] > logits[best]) best = i;
-    }
-    if (s->p.temperature == 0 || s->p.top_k == 1) {
-        *token = (int32_t)best;
-        return MAMBA_OK;
-    }
-    if (s->cap < vocab) {
-        struct pair *pairs = mb_realloc(s->pairs, vocab * sizeof *pairs);
-        if (pairs) s->pairs = pairs;
-        float *prob = mb_realloc(s->prob, vocab * sizeof *prob);
-        if (prob) s->prob = prob;
-        if (!pairs || !prob) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_sample: out of memory");
-        s->cap = vocab;
-    }
-    for (size_t i = 0; i < vocab; i++) s->pairs[i] = (struct pair){logits[i], (int32_t)i};
-    qsort(s->pairs, vocab, sizeof *s->pairs, by_logit_desc);
-    size_t n = vocab;
-    if (s->p.top_k > 0 && (size_t)s->p.top_k < n) n = (size_t)s->p.top_k;
-    const double inv_t = 1.0 / s->p.temperature, top = s->pairs[0].logit;
-    double sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        s->prob[i] = (float)exp((s->pairs[i].logit - top) * inv_t);
-        sum += s->prob[i];
-    }
-    if (s->p.top_p > 0 && s->p.top_p < 1) {
-        double cum = 0;
-        size_t keep = n;
-        for (size_t i = 0; i < n; i++) {
-            cum += s->prob[i] / sum;
-            if (cum >= s->p.top_p) { keep = i + 1; break; }
-        }
-        n = keep;
-        sum = 0;
-        for (size_t i = 0; i < n; i++) sum += s->prob[i];
-    }
-    double r = next_unit(&s->rng) * sum, acc = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc += s->prob[i];
-        if (r < acc) { *token = s->pairs[i].idx; return MAMBA_OK; }
-    }
-    *token = s->pairs[n - 1].idx;
+    for (size_t i = 0; i < vocab; i++)
+        if (isnan(logits[i]) || logits[i] == INFINITY)
+            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s", i,
+                             isnan(logits[i]) ? "NaN" : "+inf");
+    mamba_status_t st = reserve_scratch(s, vocab);
+    if (st == MAMBA_OK && s->penalties) st = history_reserve(s, 1);
+    if (st != MAMBA_OK) return st;
+    double *w = s->work;
+    for (size_t i = 0; i < vocab; i++) w[i] = logits[i];
+    if ((st = apply_bias(s, w, vocab)) != MAMBA_OK) return st;
+    if (s->penalties && (st = apply_penalties(s, w, vocab)) != MAMBA_OK) return st;
+    int32_t tok = 0;
+    if ((st = choose(s, w, vocab, &tok)) != MAMBA_OK) return st;
+    if (s->penalties) history_push(s, tok);
+    *token = tok;
     return MAMBA_OK;
 }

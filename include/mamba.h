@@ -279,18 +279,56 @@ MAMBA_API void mamba_state_free(mamba_state_t *state);
 
 /* ---- sampling ---------------------------------------------------------------------- */
 
+/* The filters run in this order on a copy of the logits (the order of Hugging Face's
+ * generate: logits processors (bias, penalties) before warpers (temperature, top-k, top-p,
+ * min-p); llama.cpp's default chain differs only in dividing by the temperature last, which
+ * changes what top-p and min-p see):
+ *   1. logit bias: logit[bias_ids[i]] += bias_values[i] (a repeated id adds up);
+ *   2. penalties, for each token seen c > 0 times among the last penalty_last_n tokens of
+ *      the history: logit /= repeat_penalty when logit > 0, *= repeat_penalty otherwise;
+ *      then logit -= presence_penalty + frequency_penalty * c;
+ *   3. temperature 0 (or top_k 1): the argmax of the result (first index on ties), done;
+ *      otherwise probabilities softmax(logit / temperature);
+ *   4. top-k: the k most probable tokens (ties broken towards the lower index);
+ *   5. top-p: the smallest set of most probable tokens whose mass (renormalized over what
+ *      top-k kept) is >= top_p;
+ *   6. min-p: of those, the tokens whose probability is >= min_p times the largest;
+ *   7. a draw from what is left, renormalized.
+ * Tokens at -INFINITY after step 2 are never drawn; when every token is, mamba_sample fails.
+ * mamba_sampler_params_init sets every filter off (greedy), penalty_last_n 64 and seed 0. */
 typedef struct mamba_sampler_params {
-    float temperature;   /* 0: greedy (argmax, first index on ties)                         */
-    int top_k;           /* 0: off                                                           */
-    float top_p;         /* 1 or 0: off                                                      */
-    uint64_t seed;
+    float temperature;   /* >= 0; 0 (default): greedy (argmax, first index on ties)         */
+    int top_k;           /* >= 0; 0 (default): off                                          */
+    float top_p;         /* in [0, 1]; 1 (default) or 0: off                                */
+    uint64_t seed;       /* of the sampler's random numbers (default 0)                     */
+    float min_p;         /* in [0, 1]; 0 (default): off                                     */
+    float repeat_penalty;    /* > 0, finite (CTRL / llama.cpp style); 1 (default): off      */
+    float presence_penalty;  /* finite, any sign (OpenAI style); 0 (default): off           */
+    float frequency_penalty; /* finite, any sign (OpenAI style); 0 (default): off           */
+    int penalty_last_n;  /* >= 0: how many of the most recent tokens the penalties look at;
+                          * 64 (default); 0: penalties off. The sampler keeps no history
+                          * while every penalty is off. */
+    const int32_t *bias_ids;  /* n_bias token ids >= 0 (checked against the vocabulary at   */
+    const float *bias_values; /* mamba_sample); values finite or -INFINITY (bans the token) */
+    size_t n_bias;            /* 0 (default): no bias. Both arrays are copied at create.    */
 } mamba_sampler_params_t;
 
 MAMBA_API void mamba_sampler_params_init(mamba_sampler_params_t *p);
+/* Errors name the parameter: a negative or non-finite temperature, top_p or min_p outside
+ * [0, 1], repeat_penalty <= 0, a negative penalty_last_n, a bias entry with a negative id or
+ * a NaN / +INFINITY value. */
 MAMBA_API mamba_status_t mamba_sampler_create(const mamba_sampler_params_t *p,
                                               mamba_sampler_t **out);
+/* Draw a token from logits (vocab floats, no NaN) through the filters above, and append it
+ * to the history. Fails, naming the entry, when a bias id or a history id is >= vocab. */
 MAMBA_API mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t vocab,
                                       int32_t *token);
+/* Append n tokens (ids >= 0; ids may be NULL when n is 0) to the history the penalties look
+ * at: feed the prompt here before the first mamba_sample. */
+MAMBA_API mamba_status_t mamba_sampler_accept(mamba_sampler_t *s, const int32_t *ids, size_t n);
+/* Forget the history (a new conversation). The random numbers continue: they do not restart
+ * from the seed. */
+MAMBA_API mamba_status_t mamba_sampler_reset(mamba_sampler_t *s);
 MAMBA_API void mamba_sampler_free(mamba_sampler_t *s);
 
 /* ---- the selective scan alone -------------------------------------------------------- */

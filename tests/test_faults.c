@@ -67,9 +67,18 @@ static mamba_status_t work(mamba_context_t *ctx, outcome *o)
     p.temperature = 0.8f;
     p.top_k = 5;
     p.seed = 7;
-    if ((st = mamba_sampler_create(&p, &sp)) != MAMBA_OK) goto out;
+    p.repeat_penalty = 1.3f; /* the history's allocations too */
+    const int32_t bias_id = 3;
+    const float bias_value = -1.0f;
+    p.bias_ids = &bias_id;
+    p.bias_values = &bias_value;
+    p.n_bias = 1;
     int32_t sampled;
-    if ((st = mamba_sample(sp, logits, V, &sampled)) != MAMBA_OK) goto out;
+    if ((st = mamba_sampler_create(&p, &sp)) != MAMBA_OK || (st = mamba_sampler_accept(sp, ids, 6)) != MAMBA_OK ||
+        (st = mamba_sample(sp, logits, V, &sampled)) != MAMBA_OK) {
+        snprintf(o->message, sizeof o->message, "%s", mamba_last_error(NULL));
+        goto out_quiet;
+    }
     o->digest += sampled;
     /* the scan alone, through its own device buffers */
     float u[32], dl[32], A[16], B[32], C[32], y[8] = {0};

@@ -12,6 +12,7 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 int cmd_info(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 int cmd_scan(int argc, char **argv);
 
 /* Print "mamba CMD: message" to stderr; return code. */

@@ -1,4 +1,4 @@
-/* The `mamba` command: info, forward, generate, scan. */
+/* The `mamba` command: info, forward, generate, perplexity, scan. */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +13,7 @@ static const char usage[] =
     "  info       list the backends and devices found\n"
     "  forward    logits of token sequences (safetensors in, safetensors out)\n"
     "  generate   continue a prompt of token ids\n"
+    "  perplexity the perplexity of token ids (safetensors in)\n"
     "  scan       run the selective scan op alone on tensors from a file\n"
     "\n"
     "'mamba COMMAND --help' describes each command. Exit status: 0 success, 1 runtime error,\n"
@@ -34,7 +35,8 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
-        {"info", cmd_info}, {"forward", cmd_forward}, {"generate", cmd_generate}, {"scan", cmd_scan},
+        {"info", cmd_info}, {"forward", cmd_forward}, {"generate", cmd_generate}, {"perplexity", cmd_perplexity},
+        {"scan", cmd_scan},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
