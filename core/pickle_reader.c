@@ -478,7 +478,7 @@ static mamba_status_t extract(vm *m, uint32_t root, mb_pk_tensor **out, size_t *
 {
     const val *d = &m->vals[root];
     if (d->kind != K_DICT)
-        return mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: the pickle holds a %s, not a state dict", m->where,
+        return mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: the pickle's result is of type %s, not a dict of tensors", m->where,
                          kind_names[d->kind]);
     mb_pk_tensor *t = mb_calloc(d->i ? (size_t)d->i : 1, sizeof *t);
     if (!t) return oom(m);
@@ -487,14 +487,14 @@ static mamba_status_t extract(vm *m, uint32_t root, mb_pk_tensor **out, size_t *
     for (uint32_t p = d->a; p != NO_PAIR && st == MAMBA_OK; p = m->pairs[p].next) {
         const val *key = &m->vals[m->pairs[p].key], *v = &m->vals[m->pairs[p].value];
         if (key->kind != K_STR) {
-            st = mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: state dict key %zu is a %s, not a string", m->where, k,
+            st = mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: state dict key %zu is of type %s, not a string", m->where, k,
                            kind_names[key->kind]);
             break;
         }
         if (!(t[k].name = str_copy(m, key, "tensor name", &st))) break;
         k++;
         if (v->kind != K_TENSOR) {
-            st = mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: state dict entry '%s' is a %s, not a tensor", m->where,
+            st = mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: state dict entry '%s' is of type %s, not a tensor", m->where,
                            t[k - 1].name, kind_names[v->kind]);
             break;
         }
