@@ -135,7 +135,7 @@ static size_t above_mark(const vm *m) { return m->n_stack - (m->n_marks ? m->mar
 
 static mamba_status_t pop(vm *m, uint32_t *v)
 {
-    if (above_mark(m) == 0) return fail(m, "stack underflow");
+    if (above_mark(m) == 0 || !m->stack) return fail(m, "stack underflow");
     *v = m->stack[--m->n_stack];
     return MAMBA_OK;
 }
@@ -476,6 +476,8 @@ static char *str_copy(vm *m, const val *v, const char *what, mamba_status_t *st)
 
 static mamba_status_t extract(vm *m, uint32_t root, mb_pk_tensor **out, size_t *n)
 {
+    if (!m->vals || root >= m->n_vals)
+        return mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: the pickle gave no result", m->where);
     const val *d = &m->vals[root];
     if (d->kind != K_DICT)
         return mb_seterr(m->err, MAMBA_ERR_FORMAT, "%s: the pickle's result is of type %s, not a dict of tensors", m->where,

@@ -134,9 +134,7 @@ static mamba_status_t place(mb_torch_file *f, size_t i, const char *prefix, size
     if (key_len == 0 || key_len > MAX_KEY || strchr(t->key, '/'))
         return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: tensor '%s': storage key of %zu bytes is not a torch.save key",
                          f->path, name, key_len);
-    memcpy(entry_name, prefix, prefix_len);
-    memcpy(entry_name + prefix_len, "/data/", 6);
-    memcpy(entry_name + prefix_len + 6, t->key, key_len + 1);
+    snprintf(entry_name, prefix_len + 6 + MAX_KEY + 1, "%.*s/data/%s", (int)prefix_len, prefix, t->key);
     const mb_zip_entry *e = mb_zip_find(&f->zip, entry_name);
     char qe[96];
     if (!e)
@@ -190,7 +188,7 @@ static mamba_status_t place(mb_torch_file *f, size_t i, const char *prefix, size
     memcpy(out->shape, t->size, sizeof out->shape);
     out->nbytes = (size_t)(numel * esz);
     out->data = src;
-    if (contiguous && (uintptr_t)src % esz == 0) return MAMBA_OK;
+    if (numel == 0 || (contiguous && (uintptr_t)src % esz == 0)) return MAMBA_OK;
     /* views of one storage could ask for far more than the file holds: copies are bounded by it */
     if (out->nbytes > f->map_len - *copied)
         return mb_seterr(err, MAMBA_ERR_FORMAT,
@@ -217,12 +215,11 @@ static mamba_status_t read_archive(mb_torch_file *f, char *err)
     if (st != MAMBA_OK) return st;
     const mb_zip_entry *pkl = NULL;
     size_t prefix_len = 0;
-    if ((st = find_pickle(f, &pkl, &prefix_len, err)) != MAMBA_OK) return st;
+    if ((st = find_pickle(f, &pkl, &prefix_len, err)) != MAMBA_OK || !pkl) return st;
     const char *prefix = pkl->name;
-    char *entry_name = mb_malloc(prefix_len + 6 + MAX_KEY + 16);
+    char *entry_name = mb_malloc(prefix_len + 6 + MAX_KEY + 1);
     if (!entry_name) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path);
-    memcpy(entry_name, prefix, prefix_len);
-    memcpy(entry_name + prefix_len, "/byteorder", sizeof "/byteorder");
+    snprintf(entry_name, prefix_len + 6 + MAX_KEY + 1, "%.*s/byteorder", (int)prefix_len, prefix);
     const mb_zip_entry *bo = mb_zip_find(&f->zip, entry_name);
     if (bo && !(bo->size == 6 && memcmp(bo->data, "little", 6) == 0)) {
         free(entry_name);
@@ -232,17 +229,21 @@ static mamba_status_t read_archive(mb_torch_file *f, char *err)
     }
     char where[4200];
     snprintf(where, sizeof where, "%s: %.*s/data.pkl", f->path, prefix_len < 200 ? (int)prefix_len : 200, prefix);
-    st = mb_pickle_state_dict(pkl->data, pkl->size, where, &f->pk, &f->n, err);
-    signed char *entry_dtype = NULL;
-    if (st == MAMBA_OK) {
-        f->tensors = mb_calloc(f->n ? f->n : 1, sizeof *f->tensors);
-        f->copies = mb_calloc(f->n ? f->n : 1, sizeof *f->copies);
-        f->order = mb_malloc((f->n ? f->n : 1) * sizeof *f->order); // NOLINT(bugprone-sizeof-expression)
-        entry_dtype = mb_malloc(f->zip.n ? f->zip.n : 1);
-        if (!f->tensors || !f->copies || !f->order || !entry_dtype)
-            st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu tensors", f->path, f->n);
+    if ((st = mb_pickle_state_dict(pkl->data, pkl->size, where, &f->pk, &f->n, err)) != MAMBA_OK) {
+        free(entry_name);
+        return st;
     }
-    if (entry_dtype) memset(entry_dtype, -1, f->zip.n);
+    const size_t n = f->n ? f->n : 1;
+    f->tensors = mb_calloc(n, sizeof *f->tensors);
+    f->copies = mb_calloc(n, sizeof *f->copies);
+    f->order = mb_malloc(n * sizeof *f->order); // NOLINT(bugprone-sizeof-expression)
+    signed char *entry_dtype = mb_malloc(f->zip.n + 1);
+    if (!f->tensors || !f->copies || !f->order || !entry_dtype) {
+        free(entry_dtype);
+        free(entry_name);
+        return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu tensors", f->path, f->n);
+    }
+    memset(entry_dtype, -1, f->zip.n + 1);
     size_t copied = 0;
     for (size_t i = 0; i < f->n && st == MAMBA_OK; i++)
         st = place(f, i, prefix, prefix_len, entry_name, entry_dtype, &copied, err);

@@ -2,10 +2,12 @@
  * tokens, the variants tests/data/make_torch_bins.py writes against the safetensors tiny model
  * they were made from, and the malformed or malicious files of tests/data/torch_bad refused
  * with a message that names the global, opcode, entry or tensor. */
+#define _POSIX_C_SOURCE 200809L /* truncate */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt_rewrite.h"
 #include "testutil.h"
@@ -101,7 +103,7 @@ START_TEST(fixture_matches_golden)
     /* and the device-side greedy loop continues the same way */
     ck_assert_int_eq(mamba_state_reset(s), MAMBA_OK);
     ck_assert_int_eq(mamba_prefill(s, g.prompt, g.n_prompt, NULL), MAMBA_OK);
-    int32_t *gen = malloc(g.n_gen * sizeof *gen);
+    int32_t *gen = malloc(g.n_gen * sizeof *gen + 1);
     ck_assert_int_eq(mamba_generate_greedy(s, &g.gen[0], g.n_gen - 1, gen), MAMBA_OK);
     for (size_t t = 0; t + 1 < g.n_gen; t++) ck_assert_int_eq(gen[t], g.gen[t + 1]);
     free(gen);
@@ -276,27 +278,40 @@ START_TEST(bad_files_refused)
 }
 END_TEST
 
-/* Every byte of the fixture's pickle changed, and the archive cut at many lengths: each load
- * ends in a status (an accepted one in a model that runs), never a crash (ASan builds check
- * the reads). */
+/* Every byte of the fixture's pickle and ZIP directory changed (and a sample of the rest), and
+ * the archive cut at many lengths: each load ends in a status (an accepted one in a model that
+ * runs), never a crash (ASan builds check the reads). The file is patched in place. */
+static void patch(const char *path, size_t pos, unsigned char byte)
+{
+    FILE *fp = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(fseek(fp, (long)pos, SEEK_SET), 0);
+    ck_assert_int_eq(fputc(byte, fp), byte);
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
 START_TEST(damaged_fixture_never_crashes)
 {
     FILE *fp = fopen(data_path(0, "models/tiny_bin/pytorch_model.bin"), "rb");
     ck_assert_ptr_nonnull(fp);
-    static unsigned char orig[1 << 17], buf[1 << 17];
+    static unsigned char orig[1 << 17];
     const size_t len = fread(orig, 1, sizeof orig, fp);
     fclose(fp);
     ck_assert_uint_gt(len, 80000);
     char *dir = tmpdir_new(), path[4200];
     snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
-    mamba_context_t *ctx = cpu_context(0);
+    write_file(path, orig, len);
+    mamba_context_options_t o;
+    mamba_context_options_init(&o);
+    o.backend = "cpu";
+    o.n_threads = 1;
+    mamba_context_t *ctx;
+    ck_assert_int_eq(mamba_context_create(&o, &ctx), MAMBA_OK);
     const char *cfg = data_path(0, "models/tiny_bin/config.json");
     size_t refused = 0, tried = 0;
-    /* data.pkl starts at byte 64 (2157 bytes); the directory is the last 1900 bytes */
-    for (size_t pos = 0; pos < len; pos += (pos >= 64 && pos < 64 + 2157) || pos + 2000 > len ? 1 : 509) {
-        memcpy(buf, orig, len);
-        buf[pos] ^= (unsigned char)(0x5a + pos);
-        write_file(path, buf, len);
+    /* data.pkl is bytes [64, 2221); the central directory and end records the last 1900 */
+    for (size_t pos = 0; pos < len; pos += (pos >= 64 && pos < 2221) || pos + 1900 > len ? 1 : 509) {
+        patch(path, pos, orig[pos] ^ (unsigned char)(0x5a + pos));
         mamba_model_t *m = NULL;
         if (mamba_model_load_files(ctx, cfg, path, &m) != MAMBA_OK) {
             ck_assert_ptr_null(m);
@@ -308,10 +323,11 @@ START_TEST(damaged_fixture_never_crashes)
             ck_assert_int_eq(mamba_forward(m, ids, 1, 2, MAMBA_LOGITS_LAST, logits), MAMBA_OK);
             mamba_model_free(m);
         }
+        patch(path, pos, orig[pos]);
         tried++;
     }
-    for (size_t cut = 0; cut < len; cut += 311) {
-        write_file(path, orig, cut);
+    for (size_t cut = len - 1; cut > 0; cut = cut > 311 ? cut - 311 : 0) {
+        ck_assert_int_eq(truncate(path, (off_t)cut), 0);
         mamba_model_t *m = NULL;
         ck_assert_int_ne(mamba_model_load_files(ctx, cfg, path, &m), MAMBA_OK);
         tried++;
