@@ -2,6 +2,7 @@
  * its storage, every one checked against the bytes it claims. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -174,6 +175,10 @@ static mamba_status_t place(mb_torch_file *f, size_t i, const char *prefix, size
                          "(storage offset %llu)", f->path, name, (unsigned long long)last, t->key,
                          (unsigned long long)t->numel, (unsigned long long)t->offset);
     }
+    uint64_t bytes;
+    if (!mul_ok(numel, esz, &bytes) || bytes > SIZE_MAX)
+        return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: tensor '%s': %llu elements are more bytes than memory holds",
+                         f->path, name, (unsigned long long)numel);
     int contiguous = 1;
     uint64_t expect = 1;
     for (int d = t->ndim - 1; d >= 0; d--) {
@@ -186,7 +191,7 @@ static mamba_status_t place(mb_torch_file *f, size_t i, const char *prefix, size
     out->dtype = t->dtype;
     out->ndim = t->ndim;
     memcpy(out->shape, t->size, sizeof out->shape);
-    out->nbytes = (size_t)(numel * esz);
+    out->nbytes = (size_t)bytes;
     out->data = src;
     if (numel == 0 || (contiguous && (uintptr_t)src % esz == 0)) return MAMBA_OK;
     /* views of one storage could ask for far more than the file holds: copies are bounded by it */
