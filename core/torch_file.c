@@ -77,6 +77,12 @@ mamba_status_t mb_torch_file_sniff(const char *path, int *is_zip, char *err)
     /* a local header, or the end record of an archive with no entry */
     *is_zip = got == 4 && magic[0] == 'P' && magic[1] == 'K' &&
               ((magic[2] == 3 && magic[3] == 4) || (magic[2] == 5 && magic[3] == 6));
+    /* before PyTorch 1.6 torch.save wrote pickles one after another, starting with PROTO 2 and
+     * a LONG1 of 10 bytes (its magic number); as a safetensors length that is far past any limit */
+    if (got == 4 && magic[0] == 0x80 && magic[1] == 2 && magic[2] == 0x8a && magic[3] == 10)
+        return mb_seterr(err, MAMBA_ERR_UNSUPPORTED,
+                         "%s: a PyTorch checkpoint in the legacy format (before PyTorch 1.6, not a ZIP archive) is "
+                         "not supported: save it again with torch.save or as safetensors", path);
     return MAMBA_OK;
 }
 

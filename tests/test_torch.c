@@ -251,6 +251,7 @@ static const bad_case bad_cases[] = {
     {"marks_too_deep.bin", MAMBA_ERR_FORMAT, {"MARKs nested too deep", "opcode MARK"}},
     {"memo_skips.bin", MAMBA_ERR_FORMAT, {"memo index skips ahead", "BINPUT"}},
     {"not_a_dict.bin", MAMBA_ERR_FORMAT, {"result is of type int, not a dict of tensors", "data.pkl"}},
+    {"legacy_format.bin", MAMBA_ERR_UNSUPPORTED, {"legacy format", "before PyTorch 1.6"}},
     {"compressed.bin", MAMBA_ERR_UNSUPPORTED, {"entry 'pytorch_model/data/0' is compressed", "deflate"}},
     {"truncated.bin", MAMBA_ERR_FORMAT, {"no ZIP end-of-central-directory record", "truncated"}},
     {"offset_out_of_range.bin", MAMBA_ERR_FORMAT, {"tensor 'backbone.layers.0.mixer.D'", "storage offset 1"}},

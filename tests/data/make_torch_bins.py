@@ -421,6 +421,9 @@ def bad(weights):
     raw_pickle("marks_too_deep.bin", b"\x80\x02" + b"(" * 100 + b"t" * 100 + b".")
     raw_pickle("memo_skips.bin", b"\x80\x02}q\x05.")
     raw_pickle("not_a_dict.bin", b"\x80\x02K\x07.")
+    # the legacy format's first pickle: PROTO 2, the magic number as LONG1, STOP
+    with open(os.path.join(d, "legacy_format.bin"), "wb") as f:
+        f.write(b"\x80\x02\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little") + b".")
     tensors, storages = plain(weights)
     pkl = Pickler().state_dict(tensors)
     write_archive(os.path.join(d, "compressed.bin"), "pytorch_model", pkl, storages, compress=True)
