@@ -1,5 +1,5 @@
 /* Loading a Hugging Face checkpoint: config.json + model.safetensors, or shards listed in
- * model.safetensors.index.json. Tensors are validated against the config before anything is
+ * model.safetensors.index.json, or the same as PyTorch's pytorch_model.bin (torch_file.c). Tensors are validated against the config before anything is
  * allocated on the device; matrices are uploaded straight from the mapped file. */
 #include <errno.h>
 #include <stdio.h>
@@ -9,42 +9,74 @@
 
 #include <cjson/cJSON.h>
 
+#include "torch_file.h"
 #include "weights.h"
 #include "api/alloc.h"
 
 #define MB_MAX_INDEX_BYTES ((size_t)64 << 20)
 
+/* One file of a checkpoint: safetensors or a torch.save archive. */
+typedef struct ckpt_file {
+    mamba_tensor_file_t *st;
+    mb_torch_file *pt;
+    const char *path;
+} ckpt_file;
+
 typedef struct ckpt {
-    mamba_tensor_file_t **files;
+    ckpt_file *files;
     size_t n_files;
 } ckpt;
 
 static void ckpt_close(ckpt *c)
 {
-    for (size_t i = 0; i < c->n_files; i++) mamba_tensor_file_close(c->files[i]);
+    for (size_t i = 0; i < c->n_files; i++) {
+        mamba_tensor_file_close(c->files[i].st);
+        mb_torch_file_close(c->files[i].pt);
+    }
     free(c->files);
     c->files = NULL;
     c->n_files = 0;
 }
 
+/* Open path as what its first bytes say it is: a ZIP archive is a torch.save checkpoint. */
 static mamba_status_t ckpt_add(ckpt *c, const char *path, char *err)
 {
-    /* an array of pointers: sizeof *grown is a pointer's size on purpose */
-    mamba_tensor_file_t **grown = mb_realloc(c->files, (c->n_files + 1) * sizeof *grown); // NOLINT(bugprone-sizeof-expression)
+    ckpt_file *grown = mb_realloc(c->files, (c->n_files + 1) * sizeof *grown);
     if (!grown) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory opening %s", path);
     c->files = grown;
-    mamba_status_t st = mb_tensor_file_open(path, &c->files[c->n_files], err);
+    ckpt_file *f = &c->files[c->n_files];
+    memset(f, 0, sizeof *f);
+    int is_zip;
+    mamba_status_t st = mb_torch_file_sniff(path, &is_zip, err);
+    if (st != MAMBA_OK) return st;
+    if (is_zip) {
+        if ((st = mb_torch_file_open(path, &f->pt, err)) == MAMBA_OK) f->path = mb_torch_file_path(f->pt);
+    } else if ((st = mb_tensor_file_open(path, &f->st, err)) == MAMBA_OK) {
+        f->path = f->st->path;
+    }
     if (st == MAMBA_OK) c->n_files++;
     return st;
 }
 
-static const mb_tensor_entry *ckpt_find(const ckpt *c, const char *name, const mamba_tensor_file_t **file)
+typedef struct resolved { const char *path; mamba_tensor_t t; } resolved;
+
+static int ckpt_find(const ckpt *c, const char *name, resolved *r)
 {
     for (size_t i = 0; i < c->n_files; i++) {
-        const mb_tensor_entry *e = mb_tensor_file_lookup(c->files[i], name);
-        if (e) { *file = c->files[i]; return e; }
+        const ckpt_file *f = &c->files[i];
+        if (f->pt) {
+            const mamba_tensor_t *t = mb_torch_file_lookup(f->pt, name);
+            if (!t) continue;
+            r->t = *t;
+        } else {
+            const mb_tensor_entry *e = mb_tensor_file_lookup(f->st, name);
+            if (!e) continue;
+            mb_tensor_view(f->st, e, &r->t);
+        }
+        r->path = f->path;
+        return 1;
     }
-    return NULL;
+    return 0;
 }
 
 /* Open the shards named by an index file's weight_map (each once). */
@@ -79,7 +111,7 @@ out:
     return st;
 }
 
-static int shape_matches(const mb_spec *s, const mb_tensor_entry *e)
+static int shape_matches(const mb_spec *s, const mamba_tensor_t *e)
 {
     /* conv1d.weight is (d_inner, 1, d_conv); accept (d_inner, d_conv) too */
     if (s->ndim == 3 && e->ndim == 2)
@@ -98,8 +130,6 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
     if (k < len) snprintf(buf + k, len - k, ")");
 }
 
-typedef struct resolved { const mamba_tensor_file_t *file; const mb_tensor_entry *e; } resolved;
-
 /* Find every parameter, check its shape and dtype; set each matrix's dtype to its stored one. */
 static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved *r, const char *cfg_path,
                               char *err)
@@ -107,29 +137,29 @@ static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved 
     for (size_t i = 0; i < n; i++) {
         mb_spec *s = &specs[i];
         if (s->skip) continue;
-        r[i].e = ckpt_find(c, s->name, &r[i].file);
-        if (!r[i].e && strcmp(s->name, "backbone.embeddings.weight") == 0)
-            r[i].e = ckpt_find(c, "backbone.embedding.weight", &r[i].file);
-        if (!r[i].e) {
+        int found = ckpt_find(c, s->name, &r[i]);
+        if (!found && strcmp(s->name, "backbone.embeddings.weight") == 0)
+            found = ckpt_find(c, "backbone.embedding.weight", &r[i]);
+        if (!found) {
             if (strcmp(s->name, "lm_head.weight") == 0)
                 return mb_seterr(err, MAMBA_ERR_MODEL,
                                  "%s: tie_word_embeddings is false but the checkpoint has no 'lm_head.weight'",
                                  cfg_path);
             return mb_seterr(err, MAMBA_ERR_MODEL, "%s: missing tensor '%s'",
-                             c->n_files ? c->files[0]->path : cfg_path, s->name);
+                             c->n_files ? c->files[0].path : cfg_path, s->name);
         }
-        const mb_tensor_entry *e = r[i].e;
+        const mamba_tensor_t *e = &r[i].t;
         if (!shape_matches(s, e)) {
             char want[96], got[96];
             shape_str(want, sizeof want, s->ndim, s->shape);
             shape_str(got, sizeof got, e->ndim, e->shape);
             return mb_seterr(err, MAMBA_ERR_MODEL,
                              "%s: tensor '%s' has shape %s, but %s implies %s",
-                             r[i].file->path, e->name, got, cfg_path, want);
+                             r[i].path, e->name, got, cfg_path, want);
         }
         if (e->dtype != MAMBA_F32 && e->dtype != MAMBA_F16 && e->dtype != MAMBA_BF16)
             return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16",
-                             r[i].file->path, e->name, mamba_dtype_name(e->dtype));
+                             r[i].path, e->name, mamba_dtype_name(e->dtype));
         s->dtype = e->dtype;
     }
     return MAMBA_OK;
@@ -169,14 +199,13 @@ static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *
     (void)host;
     load_ctx *lc = user;
     const resolved *r = &lc->r[s - lc->specs];
-    mamba_tensor_t t;
-    mb_tensor_view(r->file, r->e, &t);
+    const mamba_tensor_t t = r->t;
     const size_t n = (size_t)mb_spec_count(s);
     /* one NaN or infinity in any parameter poisons every output: refuse it here, by name */
     const size_t bad = first_nonfinite(t.data, t.dtype, n);
     if (bad < n)
         return mb_seterr(m->ctx->err, MAMBA_ERR_MODEL, "%s: tensor '%s' holds a non-finite value at index %zu",
-                         r->file->path, s->name, bad);
+                         r->path, s->name, bad);
     if (s->is_matrix) {
         *src = t.data;  /* uploaded straight from the mapping, in its stored dtype */
         return MAMBA_OK;
@@ -242,18 +271,27 @@ mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *dir, mamba_mod
     if (!S_ISDIR(sb.st_mode))
         return mb_seterr(ctx->err, MAMBA_ERR_IO,
                          "%s: not a directory (expected a checkpoint directory with config.json and model.safetensors)", dir);
-    char cfg[4096], weights[4096], index[4096];
+    char cfg[4096], weights[4096], index[4096], bin[4096], bin_index[4096];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     snprintf(weights, sizeof weights, "%s/model.safetensors", dir);
     snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+    snprintf(bin_index, sizeof bin_index, "%s/pytorch_model.bin.index.json", dir);
     ckpt c = {0};
     mamba_status_t st;
+    /* safetensors first: where both are present it is the one that needs no unpickling */
     if (stat(weights, &sb) == 0)
         st = ckpt_add(&c, weights, ctx->err);
     else if (stat(index, &sb) == 0)
         st = open_index(&c, dir, index, ctx->err);
+    else if (stat(bin, &sb) == 0)
+        st = ckpt_add(&c, bin, ctx->err);
+    else if (stat(bin_index, &sb) == 0)
+        st = open_index(&c, dir, bin_index, ctx->err);
     else
-        st = mb_seterr(ctx->err, MAMBA_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
+        st = mb_seterr(ctx->err, MAMBA_ERR_IO,
+                       "%s: none of model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+                       "pytorch_model.bin.index.json found", dir);
     if (st == MAMBA_OK) st = load(ctx, cfg, &c, out);
     ckpt_close(&c);
     if (st != MAMBA_OK) mb_log(ctx, MAMBA_LOG_DEBUG, "%s", ctx->err);

@@ -176,13 +176,14 @@ typedef struct mamba_model_info {
 } mamba_model_info_t;
 
 /* Load a Hugging Face checkpoint: path is a directory holding config.json and
- * model.safetensors (or model.safetensors.index.json with its shards). The config's
- * model_type picks the architecture ("mamba", "falcon_mamba"); any other is refused with its
- * name. Weights live on the device one buffer a tensor (each no larger than the device's
- * largest allocation). */
+ * model.safetensors (or model.safetensors.index.json with its shards), or else
+ * pytorch_model.bin (or pytorch_model.bin.index.json), read without running its pickle. The
+ * config's model_type picks the architecture ("mamba", "falcon_mamba"); any other is refused
+ * with its name. Weights live on the device one buffer a tensor (each no larger than the
+ * device's largest allocation). */
 MAMBA_API mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *path,
                                           mamba_model_t **out);
-/* Load from an explicit config.json and one safetensors file. */
+/* Load from an explicit config.json and one safetensors file or pytorch_model.bin. */
 MAMBA_API mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_path,
                                                 const char *weights_path, mamba_model_t **out);
 /* Mamba's defaults: model_type "mamba", conv bias on, tied embeddings, eps 1e-5, the sizes 0

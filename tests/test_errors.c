@@ -82,7 +82,7 @@ START_TEST(missing_paths)
     ck_assert_ptr_nonnull(strstr(mamba_last_error(ctx), "not a directory"));
     ck_assert_int_eq(mamba_model_load(ctx, NULL, &m), MAMBA_ERR_INVALID_ARGUMENT);
     mamba_context_free(ctx);
-    expect_load_error(MAMBA_ERR_IO, "neither model.safetensors");
+    expect_load_error(MAMBA_ERR_IO, "none of model.safetensors");
     weights_with(NULL, NULL);
     expect_load_error(MAMBA_ERR_IO, "config.json");
 }

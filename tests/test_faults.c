@@ -207,6 +207,61 @@ START_TEST(every_failure_point_of_a_context)
 }
 END_TEST
 
+/* pytorch_model.bin: the ZIP reader, the pickle interpreter and the tensor copies of a strided,
+ * misaligned (ZIP64) and sharded checkpoint, each failure point of their loads. */
+static mamba_status_t torch_work(mamba_context_t *ctx, double *digest, char *message)
+{
+    static const char *const dirs[] = {"models/tiny_bin_strided", "models/tiny_bin_zip64", "models/tiny_bin_sharded"};
+    *digest = 0;
+    for (int i = 0; i < 3; i++) {
+        mamba_model_t *m = NULL;
+        mamba_status_t st = mamba_model_load(ctx, data_path(0, dirs[i]), &m);
+        if (st == MAMBA_OK) {
+            const int32_t ids[3] = {1, 5, 9};
+            float logits[64];
+            st = mamba_forward(m, ids, 1, 3, MAMBA_LOGITS_LAST, logits);
+            for (int k = 0; k < 64 && st == MAMBA_OK; k++) *digest += logits[k];
+            mamba_model_free(m);
+        }
+        if (st != MAMBA_OK) {
+            snprintf(message, 1024, "%s", mamba_last_error(ctx));
+            return st;
+        }
+    }
+    return MAMBA_OK;
+}
+
+START_TEST(every_failure_point_of_a_torch_load)
+{
+    mamba_status_t st;
+    mamba_context_t *ctx = context(&st);
+    ck_assert_int_eq(st, MAMBA_OK);
+    char message[1024] = "";
+    double ref, got;
+    mamba_fault_inject(0);
+    ck_assert_msg(torch_work(ctx, &ref, message) == MAMBA_OK, "%s", message);
+    const unsigned long n = mamba_fault_points();
+    unsigned long failed = 0;
+    for (unsigned long k = 1; k <= n; k++) {
+        message[0] = 0;
+        mamba_fault_inject(k);
+        st = torch_work(ctx, &got, message);
+        mamba_fault_inject(0);
+        if (st != MAMBA_OK) {
+            failed++;
+            ck_assert_msg(message[0] != 0, "point %lu: status %s without a message", k, mamba_status_string(st));
+        } else {
+            ck_assert_msg(got == ref, "point %lu: no error but different results", k);
+        }
+        ck_assert_msg(torch_work(ctx, &got, message) == MAMBA_OK && got == ref, "point %lu: not usable after: %s", k,
+                      message);
+    }
+    printf("pytorch_model.bin loads: %lu fault points tried, %lu ended in an error\n", n, failed);
+    ck_assert_uint_gt(failed, n / 2);
+    mamba_context_free(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -214,6 +269,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, every_failure_point_of_a_context);
     tcase_add_test(tc, every_failure_point_of_a_load_and_run);
+    tcase_add_test(tc, every_failure_point_of_a_torch_load);
     suite_add_tcase(s, tc);
     /* one process: the fault counter and LeakSanitizer see every iteration */
     return run_suite(s, 0);
