@@ -39,9 +39,10 @@ int mb_char_byte(uint32_t c)
 }
 
 /* The bytes the ByteLevel decoder makes of token string s: each character's byte when every
- * character has one, else s itself. Appends to b; 0 when out of memory. */
-static int decoded_bytes(const char *s, size_t n, mb_buf *b)
+ * character has one (then *mapped is 1), else s itself. Appends to b; 0 when out of memory. */
+static int decoded_bytes(const char *s, size_t n, mb_buf *b, int *mapped)
 {
+    *mapped = 0;
     const size_t start = b->len;
     if (!mb_buf_reserve(b, n)) return 0;
     for (size_t i = 0; i < n;) {
@@ -55,6 +56,7 @@ static int decoded_bytes(const char *s, size_t n, mb_buf *b)
         }
         b->p[b->len++] = (char)byte;
     }
+    *mapped = 1;
     return 1;
 }
 
@@ -85,7 +87,7 @@ int mb_buf_put(mb_buf *b, const void *data, size_t n)
 
 /* ---- the vocab's strings ---- */
 
-static uint64_t str_hash(const char *s, size_t n)
+uint64_t mb_str_hash(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
@@ -95,7 +97,7 @@ static uint64_t str_hash(const char *s, size_t n)
 int32_t mb_tok_lookup(const mamba_tokenizer_t *tok, const char *s, size_t len)
 {
     if (!tok->str_table) return -1;
-    for (size_t i = (size_t)str_hash(s, len) & tok->str_mask;; i = (i + 1) & tok->str_mask) {
+    for (size_t i = (size_t)mb_str_hash(s, len) & tok->str_mask;; i = (i + 1) & tok->str_mask) {
         const int32_t id = tok->str_table[i];
         if (id < 0) return -1;
         if (tok->str_len[id] == len && memcmp(tok->strs + tok->str_off[id], s, len) == 0) return id;
@@ -205,7 +207,7 @@ static mamba_status_t load_vocab(loader *ld, const cJSON *vocab)
         tok->str_off[id] = (uint32_t)at;
         tok->str_len[id] = (uint32_t)len;
         at += len;
-        size_t i = (size_t)str_hash(e->string, len) & tok->str_mask;
+        size_t i = (size_t)mb_str_hash(e->string, len) & tok->str_mask;
         while (tok->str_table[i] >= 0) i = (i + 1) & tok->str_mask;
         tok->str_table[i] = id;
     }
@@ -434,6 +436,49 @@ static mamba_status_t load_added(loader *ld, const cJSON *arr)
     return MAMBA_OK;
 }
 
+int32_t mb_word_lookup(const mamba_tokenizer_t *tok, const uint8_t *w, size_t n)
+{
+    if (!tok->words) return -1;
+    const uint64_t h = mb_str_hash((const char *)w, n);
+    const uint32_t tag = (uint32_t)(h >> 32);
+    for (size_t i = (size_t)h & tok->word_mask;; i = (i + 1) & tok->word_mask) {
+        const mb_word_slot *s = &tok->words[i];
+        if (s->id < 0) return -1;
+        const int32_t id = s->id & ~MB_WORD_WHOLE;
+        if (s->tag == tag && tok->bytes_len[id] == n && memcmp(tok->bytes + tok->bytes_off[id], w, n) == 0) return s->id;
+    }
+}
+
+/* The word table over the ids flagged in word_ok, each run through the merges to learn whether
+ * it is its own BPE. 0 when out of memory. */
+static int build_words(mamba_tokenizer_t *tok, const uint8_t *word_ok, size_t n_words, mb_bpe_scratch *sc)
+{
+    const size_t cap = table_size(n_words);
+    mb_word_slot *words = mb_malloc(cap * sizeof *words);
+    if (!words) return 0;
+    for (size_t i = 0; i < cap; i++) words[i].id = -1;
+    for (size_t id = 0; id < tok->n_ids; id++) {
+        if (!word_ok[id]) continue;
+        const uint8_t *b = (const uint8_t *)tok->bytes + tok->bytes_off[id];
+        const size_t len = tok->bytes_len[id];
+        int32_t got[2];
+        mb_ids_out out = {.ids = got, .cap = 2};
+        if (mb_bpe_merge(tok, b, len, sc, &out) != MAMBA_OK) {
+            free(words);
+            return 0;
+        }
+        const int whole = out.n == 1 && got[0] == (int32_t)id;
+        const uint64_t h = mb_str_hash((const char *)b, len);
+        size_t i = (size_t)h & (cap - 1);
+        while (words[i].id >= 0) i = (i + 1) & (cap - 1);
+        words[i].tag = (uint32_t)(h >> 32);
+        words[i].id = (int32_t)id | (whole ? MB_WORD_WHOLE : 0);
+    }
+    tok->words = words;
+    tok->word_mask = cap - 1;
+    return 1;
+}
+
 /* The tries, and the per-id bytes the decoder gives (an added token's own string, its NFC form
  * for a normalized one, overriding the vocab's). */
 static mamba_status_t build_tables(loader *ld, mb_bpe_scratch *sc)
@@ -466,27 +511,46 @@ static mamba_status_t build_tables(loader *ld, mb_bpe_scratch *sc)
     }
     memset(added_at, 0xff, tok->n_ids * sizeof *added_at);
     for (size_t k = 0; k < tok->n_added; k++) added_at[tok->added[k].id] = (int32_t)k;
-    mb_buf arena = {0};
-    int ok = 1;
+    /* vocab ids whose bytes are their vocab string's byte-level bytes: the word table's */
+    uint8_t *word_ok = mb_calloc(tok->n_ids, 1);
+    mb_buf arena = {0}, vocab_bytes = {0};
+    int ok = word_ok != NULL;
+    size_t n_words = 0;
     for (size_t id = 0; id < tok->n_ids && ok; id++) {
         const char *s = NULL;
         size_t len = 0;
+        int in_vocab = id < ld->n_vocab_ids && tok->str_len[id] != UINT32_MAX, mapped = 0;
         if (added_at[id] >= 0) {
             const mb_added_token *t = &tok->added[added_at[id]];
             s = t->normalized ? t->pattern : t->content;
             len = t->normalized ? t->pattern_len : t->content_len;
-        } else if (id < ld->n_vocab_ids && tok->str_len[id] != UINT32_MAX) {
+        } else if (in_vocab) {
             s = tok->strs + tok->str_off[id];
             len = tok->str_len[id];
         }
         tok->bytes_off[id] = (uint32_t)arena.len;
         tok->bytes_len[id] = UINT32_MAX;
         if (!s) continue;
-        ok = decoded_bytes(s, len, &arena) && arena.len <= UINT32_MAX / 2;
+        ok = decoded_bytes(s, len, &arena, &mapped) && arena.len <= UINT32_MAX / 2;
         tok->bytes_len[id] = (uint32_t)(arena.len - tok->bytes_off[id]);
+        if (ok && in_vocab && added_at[id] >= 0) {
+            /* an added token over a vocab entry: its bytes must be the entry's own */
+            vocab_bytes.len = 0;
+            ok = decoded_bytes(tok->strs + tok->str_off[id], tok->str_len[id], &vocab_bytes, &mapped);
+            if (ok && (vocab_bytes.len != tok->bytes_len[id] ||
+                       memcmp(vocab_bytes.p, arena.p + tok->bytes_off[id], vocab_bytes.len) != 0))
+                mapped = 0;
+        }
+        if (ok && in_vocab && mapped && tok->bytes_len[id] > 0) {
+            word_ok[id] = 1;
+            n_words++;
+        }
     }
     free(added_at);
+    free(vocab_bytes.p);
     tok->bytes = arena.p;
+    if (ok) ok = build_words(tok, word_ok, n_words, sc);
+    free(word_ok);
     if (!ok) return oom(ld, "the token bytes");
     return MAMBA_OK;
 }
@@ -502,6 +566,7 @@ void mamba_tokenizer_free(mamba_tokenizer_t *tok)
     free(tok->str_len);
     free(tok->str_table);
     free(tok->merges);
+    free(tok->words);
     for (size_t i = 0; i < tok->n_added; i++) {
         free(tok->added[i].content);
         free(tok->added[i].pattern);

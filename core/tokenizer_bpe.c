@@ -91,7 +91,14 @@ mamba_status_t mb_bpe_word(const mamba_tokenizer_t *tok, const uint8_t *w, size_
                            mb_ids_out *out)
 {
     if (n == 0) return MAMBA_OK;
+    /* most words of a text are tokens whose merges give them back: one lookup */
+    const int32_t found = mb_word_lookup(tok, w, n);
+    if (found >= 0 && ((found & MB_WORD_WHOLE) || tok->ignore_merges)) {
+        mb_ids_push(out, found & ~MB_WORD_WHOLE);
+        return MAMBA_OK;
+    }
     if (tok->ignore_merges) {
+        /* a vocab entry of characters outside the byte-level alphabet cannot be a word */
         int oom = 0;
         const int32_t id = whole_word(tok, w, n, sc, &oom);
         if (oom) return word_oom();
@@ -100,6 +107,13 @@ mamba_status_t mb_bpe_word(const mamba_tokenizer_t *tok, const uint8_t *w, size_
             return MAMBA_OK;
         }
     }
+    return mb_bpe_merge(tok, w, n, sc, out);
+}
+
+mamba_status_t mb_bpe_merge(const mamba_tokenizer_t *tok, const uint8_t *w, size_t n, mb_bpe_scratch *sc,
+                            mb_ids_out *out)
+{
+    if (n == 0) return MAMBA_OK;
     if (n > INT32_MAX / 2) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_tokenize: a word of %zu bytes", n);
     if (!grow((void **)&sc->syms, &sc->syms_cap, n, sizeof *sc->syms)) return word_oom();
     struct mb_bpe_sym *sym = sc->syms;
@@ -128,6 +142,8 @@ mamba_status_t mb_bpe_word(const mamba_tokenizer_t *tok, const uint8_t *w, size_
     if (!grow((void **)&sc->heap, &sc->heap_cap, 2 * m, sizeof *sc->heap)) return word_oom();
     struct mb_bpe_entry *heap = sc->heap;
     size_t h = 0;
+    /* the lookups miss the cache: ask for all the slots first, so that they load together */
+    for (size_t i = 0; i + 1 < m; i++) __builtin_prefetch(&tok->merges[mb_tok_merge_slot(tok, sym[i].id, sym[i + 1].id)]);
     for (size_t i = 0; i + 1 < m; i++) {
         const mb_merge_slot *mg = mb_tok_merge(tok, sym[i].id, sym[i + 1].id);
         if (mg) heap[h++] = (struct mb_bpe_entry){.key = (uint64_t)mg->rank << 32 | i, .id = mg->id};

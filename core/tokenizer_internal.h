@@ -77,6 +77,11 @@ struct mamba_tokenizer {
     mb_merge_slot *merges;
     size_t merge_mask;
     int32_t byte_id[256];      /* the vocab id of each byte's character, -1 when absent */
+    /* the vocab's tokens by their bytes (those made of byte-level characters only), each
+     * flagged MB_WORD_WHOLE when the merges of its bytes give it back: a word that is such a
+     * token needs no merging. Slots hold the hash's high half and the id, id -1 when free. */
+    struct mb_word_slot *words;
+    size_t word_mask;
     mb_added_token *added;
     size_t n_added;
     mb_trie raw_trie;          /* added tokens with normalized false: matched on the input */
@@ -90,13 +95,25 @@ struct mamba_tokenizer {
     void *regex;               /* OnigRegex of the GPT-2 split pattern                    */
 };
 
+typedef struct mb_word_slot {
+    uint32_t tag;
+    int32_t id;                /* the id | MB_WORD_WHOLE; -1 free */
+} mb_word_slot;
+#define MB_WORD_WHOLE (1 << 30)
+
 /* The id of a vocab string as written in the file, or -1. */
 int32_t mb_tok_lookup(const mamba_tokenizer_t *tok, const char *s, size_t len);
+/* Where the merge of (left, right) would be found first. */
+static inline size_t mb_tok_merge_slot(const mamba_tokenizer_t *tok, int32_t left, int32_t right)
+{
+    const uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & tok->merge_mask;
+}
 /* The merge of (left, right), or NULL. */
 static inline const mb_merge_slot *mb_tok_merge(const mamba_tokenizer_t *tok, int32_t left, int32_t right)
 {
     const uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
-    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & tok->merge_mask;
+    size_t i = mb_tok_merge_slot(tok, left, right);
     for (;;) {
         const mb_merge_slot *s = &tok->merges[i];
         if (s->key == key) return s;
@@ -143,6 +160,14 @@ void mb_bpe_scratch_free(mb_bpe_scratch *sc);
 typedef mamba_status_t (*mb_split_fn)(void *user, size_t start, size_t stop, int32_t id);
 mamba_status_t mb_added_split(const mamba_tokenizer_t *tok, const mb_trie *trie, const char *s, size_t n,
                               int special_as_text, mb_split_fn fn, void *user);
+
+/* The vocab token whose bytes are w[0, n) (with MB_WORD_WHOLE when it is its own BPE), or -1. */
+int32_t mb_word_lookup(const mamba_tokenizer_t *tok, const uint8_t *w, size_t n);
+/* The merges alone, without the whole-token shortcut (to find which tokens are whole). */
+mamba_status_t mb_bpe_merge(const mamba_tokenizer_t *tok, const uint8_t *w, size_t n, mb_bpe_scratch *sc,
+                            mb_ids_out *out);
+/* String hash of the vocab tables. */
+uint64_t mb_str_hash(const char *s, size_t n);
 
 /* BPE of one pre-tokenized word (raw bytes, before the byte-level mapping): push its ids. */
 mamba_status_t mb_bpe_word(const mamba_tokenizer_t *tok, const uint8_t *w, size_t n, mb_bpe_scratch *sc,
