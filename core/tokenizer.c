@@ -15,7 +15,7 @@
 /* Llama-3's tokenizer.json is 9 MB; the largest in use are a few tens. */
 #define MB_MAX_TOKENIZER_BYTES ((size_t)512 << 20)
 /* Ids index arrays: far beyond any vocabulary, small enough to refuse absurd ones early. */
-#define MB_MAX_TOKEN_ID ((1 << 24) - 1)
+#define MB_MAX_TOKEN_ID ((1 << 22) - 1)
 
 /* ---- the byte-level mapping (GPT-2's bytes_to_unicode) ---- */
 
@@ -167,7 +167,7 @@ static mamba_status_t load_vocab(loader *ld, const cJSON *vocab)
     if (!cJSON_IsObject(vocab))
         return LOAD_FAIL(ld, MAMBA_ERR_FORMAT, "%s: model.vocab: expected an object of token: id", ld->path);
     size_t n = 0, chars = 0;
-    int32_t max_id = -1;
+    int32_t max_id = 0;
     for (const cJSON *e = vocab->child; e; e = e->next) {
         int32_t id;
         if (!get_id(e, &id))
@@ -461,7 +461,7 @@ static int build_words(mamba_tokenizer_t *tok, const uint8_t *word_ok, size_t n_
         if (!word_ok[id]) continue;
         const uint8_t *b = (const uint8_t *)tok->bytes + tok->bytes_off[id];
         const size_t len = tok->bytes_len[id];
-        int32_t got[2];
+        int32_t got[2] = {-1, -1};
         mb_ids_out out = {.ids = got, .cap = 2};
         if (mb_bpe_merge(tok, b, len, sc, &out) != MAMBA_OK) {
             free(words);

@@ -9,6 +9,7 @@
 #include "tokenizer_internal.h"
 
 static const char replacement[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
+static const uint8_t nothing[1]; /* the input of a flush */
 
 /* Where converted text goes: a caller's buffer (counting past cap), or a growable one. */
 typedef struct writer {
@@ -133,7 +134,7 @@ mamba_status_t mamba_detokenize(const mamba_tokenizer_t *tok, const int32_t *ids
         const char *b = mamba_token_bytes(tok, ids[i], &bl);
         feed(&st, (const uint8_t *)b, bl, &w, 0);
     }
-    feed(&st, NULL, 0, &w, 1);
+    feed(&st, nothing, 0, &w, 1);
     *len = w.len;
     return MAMBA_OK;
 }
@@ -184,7 +185,7 @@ mamba_status_t mamba_detok_stream_flush(mamba_detok_stream_t *s, const char **te
 {
     if (!s || !text || !len) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_detok_stream_flush: NULL argument");
     s->pushed = 0;
-    return stream_feed(s, NULL, 0, 1, text, len);
+    return stream_feed(s, (const char *)nothing, 0, 1, text, len);
 }
 
 void mamba_detok_stream_free(mamba_detok_stream_t *s)

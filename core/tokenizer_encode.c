@@ -55,7 +55,7 @@ mamba_status_t mamba_tokenize(const mamba_tokenizer_t *tok, const char *text, si
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_tokenize: NULL argument");
     if (flags & ~(MAMBA_TOKENIZE_SPECIAL_AS_TEXT | MB_TOKENIZE_REGEX_ONLY))
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_tokenize: unknown flags 0x%x", (unsigned)flags);
-    const size_t bad = mb_utf8_invalid(text, len);
+    const size_t bad = len ? mb_utf8_invalid(text, len) : 0;
     if (bad != len)
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_tokenize: text is not valid UTF-8 at byte offset %zu (0x%02x)",
                          bad, (unsigned)(uint8_t)text[bad]);

@@ -23,6 +23,13 @@ typedef struct tok_case {
     char cat[64];
 } tok_case;
 
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    ck_assert_ptr_nonnull(q);
+    return q;
+}
+
 static char *read_all(const char *path, size_t *len)
 {
     FILE *fp = fopen(path, "rb");
@@ -82,7 +89,7 @@ static tok_case *load_cases(const char *rel, size_t *count)
         hide_nuls(line);
         cJSON *o = cJSON_Parse(line);
         ck_assert_msg(o != NULL, "%s: line %zu does not parse", rel, n + 1);
-        if (n == cap) cases = realloc(cases, (cap *= 2) * sizeof *cases);
+        if (n == cap) cases = xrealloc(cases, (cap *= 2) * sizeof *cases);
         tok_case *c = &cases[n++];
         memset(c, 0, sizeof *c);
         const cJSON *text = cJSON_GetObjectItem(o, "text"), *ids = cJSON_GetObjectItem(o, "ids");
@@ -211,7 +218,7 @@ static void check_stream(const mamba_tokenizer_t *tok, const int32_t *ids, size_
             ck_assert_msg(step > 0, "%s: the piece after id %zu is not valid UTF-8 at byte %zu", what, i, k);
             k += (size_t)step;
         }
-        while (len + pl > cap) joined = realloc(joined, cap *= 2);
+        while (len + pl > cap) joined = xrealloc(joined, cap *= 2);
         memcpy(joined + len, piece, pl);
         len += pl;
     }
@@ -236,7 +243,7 @@ START_TEST(stream_matches_one_shot)
     }
     free_cases(cases, n);
     /* random ids, half of them single bytes of multi-byte sequences: partial and invalid UTF-8 */
-    int32_t bytes_ids[128];
+    int32_t bytes_ids[128] = {0};
     size_t nb = 0;
     for (int32_t id = 0; id < (int32_t)mamba_tokenizer_vocab_size(tok) && nb < 128; id++) {
         size_t bl;
@@ -476,7 +483,7 @@ START_TEST(random_bytes)
     uint64_t seed = 99;
     int invalid = 0;
     for (int round = 0; round < 2000; round++) {
-        unsigned char text[64];
+        unsigned char text[64] = {0};
         const size_t len = (size_t)(round % 64);
         for (size_t k = 0; k < len; k++) {
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
