@@ -179,6 +179,7 @@ void mb_bpe_scratch_free(mb_bpe_scratch *sc)
 {
     free(sc->syms);
     free(sc->heap);
+    free(sc->norm.p);
     free(sc->piece.p);
     free(sc->mapped.p);
     free(sc->cps);

@@ -146,6 +146,7 @@ typedef struct mb_bpe_scratch {
     struct mb_bpe_entry *heap;
     size_t heap_cap;
     void *region;              /* OnigRegion */
+    mb_buf norm;               /* the NFC text of a stretch             */
     mb_buf piece;              /* a piece with its prefix space         */
     mb_buf mapped;             /* a word's characters (ignore_merges)   */
     int32_t *cps;              /* utf8proc's code points               */
@@ -180,8 +181,9 @@ mamba_status_t mb_split_piece(const mamba_tokenizer_t *tok, const char *s, size_
 void *mb_split_regex_new(char *err, const char *path);
 void mb_split_regex_free(void *regex);
 void mb_split_region_free(void *region);
-/* NFC of s[0, n) (utf8proc): *out is s itself when nothing changes, else memory of sc valid
- * until the next call. The input must be valid UTF-8. */
+/* NFC of s[0, n) as tokenizers computes it (utf8proc, with the characters tokenizers' Unicode
+ * 9.0 tables do not know left alone): *out is s itself when nothing can change, else memory of
+ * sc valid until the next call. The input must be valid UTF-8. */
 mamba_status_t mb_nfc(const char *s, size_t n, mb_bpe_scratch *sc, const char **out, size_t *out_len);
 /* Whether code point c is White_Space (Rust's char::is_whitespace) and \w (word character). */
 int mb_is_white_space(uint32_t c);

@@ -73,6 +73,63 @@ int mb_is_word_char(uint32_t c)
     }
 }
 
+/* Code points that tokenizers' NFC leaves alone but utf8proc's does not: tokenizers normalizes
+ * with unicode-normalization-alignments 0.1.12, whose tables are Unicode 9.0, utf8proc 2.8 has
+ * Unicode 15.0. These were assigned since 9.0 with a combining class, a decomposition or a
+ * composition (and five older ones compose only with such): to tokenizers they are starters
+ * that neither decompose nor compose, so nothing reorders or composes across them. Splitting
+ * the text at them gives what it gives. Made by scripts/tokenizer-unicode9.py (which probes
+ * tokenizers 0.23.3 for every code point and checks the split on random strings). */
+static const uint32_t hf_inert[][2] = {
+    {0x07FD, 0x07FD}, {0x0898, 0x089F}, {0x08CA, 0x08D3}, {0x09FE, 0x09FE}, {0x0C3C, 0x0C3C},
+    {0x0D3B, 0x0D3C}, {0x0EBA, 0x0EBA}, {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA},
+    {0x2ADD, 0x2ADD}, {0xA82C, 0xA82C}, {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF},
+    {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070}, {0x1133B, 0x1133B},
+    {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x11930, 0x11930}, {0x11935, 0x11935},
+    {0x11938, 0x11938}, {0x1193D, 0x1193E}, {0x11943, 0x11943}, {0x119E0, 0x119E0},
+    {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99}, {0x11D42, 0x11D42},
+    {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1},
+    {0x1D157, 0x1D158}, {0x1D1B9, 0x1D1BA}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136},
+    {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF},
+};
+
+static int is_hf_inert(uint32_t c)
+{
+    size_t lo = 0, hi = sizeof hf_inert / sizeof hf_inert[0];
+    if (c < hf_inert[0][0] || c > hf_inert[hi - 1][1]) return 0;
+    while (lo < hi) {
+        const size_t mid = (lo + hi) / 2;
+        if (c < hf_inert[mid][0]) hi = mid;
+        else if (c > hf_inert[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+/* utf8proc's NFC of s[0, n) appended to out. */
+static mamba_status_t nfc_append(const char *s, size_t n, mb_bpe_scratch *sc, mb_buf *out)
+{
+    const utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+    if (n == 0) return MAMBA_OK;
+    for (;;) {
+        const utf8proc_ssize_t cap = (utf8proc_ssize_t)(sc->cps_cap ? sc->cps_cap - 1 : 0);
+        const utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, sc->cps, cap, opt);
+        if (r < 0) return MAMBA_ERR_INVALID_ARGUMENT; /* the input was validated: cannot happen */
+        if (r <= cap) {
+            /* re-encodes in place, writing a NUL after the bytes: cps has one more slot */
+            const utf8proc_ssize_t bytes = utf8proc_reencode(sc->cps, r, opt);
+            if (bytes < 0) return MAMBA_ERR_INVALID_ARGUMENT;
+            return mb_buf_put(out, sc->cps, (size_t)bytes) ? MAMBA_OK : MAMBA_ERR_OUT_OF_MEMORY;
+        }
+        size_t want = (size_t)r + 1;
+        if (want < n + 16) want = n + 16;
+        int32_t *p = mb_realloc(sc->cps, want * sizeof *p);
+        if (!p) return MAMBA_ERR_OUT_OF_MEMORY;
+        sc->cps = p;
+        sc->cps_cap = want;
+    }
+}
+
 mamba_status_t mb_nfc(const char *s, size_t n, mb_bpe_scratch *sc, const char **out, size_t *out_len)
 {
     /* Below U+0300 every character is its own NFC and none combines with the one before. */
@@ -83,24 +140,24 @@ mamba_status_t mb_nfc(const char *s, size_t n, mb_bpe_scratch *sc, const char **
         *out_len = n;
         return MAMBA_OK;
     }
-    const utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
-    for (;;) {
-        const utf8proc_ssize_t cap = (utf8proc_ssize_t)(sc->cps_cap ? sc->cps_cap - 1 : 0);
-        const utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, sc->cps, cap, opt);
-        if (r < 0) return MAMBA_ERR_INVALID_ARGUMENT; /* the input was validated: cannot happen */
-        if (r <= cap) {
-            /* re-encodes in place, writing a NUL after the bytes: cps has one more slot */
-            const utf8proc_ssize_t bytes = utf8proc_reencode(sc->cps, r, opt);
-            if (bytes < 0) return MAMBA_ERR_INVALID_ARGUMENT;
-            *out = (const char *)sc->cps;
-            *out_len = (size_t)bytes;
-            return MAMBA_OK;
+    sc->norm.len = 0;
+    size_t start = 0;
+    for (i = 0; i < n;) {
+        uint32_t c = 0;
+        size_t step = 1;
+        if ((uint8_t)s[i] >= 0xDF) step = mb_utf8_next(s + i, n - i, &c);
+        if (step == 0) return MAMBA_ERR_INVALID_ARGUMENT; /* validated: cannot happen */
+        if (c >= 0x7FD && is_hf_inert(c)) {
+            mamba_status_t st = nfc_append(s + start, i - start, sc, &sc->norm);
+            if (st == MAMBA_OK && !mb_buf_put(&sc->norm, s + i, step)) st = MAMBA_ERR_OUT_OF_MEMORY;
+            if (st != MAMBA_OK) return st;
+            start = i + step;
         }
-        size_t want = (size_t)r + 1;
-        if (want < n + 16) want = n + 16;
-        int32_t *p = mb_realloc(sc->cps, want * sizeof *p);
-        if (!p) return MAMBA_ERR_OUT_OF_MEMORY;
-        sc->cps = p;
-        sc->cps_cap = want;
+        i += step;
     }
+    const mamba_status_t st = nfc_append(s + start, n - start, sc, &sc->norm);
+    if (st != MAMBA_OK) return st;
+    *out = sc->norm.p ? sc->norm.p : s;
+    *out_len = sc->norm.len;
+    return MAMBA_OK;
 }

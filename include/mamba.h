@@ -255,7 +255,8 @@ MAMBA_API mamba_status_t mamba_tokenize(const mamba_tokenizer_t *tok, const char
                                         int32_t *ids, size_t cap, size_t *n_ids);
 /* Decode ids to UTF-8 as HF decode(ids, skip_special_tokens=False) does (invalid byte sequences become
  * U+FFFD as HF's lossy conversion does). Writes up to cap bytes (no NUL added); *len receives the
- * full length. An id out of range: MAMBA_ERR_INVALID_ARGUMENT naming its index. */
+ * full length. An id out of range (or one the file leaves without a token):
+ * MAMBA_ERR_INVALID_ARGUMENT naming its index. */
 MAMBA_API mamba_status_t mamba_detokenize(const mamba_tokenizer_t *tok, const int32_t *ids, size_t n,
                                           char *text, size_t cap, size_t *len);
 /* The bytes token id stands for (after the byte-level mapping; may be a partial UTF-8 sequence);

@@ -330,6 +330,33 @@ START_TEST(special_as_text)
 }
 END_TEST
 
+/* Where the Unicode tables of Debian 12's libraries are newer than tokenizers' (NFC of Unicode
+ * 9.0; the split pattern's letters and digits of Unicode 16.0, Oniguruma's of 14.0 here): the
+ * ids tokenizers 0.23.3 gives. */
+START_TEST(unicode_versions)
+{
+    static const struct {
+        const char *text;
+        int32_t ids[12];
+        size_t n;
+    } cases[] = {
+        {"a\xe0\xa2\x9e\xcc\xa7", {66, 156, 97, 241, 136, 102}, 6},                           /* U+089E is no mark to it */
+        {"e\xcc\x81\xe0\xa2\x9e\xcc\x81", {860, 156, 97, 241, 136, 212}, 6},
+        {"\xf0\x91\xa4\xb5\xf0\x91\xa4\xb0", {172, 228, 99, 115, 172, 228, 99, 110}, 8},   /* no U+11938 */
+        {"x\xf0\xb1\x8d\x90\xf0\xb1\x8d\x91 y", {89, 172, 111, 224, 227, 172, 111, 224, 228, 340}, 10}, /* letters of 15.0 */
+        {" \xf0\x90\xb5\x80\xf0\x90\xb5\x81 1", {209, 172, 227, 115, 211, 172, 227, 115, 212, 337}, 10}, /* digits of 16.0 */
+        {"\xf0\xb1\x97\xa8'd", {172, 111, 234, 103, 1871}, 5},
+        {"ab\xe1\xb2\x89" "cd", {357, 157, 112, 220, 2428}, 5},
+    };
+    mamba_tokenizer_t *tok = load_neox();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_ids(tok, cases[i].text, 0, cases[i].ids, cases[i].n);
+        expect_ids(tok, cases[i].text, TOKENIZE_REGEX_ONLY, cases[i].ids, cases[i].n);
+    }
+    mamba_tokenizer_free(tok);
+}
+END_TEST
+
 START_TEST(api)
 {
     mamba_tokenizer_t *tok;
@@ -653,6 +680,7 @@ int main(void)
     tcase_add_test(tc, stream_matches_one_shot);
     tcase_add_test(tc, lossy_decoding);
     tcase_add_test(tc, special_as_text);
+    tcase_add_test(tc, unicode_versions);
     tcase_add_test(tc, api);
     tcase_add_test(tc, round_trip_random_utf8);
     tcase_add_test(tc, random_bytes);
