@@ -4,25 +4,31 @@
 # 1, 10 and 100 MB made by repeating the GPT-NeoX fixture's texts, prose, code and a
 # multilingual mix as separate inputs. Prints MB/s of both and checks they give as many ids.
 #   scripts/bench-tokenizer.sh [BUILD_DIR]     (SIZES="1 10" to choose the sizes in MB)
-# tokenizers is installed with pip into a virtual environment under /tmp (measurement only).
+# tokenizers is installed with pip into a virtual environment under /tmp (measurement only),
+# unless TOKENIZERS_PYTHON names a python that imports it; MAMBA_BENCH overrides the binary.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build}"
 sizes="${SIZES:-1 10 100}"
-bench="$build/bench/mamba-bench"
+bench="${MAMBA_BENCH:-$build/bench/mamba-bench}"
 data="$root/tests/data/tokenizer"
 [ -x "$bench" ] || { echo "no $bench: build first (cmake --build $build)" >&2; exit 1; }
-venv="${MAMBA_TOKENIZERS_VENV:-/tmp/mamba-tokenizers-venv}"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tokenizers" 2> /dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q tokenizers
+python="${TOKENIZERS_PYTHON:-}"
+if [ -z "$python" ]; then
+  venv="${MAMBA_TOKENIZERS_VENV:-/tmp/mamba-tokenizers-venv}"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tokenizers" 2> /dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q tokenizers
+  fi
+  python="$venv/bin/python"
 fi
+echo "tokenizers $("$python" -c 'import tokenizers; print(tokenizers.__version__)'), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 work="$(mktemp -d /tmp/mamba-tok-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 export TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
 
 # the inputs: the fixture's texts of each kind (those without U+0000), repeated in order
-"$venv/bin/python" - "$data/cases.jsonl" "$work" $sizes << 'EOF'
+"$python" - "$data/cases.jsonl" "$work" $sizes << 'EOF'
 import json, sys
 cases, work, sizes = sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3:]]
 kinds = {
@@ -67,7 +73,7 @@ for mb in $sizes; do
     text="$work/$kind-${mb}MB.jsonl"
     "$bench" --mode=tokenize --tokenizer="$data/tokenizer.json" --text="$text" --repeat=3 --json="$work/r.json" > /dev/null
     ours=$(python3 -c "import json; r = json.load(open('$work/r.json'))['results'][0]; print('%.2f %d' % (r['mb_per_s'], r['tokens']))")
-    theirs=$("$venv/bin/python" "$work/hf.py" "$data/tokenizer.json" "$text")
+    theirs=$("$python" "$work/hf.py" "$data/tokenizer.json" "$text")
     read -r ours_mbs ours_n <<< "$ours"
     read -r theirs_mbs theirs_n <<< "$theirs"
     same=$([ "$ours_n" = "$theirs_n" ] && echo "same" || echo "DIFFER: $ours_n vs $theirs_n")

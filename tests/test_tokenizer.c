@@ -3,6 +3,7 @@
  * BPE computed, the special-as-text flag, the streaming detokenizer, round trips on random
  * text, invalid UTF-8, a very long word, and malformed files. */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,57 @@ START_TEST(neox_cases)
     ck_assert_msg(bad_enc == 0, "%zu encodings of %zu cases (2 each) differ from tokenizers'; the first: %s", bad_enc, n,
                   first_enc);
     ck_assert_msg(bad_dec == 0, "%zu of %zu cases decode differently; the first: %s", bad_dec, n, first_dec);
+}
+END_TEST
+
+/* One tokenizer, encoding and decoding in four threads at once (ThreadSanitizer's build checks
+ * the sharing the header allows). */
+typedef struct share_job {
+    const mamba_tokenizer_t *tok;
+    const tok_case *cases;
+    size_t n, start;
+    size_t bad;
+} share_job;
+
+static void *share_worker(void *arg)
+{
+    share_job *j = arg;
+    for (size_t k = 0; k < j->n; k++) {
+        const tok_case *c = &j->cases[(j->start + k) % j->n];
+        size_t n, len;
+        if (mamba_tokenize(j->tok, c->text, c->text_len, 0, NULL, 0, &n) != MAMBA_OK) {
+            j->bad++;
+            continue;
+        }
+        int32_t *ids = malloc((n + 1) * sizeof *ids);
+        if (mamba_tokenize(j->tok, c->text, c->text_len, 0, ids, n, &n) != MAMBA_OK || n != c->n_ids ||
+            memcmp(ids, c->ids, n * sizeof *ids) != 0 || mamba_detokenize(j->tok, ids, n, NULL, 0, &len) != MAMBA_OK ||
+            len != c->decoded_len)
+            j->bad++;
+        free(ids);
+    }
+    return NULL;
+}
+
+START_TEST(threads_share_a_tokenizer)
+{
+    mamba_tokenizer_t *tok = load_neox();
+    size_t n;
+    tok_case *cases = load_cases("tokenizer/cases.jsonl", &n);
+    pthread_t th[4];
+    share_job jobs[4];
+    for (int t = 0; t < 4; t++) {
+        jobs[t] = (share_job){.tok = tok, .cases = cases, .n = n, .start = (size_t)t * n / 4};
+        ck_assert_int_eq(pthread_create(&th[t], NULL, share_worker, &jobs[t]), 0);
+    }
+    size_t bad = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        bad += jobs[t].bad;
+    }
+    free_cases(cases, n);
+    mamba_tokenizer_free(tok);
+    ck_assert_msg(bad == 0, "%zu encodings in threads differ", bad);
 }
 END_TEST
 
@@ -677,6 +729,7 @@ int main(void)
     TCase *tc = tcase_create("tokenizer");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, neox_cases);
+    tcase_add_test(tc, threads_share_a_tokenizer);
     tcase_add_test(tc, stream_matches_one_shot);
     tcase_add_test(tc, lossy_decoding);
     tcase_add_test(tc, special_as_text);
