@@ -59,11 +59,6 @@ void mb_split_regex_free(void *regex)
     if (regex) onig_free((OnigRegex)regex);
 }
 
-void mb_split_region_free(void *region)
-{
-    if (region) onig_region_free((OnigRegion *)region, 1);
-}
-
 /* ASCII classes of the pattern: \p{L}, \p{N}, \s, and the rest ([^\s\p{L}\p{N}]). */
 enum { C_OTHER, C_LETTER, C_DIGIT, C_SPACE, C_HIGH };
 
