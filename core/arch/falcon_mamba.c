@@ -30,14 +30,9 @@ static void step_query(const mamba_model_t *m, size_t batch, mb_fused_query *q) 
 
 const mb_arch mb_arch_falcon_mamba = {
     .model_type = "falcon_mamba",
-    .layer_size = sizeof(mb_mamba1_layer),
+    MB_MAMBA1_FAMILY,
     .parse_config = parse_config,
     .finish_config = finish_config,
-    .specs_count = mb_mamba1_specs_count,
-    .specs_build = mb_mamba1_specs_build,
-    .state_shape = mb_mamba1_state_shape,
-    .mixer_work_bytes = mb_mamba1_work_bytes,
     .step_query = step_query,
-    .fold_queries = mb_mamba1_fold_queries,
     .enqueue_layer = enqueue,
 };

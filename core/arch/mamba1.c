@@ -224,14 +224,7 @@ static void step_query(const mamba_model_t *m, size_t batch, mb_fused_query *q) 
 
 const mb_arch mb_arch_mamba1 = {
     .model_type = "mamba",
-    .layer_size = sizeof(mb_mamba1_layer),
-    .parse_config = NULL,
-    .finish_config = NULL,
-    .specs_count = mb_mamba1_specs_count,
-    .specs_build = mb_mamba1_specs_build,
-    .state_shape = mb_mamba1_state_shape,
-    .mixer_work_bytes = mb_mamba1_work_bytes,
+    MB_MAMBA1_FAMILY,
     .step_query = step_query,
-    .fold_queries = mb_mamba1_fold_queries,
     .enqueue_layer = enqueue,
 };

@@ -28,6 +28,12 @@ size_t mb_mamba1_work_bytes(const mamba_config_t *c, size_t rows);
 void mb_mamba1_fold_queries(const mamba_model_t *m, size_t rows, mb_fused_query *in_q, mb_fused_query *out_q);
 /* The fused step's query; bc_norm: Falcon-Mamba's normalized dt, B and C. */
 void mb_mamba1_step_query(const mamba_model_t *m, size_t batch, int bc_norm, mb_fused_query *q);
+/* The entry fields every member of the family shares (designated initializers). */
+#define MB_MAMBA1_FAMILY                                                                      \
+    .layer_size = sizeof(mb_mamba1_layer), .specs_count = mb_mamba1_specs_count,             \
+    .specs_build = mb_mamba1_specs_build, .state_shape = mb_mamba1_state_shape,              \
+    .mixer_work_bytes = mb_mamba1_work_bytes, .fold_queries = mb_mamba1_fold_queries
+
 /* One layer; bc_eps > 0: dt, B and C pass through a weightless RMSNorm of that eps after
  * x_proj (Falcon-Mamba), 0: not (Mamba). */
 mamba_status_t mb_mamba1_enqueue(const mb_layer_io *io, float bc_eps);
