@@ -120,6 +120,9 @@ typedef struct mb_backend {
 
     int (*alloc)(mb_device *dev, size_t bytes, mb_buffer **out);
     void (*free)(mb_device *dev, mb_buffer *buf);
+    /* upload returns once src may be reused (the caller may overwrite or free it at once),
+     * an exception to "may return before it completes": the ops enqueued after it see the
+     * data. download returns once dst holds the data. */
     int (*upload)(mb_device *dev, mb_ptr dst, const void *src, size_t bytes);
     int (*download)(mb_device *dev, void *dst, mb_ptr src, size_t bytes);
     int (*fill_zero)(mb_device *dev, mb_ptr dst, size_t bytes);

@@ -141,12 +141,13 @@ static int cu_alloc(mb_device *d, size_t bytes, mb_buffer **out)
 {
     mb_buffer *b = (mb_buffer *)malloc(sizeof *b);
     if (!b) return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "out of host memory");
-    size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
     cudaError_t e = cudaMalloc(&b->ptr, bytes ? bytes : 256);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         free(b);
+        /* asked only here: cudaMemGetInfo costs a driver round trip, too much for every buffer */
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
         return cuda_fail(d, MAMBA_ERR_OUT_OF_MEMORY, "cudaMalloc of %zu bytes failed: %s (%zu of %zu bytes free)", bytes,
                          cudaGetErrorString(e), free_b, total_b);
     }
@@ -175,6 +176,15 @@ static int cu_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
     int rc = range_ok(d, dst, bytes, "upload");
     if (rc || !bytes) return rc;
     CU_CHECK(d, cudaMemcpyAsync(cu_at(dst), src, bytes, cudaMemcpyHostToDevice, d->stream), "upload");
+    /* From pageable memory the copy returns once src is staged; from page-locked memory
+     * (host_alloc's, or registered) the DMA reads src later: wait for it, as the caller may
+     * reuse src at once (backend.h). */
+    cudaPointerAttributes pa;
+    if (cudaPointerGetAttributes(&pa, src) != cudaSuccess) {
+        (void)cudaGetLastError();
+        pa.type = cudaMemoryTypeHost; /* unknown: assume it is page-locked */
+    }
+    if (pa.type != cudaMemoryTypeUnregistered) CU_CHECK(d, cudaStreamSynchronize(d->stream), "upload");
     return 0;
 }
 
