@@ -177,9 +177,6 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     const int g = dd / (p.D / p.G);                                                                            \
     float a[MAXN], h[MAXN];                                                                                    \
     const ulong sidx = ((ulong)b * p.D + dd) * N;                                                              \
-    const float bs = p.has_bias ? bias[p.bias_off + dd] : 0.0f, Dd = p.has_D ? Dv[p.D_off + dd] : 0.0f;        \
-    const ulong bbase = p.B_off + (ulong)((long)b * p.B_sb + (long)g * p.B_sg);                                \
-    const ulong cbase = p.C_off + (ulong)((long)b * p.C_sb + (long)g * p.C_sg);                                \
     for (int n0 = 0; n0 < (TILED ? N : 1); n0 += MAXN) {                                                       \
     const int NT = TILED ? min(MAXN, N - n0) : N, last = !TILED || n0 + MAXN >= N;                             \
     _Pragma("unroll")                                                                                          \
@@ -190,6 +187,9 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
             h[n] = p.n_chunks > 1 ? hin[(ulong)c * p.B * p.D * N + sidx + n0 + n]                              \
                                   : (p.has_si ? s_in[p.si_off + sidx + n0 + n] : 0.0f);                        \
     }                                                                                                          \
+    const float bs = p.has_bias ? bias[p.bias_off + dd] : 0.0f, Dd = p.has_D ? Dv[p.D_off + dd] : 0.0f;        \
+    const ulong bbase = p.B_off + (ulong)((long)b * p.B_sb + (long)g * p.B_sg);                                \
+    const ulong cbase = p.C_off + (ulong)((long)b * p.C_sb + (long)g * p.C_sg);                                \
     float Ssum = 0.0f;                                                                                         \
     _Pragma("unroll")                                                                                          \
     for (int n = 0; n < MAXN; n++) a[n] *= LOG2E;                                                              \
@@ -198,8 +198,8 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     ulong id = p.d_off + (ulong)(b * p.d_sb + (long)t0 * p.d_st + (long)dd * p.d_sd);                          \
     ulong iz = p.z_off + (ulong)(b * p.z_sb + (long)t0 * p.z_st + (long)dd * p.z_sd);                          \
     ulong io = p.o_off + (ulong)(b * p.o_sb + (long)t0 * p.o_st + (long)dd * p.o_sd);                          \
-    ulong ib = bbase + (ulong)((long)(t0 * p.B_st + n0 * p.B_sn)),                                             \
-          ic = cbase + (ulong)((long)(t0 * p.C_st + n0 * p.C_sn));                                             \
+    ulong ib = bbase + (ulong)((long)t0 * p.B_st + (long)n0 * p.B_sn);                                         \
+    ulong ic = cbase + (ulong)((long)t0 * p.C_st + (long)n0 * p.C_sn);                                         \
     for (int tt = t0; tt < t1; tt += TILE) {                                                                   \
         const int tn = min(TILE, t1 - tt);                                                                     \
         if (p.shared_bc) {                                                                                     \
@@ -265,11 +265,12 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
-    if (active && !FINAL) {                                                                                    \
+    if (!active) continue; /* to the next tile's barriers */                                                 \
+    if (!FINAL) {                                                                                              \
         const ulong base = (ulong)c * p.B * p.D * N + sidx + n0;                                               \
         for (int n = 0; n < NT && n < MAXN; n++) hloc[base + n] = h[n];                                        \
         if (last) S[((ulong)c * p.B + b) * p.D + dd] = Ssum;                                                   \
-    } else if (active && p.has_so && c == p.n_chunks - 1) {                                                    \
+    } else if (p.has_so && c == p.n_chunks - 1) {                                                              \
         for (int n = 0; n < NT && n < MAXN; n++) s_out[p.so_off + sidx + n0 + n] = h[n];                       \
     }                                                                                                          \
     }                                                                                                          \
