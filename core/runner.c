@@ -495,6 +495,13 @@ static mamba_status_t move_seqs(mamba_state_t *s, mamba_state_t *g, size_t n, co
     return MAMBA_OK;
 }
 
+/* st, or after it succeeded the status of waiting for the device (the scatter's copies). */
+static mamba_status_t synced(mamba_context_t *ctx, mamba_status_t st)
+{
+    const int rc = st == MAMBA_OK ? ctx->dv->sync(ctx->dev) : 0;
+    return rc ? mb_backend_fail(ctx, rc, "synchronize") : st;
+}
+
 static int is_run(const size_t *seq_of, size_t n)
 {
     for (size_t i = 1; i < n; i++)
@@ -518,7 +525,7 @@ mamba_status_t mb_runner_step_seqs(mb_runner *r, mamba_state_t *s, size_t n, con
         if ((st = gather_state(r, n, &g)) == MAMBA_OK && (st = move_seqs(s, g, n, seqs, 1)) == MAMBA_OK &&
             (st = mb_runner_run(r, g, 0, n, rows, 1, MAMBA_LOGITS_LAST, logits)) == MAMBA_OK)
             st = move_seqs(s, g, n, seqs, 0);
-        if (st == MAMBA_OK) MB_TRY_BE(ctx, ctx->dv->sync(ctx->dev), "synchronize");
+        st = synced(ctx, st);
     }
     free(rows);
     return st;
@@ -534,8 +541,12 @@ static mamba_status_t prefill_sorted(mb_runner *r, mamba_state_t *t, size_t base
     const size_t V = (size_t)r->model->cfg.vocab_size;
     const int32_t **rows = mb_malloc(n * sizeof *rows);
     float *tmp = last_logits ? mb_malloc(n * V * sizeof *tmp) : NULL;
+    if (!rows || (last_logits && !tmp)) {
+        free(rows);
+        free(tmp);
+        return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_prefill_seqs: out of memory");
+    }
     mamba_status_t st = MAMBA_OK;
-    if (!rows || (last_logits && !tmp)) st = mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_prefill_seqs: out of memory");
     for (size_t m = n, done = 0; m > 0 && st == MAMBA_OK; m--) {
         const size_t end = lens[order[m - 1]];
         if (end == done) continue;
@@ -577,7 +588,7 @@ mamba_status_t mb_runner_prefill_seqs(mb_runner *r, mamba_state_t *s, size_t n, 
         if ((st = gather_state(r, n, &g)) == MAMBA_OK && (st = move_seqs(s, g, n, seq_of, 1)) == MAMBA_OK &&
             (st = prefill_sorted(r, g, 0, n, order, ids, lens, last_logits)) == MAMBA_OK)
             st = move_seqs(s, g, n, seq_of, 0);
-        if (st == MAMBA_OK) MB_TRY_BE(ctx, ctx->dv->sync(ctx->dev), "synchronize");
+        st = synced(ctx, st);
     }
     free(order);
     return st;

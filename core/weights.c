@@ -74,7 +74,8 @@ mamba_status_t mb_model_new(mamba_context_t *ctx, const mamba_config_t *cfg, mam
 static mamba_status_t alloc_buffers(mamba_model_t *m, const size_t *sizes, size_t nb)
 {
     mamba_context_t *ctx = m->ctx;
-    m->buffers = mb_calloc(nb ? nb : 1, sizeof *m->buffers);
+    /* an array of pointers: sizeof *m->buffers is a pointer's size on purpose */
+    m->buffers = mb_calloc(nb ? nb : 1, sizeof *m->buffers); // NOLINT(bugprone-sizeof-expression)
     if (!m->buffers) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory for %zu weight buffers", nb);
     m->n_buffers = nb;
     m->weight_bytes = 0;

@@ -1,12 +1,15 @@
 /* Cross-backend checks: a GPU backend runs the fixtures and agrees with the CPU reference on
  * random inputs of awkward sizes. A backend that is absent is reported as skipped (exit 77),
  * unless MAMBA_TEST_REQUIRE lists it (for the GPU machine): then its absence is a failure. */
+#define _GNU_SOURCE /* dladdr */
 #include <check.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/backend.h"
 #include "testutil.h"
 
 /* The bounds of the CPU suites: the GPU is held to the same float64 references. */
@@ -187,6 +190,8 @@ static const size_t scan_shapes[][6] = {
     {1, 17, 2047, 16, 0, 0}, {5, 33, 2049, 16, 0, 0}, {1, 64, 5000, 16, 0, 1777}, {1, 96, 1, 16, 0, 0},
     {2, 40, 300, 1, 0, 0},   {2, 40, 300, 4, 0, 0},    {1, 24, 200, 64, 0, 0},     {1, 16, 50, 256, 0, 0},
     {3, 64, 700, 16, 1, 0},  {2, 128, 513, 16, 2, 0},  {1, 1536, 2048, 16, 0, 1000}, {2, 160, 37, 16, 0, 0},
+    /* N > 16 in passes of 16 states: a partial last pass, B/C per channel (constant, grouped), a split */
+    {1, 8, 40, 33, 1, 0},    {2, 64, 300, 40, 2, 0},   {1, 32, 500, 100, 0, 230},
 };
 
 START_TEST(scan_matches_cpu)
@@ -455,13 +460,13 @@ START_TEST(two_devices_in_one_thread)
     mamba_model_t *mc = synthetic_on("cpu", &c, MAMBA_F32, 9, &cpu);
     mamba_model_t *m0 = synthetic_on(name0, &c, MAMBA_F32, 9, &c0);
     mamba_model_t *m1 = synthetic_on(name1, &c, MAMBA_F32, 9, &c1); /* opened last: current device 1 */
-    float *ref = malloc(L * 500 * sizeof *ref), *out = malloc(L * 500 * sizeof *out);
+    float *ref = malloc((size_t)L * 500 * sizeof *ref), *out = malloc((size_t)L * 500 * sizeof *out);
     ck_assert_int_eq(mamba_forward(mc, ids, 1, L, MAMBA_LOGITS_ALL, ref), MAMBA_OK);
     mamba_model_t *ms[2] = {m0, m1};
     for (int k = 0; k < 2; k++) {
         ck_assert_msg(mamba_forward(ms[k], ids, 1, L, MAMBA_LOGITS_ALL, out) == MAMBA_OK, "%s",
                       mamba_last_error(k ? c1 : c0));
-        const double e = max_abs_diff(out, ref, L * 500);
+        const double e = max_abs_diff(out, ref, (size_t)L * 500);
         printf("%s:%d forward with the other device current: max abs err %.3g\n", backend, k, e);
         ck_assert_double_le(e, LOGIT_BOUND);
     }
@@ -470,6 +475,93 @@ START_TEST(two_devices_in_one_thread)
     close_model(m1, c1);
     close_model(m0, c0);
     close_model(mc, cpu);
+}
+END_TEST
+
+/* Prefill (a chunked scan) and decoding (the fused mixer step) for state sizes off the
+ * N = 16 path: 1, 64 and the largest the config takes, 256. Small, as PoCL builds the kernels
+ * for each at their first launch; held to the CPU's logits. */
+START_TEST(state_sizes_match_cpu)
+{
+    enum { VOCAB = 200, B = 2, L = 70, STEPS = 4 };
+    const int sizes[3] = {1, 64, 256};
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 32;
+    c.n_layer = 2;
+    c.vocab_size = VOCAB;
+    c.d_state = sizes[_i];
+    int32_t ids[B * L], step_ids[B];
+    for (int i = 0; i < B * L; i++) ids[i] = (i * 37 + 11) % VOCAB;
+    const size_t n = (size_t)(L + STEPS) * B * VOCAB;
+    float *res[2];
+    const char *names[2] = {"cpu", backend};
+    for (int j = 0; j < 2; j++) {
+        mamba_context_t *ctx;
+        mamba_model_t *m = synthetic_on(names[j], &c, MAMBA_F32, 21, &ctx);
+        mamba_state_t *s;
+        ck_assert_int_eq(mamba_state_create(m, B, &s), MAMBA_OK);
+        res[j] = malloc(n * sizeof(float));
+        float *last = malloc((size_t)B * VOCAB * sizeof(float));
+        ck_assert_msg(mamba_forward(m, ids, B, L, MAMBA_LOGITS_ALL, res[j]) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        ck_assert_msg(mamba_prefill(s, ids, L, last) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < B; i++) step_ids[i] = (t * 7 + i * 3) % VOCAB;
+            ck_assert_msg(mamba_step(s, step_ids, res[j] + ((size_t)L * B + (size_t)t * B) * VOCAB) == MAMBA_OK, "%s",
+                          mamba_last_error(ctx));
+        }
+        free(last);
+        mamba_state_free(s);
+        close_model(m, ctx);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "d_state %d prefill and decoding", sizes[_i]);
+    expect_cpu_logits(res, n, what);
+}
+END_TEST
+
+/* A conv op of width 0 (which no config makes: d_conv is 1..64) is refused before anything
+ * runs. The op is reached through the module's own entry point, loaded from beside
+ * libmamba.so as the registry loads it; short (decoding) and long inputs take different
+ * kernels. */
+START_TEST(conv_rejects_bad_width)
+{
+    Dl_info info;
+    ck_assert(dladdr((void *)mamba_list_backends, &info) && info.dli_fname);
+    char path[4096];
+    snprintf(path, sizeof path, "%s", info.dli_fname);
+    char *slash = strrchr(path, '/');
+    ck_assert_ptr_nonnull(slash);
+    snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "libmamba-%s.so", backend);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE); /* as the registry: never unloaded */
+    ck_assert_msg(h != NULL, "%s", dlerror());
+    mb_backend_register_fn reg;
+    *(void **)&reg = dlsym(h, MB_BACKEND_ENTRY);
+    ck_assert_ptr_nonnull(reg);
+    const mb_backend *be = reg(MB_BACKEND_ABI_VERSION);
+    ck_assert_ptr_nonnull(be);
+    mb_open_options o = {.n_threads = 1};
+    mb_device *dev = NULL;
+    char err[512] = "";
+    ck_assert_msg(be->device->open(0, &o, &dev, err, sizeof err) == 0, "%s", err);
+    mb_buffer *buf = NULL;
+    ck_assert_int_eq(be->device->alloc(dev, 1 << 16, &buf), 0);
+    const size_t lens[2] = {1, 100}, widths[2] = {0, 65};
+    const int expect[2] = {MAMBA_ERR_INVALID_ARGUMENT, MAMBA_ERR_UNSUPPORTED};
+    for (int i = 0; i < 2; i++)
+        for (int w = 0; w < 2; w++) {
+            const mb_ptr p = {buf, 0};
+            mb_conv_op op = {.batch = 1, .len = lens[i], .channels = 4, .width = widths[w], .x = p, .x_sb = 400,
+                             .x_st = 4, .weight = p, .state = p, .out = {buf, 1 << 15}, .out_sb = 400, .out_st = 4};
+            const int rc = be->ops->conv_silu(dev, &op);
+            printf("%s conv of width %zu over %zu steps: status %d, %s\n", backend, widths[w], lens[i], rc,
+                   be->device->last_error(dev));
+            ck_assert_int_eq(rc, expect[w]);
+            ck_assert_ptr_nonnull(strstr(be->device->last_error(dev), "width"));
+        }
+    ck_assert_int_eq(be->device->sync(dev), 0);
+    be->device->free(dev, buf);
+    be->device->close(dev);
 }
 END_TEST
 
@@ -499,6 +591,8 @@ static int run_backend(const char *name)
     tcase_add_test(tc, half_weights_match_cpu);
     tcase_add_test(tc, large_gemms_match_cpu);
     tcase_add_loop_test(tc, decode_graph_survives_scratch_growth, 0, 2);
+    tcase_add_loop_test(tc, state_sizes_match_cpu, 0, 3);
+    tcase_add_test(tc, conv_rejects_bad_width);
     suite_add_tcase(s, tc);
     /* CUDA cannot be used in a child forked after the parent initialized it (listing the
      * backends does), so the GPU suites run in one process. */

@@ -27,6 +27,24 @@ static inline int mb_range_check(int has_buf, size_t buf_bytes, size_t offset, s
     return MAMBA_ERR_INVALID_ARGUMENT;
 }
 
+/* The sizes of a conv op every backend takes, checked before anything is launched: 0 when
+ * the op may run (*empty set when it has nothing to do: no batch, channel or step), else a
+ * status with a message in err. A width of 0 has no newest tap (the kernels would read tap
+ * -1); past 64 the kernels' windows do not fit. */
+static inline int mb_conv_check(const mb_conv_op *op, int *empty, char *err, size_t err_len)
+{
+    *empty = op->batch == 0 || op->channels == 0 || op->len == 0;
+    if (op->width == 0) {
+        snprintf(err, err_len, "conv: width 0; expected 1..64 taps");
+        return MAMBA_ERR_INVALID_ARGUMENT;
+    }
+    if (op->width > 64) {
+        snprintf(err, err_len, "conv: width %zu; at most 64 taps supported", op->width);
+        return MAMBA_ERR_UNSUPPORTED;
+    }
+    return 0;
+}
+
 /* Bytes a device holds through its allocations, and the peak since the last reset. */
 static inline void mb_mem_add(mb_mem_stats *m, uint64_t bytes)
 {

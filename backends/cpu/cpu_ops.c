@@ -55,7 +55,8 @@ static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 int cpu_conv_silu(mb_device *dev, const mb_conv_op *op)
 {
     const size_t B = op->batch, L = op->len, Cn = op->channels, K = op->width;
-    if (K < 1 || K > 64) return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv width %zu, expected 1..64", K);
+    int empty, rc = mb_conv_check(op, &empty, dev->err, sizeof dev->err);
+    if (rc || empty) return rc;
     const float *x = cpu_at(op->x), *w = cpu_at(op->weight), *bias = cpu_at(op->bias);
     float *state = cpu_at(op->state), *out = cpu_at(op->out);
     /* weight transposed to (K, C) so that the channel loop is unit-stride */

@@ -183,6 +183,15 @@ static int cu_upload(mb_device *d, mb_ptr dst, const void *src, size_t bytes)
     int rc = range_ok(d, dst, bytes, "upload");
     if (rc || !bytes) return rc;
     CU_CHECK(d, cudaMemcpyAsync(cu_at(dst), src, bytes, cudaMemcpyHostToDevice, d->stream), "upload");
+    /* From pageable memory the copy returns once src is staged; from page-locked memory
+     * (host_alloc's, or registered) the DMA reads src later: wait for it, as the caller may
+     * reuse src at once (backend.h). */
+    cudaPointerAttributes pa;
+    if (cudaPointerGetAttributes(&pa, src) != cudaSuccess) {
+        (void)cudaGetLastError();
+        pa.type = cudaMemoryTypeHost; /* unknown: assume it is page-locked */
+    }
+    if (pa.type != cudaMemoryTypeUnregistered) CU_CHECK(d, cudaStreamSynchronize(d->stream), "upload");
     return 0;
 }
 

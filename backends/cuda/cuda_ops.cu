@@ -192,7 +192,13 @@ __global__ void conv_short_kernel(mb_conv_op op, const float *x, const float *w,
 
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op)
 {
-    if (op->len <= SHORT_CONV_MAX_LEN && op->width <= SHORT_CONV_MAX_WIDTH && op->batch <= 65535) {
+    /* the sizes first: the short kernel would index its window with width 0 (win[-1]) */
+    int empty, rc = mb_conv_check(op, &empty, dev->err, sizeof dev->err);
+    if (rc || empty) return rc; /* a grid of no blocks is a launch error */
+    if (op->len > 65535 || op->batch > 65535)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv: %zu steps x batch %zu per call, at most 65535 each", op->len,
+                         op->batch);
+    if (op->len <= SHORT_CONV_MAX_LEN && op->width <= SHORT_CONV_MAX_WIDTH) {
         const unsigned threads = 128, blocks = (unsigned)((op->channels + threads - 1) / threads);
         conv_short_kernel<<<dim3(blocks, (unsigned)op->batch), threads, 0, dev->stream>>>(
             *op, (const float *)cu_at(op->x), (const float *)cu_at(op->weight), (const float *)cu_at(op->bias),
@@ -200,11 +206,6 @@ int cuda_conv_silu(mb_device *dev, const mb_conv_op *op)
         CU_LAUNCHED(dev, "short conv kernel");
         return 0;
     }
-    if (op->width < 1 || op->width > 64)
-        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv width %zu, expected 1..64", op->width);
-    if (op->len > 65535 || op->batch > 65535)
-        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "conv: %zu steps x batch %zu per call, at most 65535 each", op->len,
-                         op->batch);
     const unsigned threads = 128, cblocks = (unsigned)((op->channels + threads - 1) / threads);
     const float *x = (const float *)cu_at(op->x);
     float *state = (float *)cu_at(op->state);

@@ -131,10 +131,16 @@ __kernel void conv_state(ulong C, ulong K, ulong L, __global const float *x, ulo
  * pass 2: the carry over chunks; pass 3: rerun each chunk from its entering state and write
  * y). B and C of a chunk are loaded once per work-group into local memory, a tile of steps
  * at a time, when the whole work-group reads one group of B/C (G = 1, or groups whose width
- * is a multiple of the work-group size). */
+ * is a multiple of the work-group size).
+ * N <= 16 (every Mamba-1 model) keeps its states in 16 unrolled registers. Larger N runs in
+ * tiles of SCAN_NT states, one pass over the chunk a tile, the passes adding their parts of
+ * y in out (which must not alias the inputs): unrolled over 256 states, the kernel spilled on
+ * GPUs and took PoCL's compiler 224 s at its first launch. */
 
 /* B and C tiles of 1024 floats each: SCAN_TILE(N) steps of N states */
 #define SCAN_TILE_FLOATS 1024
+/* states a pass of the tiled kernels */
+#define SCAN_NT 16
 
 typedef struct {
     long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
@@ -147,12 +153,14 @@ inline float softplus_f(float x) { return x <= 20.0f ? log1p(EXPF(x)) : x; }
 
 /* one state n of a scan step: h[n] = exp(dt A[n]) h[n] + dt u B[n], and (FINAL) y += C[n] h[n] */
 #define SCAN_STATE(n, bn, cn, FINAL)                                                                           \
-    if ((n) < N) {                                                                                             \
+    if ((n) < NT) {                                                                                            \
         h[n] = EXP2(dt * a[n]) * h[n] + du * (bn);                                                             \
         if (FINAL) y += (cn) * h[n];                                                                           \
     }
 
-#define SCAN_CHUNK_KERNEL(NAME, MAXN, FINAL)                                                                   \
+/* MAXN: the states a pass holds; TILED: passes over tiles of MAXN states (n0 the first of a
+ * tile, NT its size), else one pass over N <= MAXN states */
+#define SCAN_CHUNK_KERNEL(NAME, MAXN, FINAL, TILED)                                                            \
 __kernel void NAME(scan_params p, __global const float *u, __global const float *delta,                       \
                    __global const float *A, __global const float *Bm, __global const float *Cm,                 \
                    __global const float *Dv, __global const float *z, __global const float *bias,               \
@@ -169,13 +177,15 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     const int g = dd / (p.D / p.G);                                                                            \
     float a[MAXN], h[MAXN];                                                                                    \
     const ulong sidx = ((ulong)b * p.D + dd) * N;                                                              \
+    for (int n0 = 0; n0 < (TILED ? N : 1); n0 += MAXN) {                                                       \
+    const int NT = TILED ? min(MAXN, N - n0) : N, last = !TILED || n0 + MAXN >= N;                             \
     _Pragma("unroll")                                                                                          \
     for (int n = 0; n < MAXN; n++) {                                                                           \
-        a[n] = n < N ? A[p.A_off + (ulong)dd * N + n] : 0.0f;                                                  \
+        a[n] = n < NT ? A[p.A_off + (ulong)dd * N + n0 + n] : 0.0f;                                            \
         h[n] = 0.0f;                                                                                           \
-        if (FINAL && n < N)                                                                                    \
-            h[n] = p.n_chunks > 1 ? hin[(ulong)c * p.B * p.D * N + sidx + n]                                   \
-                                  : (p.has_si ? s_in[p.si_off + sidx + n] : 0.0f);                             \
+        if (FINAL && n < NT)                                                                                   \
+            h[n] = p.n_chunks > 1 ? hin[(ulong)c * p.B * p.D * N + sidx + n0 + n]                              \
+                                  : (p.has_si ? s_in[p.si_off + sidx + n0 + n] : 0.0f);                        \
     }                                                                                                          \
     const float bs = p.has_bias ? bias[p.bias_off + dd] : 0.0f, Dd = p.has_D ? Dv[p.D_off + dd] : 0.0f;        \
     const ulong bbase = p.B_off + (ulong)((long)b * p.B_sb + (long)g * p.B_sg);                                \
@@ -188,38 +198,43 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
     ulong id = p.d_off + (ulong)(b * p.d_sb + (long)t0 * p.d_st + (long)dd * p.d_sd);                          \
     ulong iz = p.z_off + (ulong)(b * p.z_sb + (long)t0 * p.z_st + (long)dd * p.z_sd);                          \
     ulong io = p.o_off + (ulong)(b * p.o_sb + (long)t0 * p.o_st + (long)dd * p.o_sd);                          \
-    ulong ib = bbase + (ulong)((long)t0 * p.B_st), ic = cbase + (ulong)((long)t0 * p.C_st);                    \
+    ulong ib = bbase + (ulong)((long)t0 * p.B_st + (long)n0 * p.B_sn);                                         \
+    ulong ic = cbase + (ulong)((long)t0 * p.C_st + (long)n0 * p.C_sn);                                         \
     for (int tt = t0; tt < t1; tt += TILE) {                                                                   \
         const int tn = min(TILE, t1 - tt);                                                                     \
         if (p.shared_bc) {                                                                                     \
             barrier(CLK_LOCAL_MEM_FENCE);                                                                      \
-            for (int i = get_local_id(0); i < tn * N; i += get_local_size(0)) {                                \
-                const int s = i / N, n = i % N;                                                                \
-                lB[s * MAXN + n] = Bm[bbase + (ulong)((long)(tt + s) * p.B_st + (long)n * p.B_sn)];            \
-                if (FINAL) lC[s * MAXN + n] = Cm[cbase + (ulong)((long)(tt + s) * p.C_st + (long)n * p.C_sn)];  \
+            for (int i = get_local_id(0); i < tn * NT; i += get_local_size(0)) {                               \
+                const int s = i / NT, n = i % NT;                                                              \
+                lB[s * MAXN + n] = Bm[bbase + (ulong)((long)(tt + s) * p.B_st + (long)(n0 + n) * p.B_sn)];     \
+                if (FINAL)                                                                                     \
+                    lC[s * MAXN + n] = Cm[cbase + (ulong)((long)(tt + s) * p.C_st + (long)(n0 + n) * p.C_sn)]; \
             }                                                                                                  \
             barrier(CLK_LOCAL_MEM_FENCE);                                                                      \
         }                                                                                                      \
         if (active) {                                                                                          \
-            /* the next step's inputs load while this step computes */                                         \
-            float nd = delta[id], nu = u[iu], nz = FINAL && p.has_z ? z[iz] : 0.0f;                            \
+            /* the next step's inputs load while this step computes; a tile after the first adds   \
+             * to the y of the passes before */                                                                \
+            const int add = TILED && FINAL && n0 > 0;                                                          \
+            float nd = delta[id], nu = u[iu], nz = FINAL && p.has_z ? z[iz] : 0.0f, ny = add ? out[io] : 0.0f; \
             for (int s = 0; s < tn; s++) {                                                                     \
                 const float dl = nd, uu = nu, zz = nz;                                                         \
+                float y = ny;                                                                                  \
                 if (s + 1 < tn) {                                                                              \
                     nd = delta[id + p.d_st];                                                                   \
                     nu = u[iu + p.u_st];                                                                       \
                     if (FINAL && p.has_z) nz = z[iz + p.z_st];                                                 \
+                    if (add) ny = out[io + p.o_st];                                                            \
                 }                                                                                              \
                 float dt = dl + bs;                                                                            \
                 if (p.softplus) dt = softplus_f(dt);                                                           \
                 const float du = dt * uu;                                                                      \
-                float y = 0.0f;                                                                                \
                 /* unrolled so that a[] and h[] stay in registers; B and C from local memory four              \
                  * states a load (the kernel is bound by issued instructions) */                               \
                 if (p.shared_bc) {                                                                             \
                     _Pragma("unroll")                                                                          \
                     for (int q = 0; q < MAXN / 4; q++) {                                                       \
-                        if (4 * q < N) {                                                                       \
+                        if (4 * q < NT) {                                                                      \
                             const float4 bq = lB4[s * (MAXN / 4) + q];                                         \
                             const float4 cq = FINAL ? lC4[s * (MAXN / 4) + q] : (float4)(0.0f);                \
                             SCAN_STATE(4 * q, bq.x, cq.x, FINAL);                                              \
@@ -231,15 +246,17 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
                 } else {                                                                                       \
                     _Pragma("unroll")                                                                          \
                     for (int n = 0; n < MAXN; n++) {                                                           \
-                        if (n < N) {                                                                           \
+                        if (n < NT) {                                                                          \
                             SCAN_STATE(n, Bm[ib + (ulong)((long)n * p.B_sn)],                                  \
                                        FINAL ? Cm[ic + (ulong)((long)n * p.C_sn)] : 0.0f, FINAL);              \
                         }                                                                                      \
                     }                                                                                          \
                 }                                                                                              \
                 if (FINAL) {                                                                                   \
-                    y += Dd * uu;                                                                              \
-                    if (p.has_z) y *= zz / (1.0f + EXPF(-zz));                                                 \
+                    if (last) {                                                                                \
+                        y += Dd * uu;                                                                          \
+                        if (p.has_z) y *= zz / (1.0f + EXPF(-zz));                                             \
+                    }                                                                                          \
                     out[io] = y;                                                                               \
                 } else {                                                                                       \
                     Ssum += dt;                                                                                \
@@ -248,20 +265,21 @@ __kernel void NAME(scan_params p, __global const float *u, __global const float 
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
-    if (!active) return;                                                                                       \
+    if (!active) continue; /* to the next tile's barriers */                                                 \
     if (!FINAL) {                                                                                              \
-        const ulong base = (ulong)c * p.B * p.D * N + sidx;                                                    \
-        for (int n = 0; n < N && n < MAXN; n++) hloc[base + n] = h[n];                                         \
-        S[((ulong)c * p.B + b) * p.D + dd] = Ssum;                                                             \
+        const ulong base = (ulong)c * p.B * p.D * N + sidx + n0;                                               \
+        for (int n = 0; n < NT && n < MAXN; n++) hloc[base + n] = h[n];                                        \
+        if (last) S[((ulong)c * p.B + b) * p.D + dd] = Ssum;                                                   \
     } else if (p.has_so && c == p.n_chunks - 1) {                                                              \
-        for (int n = 0; n < N && n < MAXN; n++) s_out[p.so_off + sidx + n] = h[n];                             \
+        for (int n = 0; n < NT && n < MAXN; n++) s_out[p.so_off + sidx + n0 + n] = h[n];                       \
+    }                                                                                                          \
     }                                                                                                          \
 }
 
-SCAN_CHUNK_KERNEL(scan_pass1_16, 16, 0)
-SCAN_CHUNK_KERNEL(scan_final_16, 16, 1)
-SCAN_CHUNK_KERNEL(scan_pass1_256, 256, 0)
-SCAN_CHUNK_KERNEL(scan_final_256, 256, 1)
+SCAN_CHUNK_KERNEL(scan_pass1_16, 16, 0, 0)
+SCAN_CHUNK_KERNEL(scan_final_16, 16, 1, 0)
+SCAN_CHUNK_KERNEL(scan_pass1_tiled, SCAN_NT, 0, 1)
+SCAN_CHUNK_KERNEL(scan_final_tiled, SCAN_NT, 1, 1)
 
 /* Pass 2: the states entering each chunk. For one (b, d, n), H_c = a_{c-1} H_{c-1} + b_{c-1}
  * with a = exp(A S), b = hloc: a linear recurrence. A work-group takes 32 consecutive (b, d, n)

@@ -108,8 +108,8 @@ static int ocl_device_props(int index, mb_device_props *p)
 }
 
 static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
-    "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_256",
-    "scan_final_256", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
+    "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_tiled",
+    "scan_final_tiled", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
     "argmax", "gemv1", "rmsnorm_segments",
 };
 

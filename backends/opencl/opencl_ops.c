@@ -48,8 +48,8 @@ int ocl_add_rmsnorm(mb_device *d, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, s
 
 int ocl_conv_silu(mb_device *d, const mb_conv_op *op)
 {
-    if (op->width < 1 || op->width > 64)
-        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "conv width %zu, expected 1..64", op->width);
+    int empty, rc = mb_conv_check(op, &empty, d->err, sizeof d->err);
+    if (rc || empty) return rc; /* OpenCL 1.2 takes no empty ranges */
     cl_mem xm = ocl_mem(op->x), wm = ocl_mem(op->weight), bm = op->bias.buf ? ocl_mem(op->bias) : wm;
     cl_mem sm = ocl_mem(op->state), om = ocl_mem(op->out);
     cl_ulong C = op->channels, K = op->width, L = op->len, xo = op->x.offset / 4, xsb = (cl_ulong)op->x_sb,
@@ -62,7 +62,7 @@ int ocl_conv_silu(mb_device *d, const mb_conv_op *op)
         const size_t ls[2] = {64, 1}, gs[2] = {round_up(C, 64), op->batch};
         return rs ? rs : launch(d, K_CONV_SHORT, 2, gs, ls, "short conv kernel");
     }
-    int rc = ocl_args(d, d->k[K_CONV], "conv", 17, U(C), U(K), M(xm), U(xo), U(xsb), U(xst), M(wm), U(wo), M(bm), U(bo),
+    rc = ocl_args(d, d->k[K_CONV], "conv", 17, U(C), U(K), M(xm), U(xo), U(xsb), U(xst), M(wm), U(wo), M(bm), U(bo),
                       I(has_b), M(sm), U(so), M(om), U(oo), U(osb), U(ost));
     const size_t local[3] = {64, 1, 1}, global[3] = {round_up(C, 64), L, op->batch};
     if (!rc) rc = launch(d, K_CONV, 3, global, local, "conv kernel");
@@ -226,8 +226,9 @@ int ocl_scan(mb_device *d, const mb_scan_op *op)
             return ocl_fail(d, MAMBA_ERR_BACKEND, "scan scratch: %s", ocl_error_name(e));
         }
     }
+    /* N > 16: the states in passes of 16 (SCAN_NT in kernels.cl) */
     const int big = p.N > 16;
-    const int k1 = big ? K_SCAN1_256 : K_SCAN1_16, kf = big ? K_SCANF_256 : K_SCANF_16;
+    const int k1 = big ? K_SCAN1_TILED : K_SCAN1_16, kf = big ? K_SCANF_TILED : K_SCANF_16;
     const size_t local[3] = {SCAN_LOCAL, 1, 1};
     rc = 0;
     if (p.n_chunks > 1) {
