@@ -63,9 +63,10 @@ static void expect_cpu_logits(float *res[2], size_t n, const char *what)
     free(res[1]);
 }
 
-/* Mamba, and Falcon-Mamba (its dt, B and C norms: rmsnorm_segments and the fused step's bc_norm) */
-static const char *const models[] = {"models/tiny", "models/small", "models/falcon_tiny"};
-#define N_MODELS 3
+/* Mamba, Falcon-Mamba (its dt, B and C norms: rmsnorm_segments and the fused step's bc_norm), and
+ * a Mamba checkpoint stored as pytorch_model.bin */
+static const char *const models[] = {"models/tiny", "models/small", "models/falcon_tiny", "models/tiny_bin"};
+#define N_MODELS 4
 
 START_TEST(fixture_forward)
 {
