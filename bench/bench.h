@@ -17,13 +17,13 @@ typedef struct device_row {
     double gemm_gflops;   /* on the model's own prefill GEMM shapes; 0 when not measured   */
 } device_row;
 
-typedef enum { MODE_SCAN, MODE_PREFILL, MODE_DECODE } bench_mode;
+typedef enum { MODE_SCAN, MODE_PREFILL, MODE_DECODE, MODE_TOKENIZE } bench_mode;
 
 typedef struct result {
     char backend[16];
     char device[128];
     bench_mode mode;
-    char model[64];
+    char model[64];        /* tokenize: the text file's name */
     mamba_dtype_t dtype;
     size_t batch, seqlen, tokens;
     size_t shape[4];       /* scan */
@@ -36,10 +36,15 @@ typedef struct result {
     const char *limit;     /* what the percentage is of */
     uint64_t peak_mem;
     double max_abs_err, nmse;  /* < 0: not checked */
+    size_t text_bytes, n_docs; /* tokenize: the text (tokens: the ids it gives)           */
+    double load_ms, mb_per_s;  /* tokenize: loading the tokenizer; text bytes / time       */
 } result;
 
 void report_table(const device_row *devs, size_t n_devs, const result *res, size_t n_res);
 int report_json(const char *path, const device_row *devs, size_t n_devs, const result *res, size_t n_res);
 const char *mode_name(bench_mode m);
+/* --mode=tokenize (tokenize.c): encode every document of text repeat times after warmup
+ * passes; 0, or the exit status (1 runtime error, 2 usage) with a message on stderr. */
+int bench_tokenize(const char *tokenizer, const char *text, int warmup, int repeat, result *r);
 
 #endif

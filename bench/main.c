@@ -23,7 +23,10 @@ static const char usage[] =
     "                     auto (default: the one 'auto' picks)\n"
     "  --model=M          130m (default), 370m, 790m, 1.4b, 2.8b (synthetic weights, seed 0),\n"
     "                     or a Hugging Face checkpoint directory\n"
-    "  --mode=LIST        scan,prefill,decode or all (default all)\n"
+    "  --mode=LIST        scan,prefill,decode or all (default all); or tokenize alone:\n"
+    "                     the tokenizer's encoding speed (one thread, one call a document)\n"
+    "  --tokenizer=FILE   tokenize: a tokenizer.json (or a directory holding one)\n"
+    "  --text=FILE        tokenize: JSON lines of {\"text\": ...} documents, or one document\n"
     "  --batch=LIST       batch sizes for prefill and decode (default 1), e.g. 1,2,4,8\n"
     "  --seqlen=N         prompt length of prefill and decode (default 2048)\n"
     "  --tokens=N         tokens decoded after the prompt (default 128)\n"
@@ -67,6 +70,8 @@ typedef struct options {
     int check;
     int all_logits, pageable_logits;
     const char *json;
+    int tokenize;                  /* --mode=tokenize */
+    const char *tokenizer, *text;
 } options;
 
 static int progress_on;
@@ -118,7 +123,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"warmup", required_argument, 0, 'w'}, {"repeat", required_argument, 0, 'r'},
         {"scan-shape", required_argument, 0, 's'}, {"check", no_argument, 0, 'c'},
         {"json", required_argument, 0, 'j'}, {"all-logits", no_argument, 0, 'A'},
-        {"pageable-logits", no_argument, 0, 'P'},
+        {"pageable-logits", no_argument, 0, 'P'}, {"tokenizer", required_argument, 0, 'K'},
+        {"text", required_argument, 0, 'X'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = "130m";
@@ -163,11 +169,13 @@ static int parse_options(int argc, char **argv, options *o)
                 if (strcmp(t, "scan") == 0) o->modes[MODE_SCAN] = 1;
                 else if (strcmp(t, "prefill") == 0) o->modes[MODE_PREFILL] = 1;
                 else if (strcmp(t, "decode") == 0) o->modes[MODE_DECODE] = 1;
+                else if (strcmp(t, "tokenize") == 0) o->tokenize = 1;
                 else ok = 0;
             }
             free(copy);
-            if (!ok || !(o->modes[0] || o->modes[1] || o->modes[2]))
-                return fail("--mode=%s: expected scan, prefill, decode (comma-separated) or all", optarg) + 1;
+            if (!ok || !(o->modes[0] || o->modes[1] || o->modes[2] || o->tokenize) ||
+                (o->tokenize && (o->modes[0] || o->modes[1] || o->modes[2])))
+                return fail("--mode=%s: expected scan, prefill, decode (comma-separated), all, or tokenize alone", optarg) + 1;
             break;
         }
         case 'B':
@@ -211,6 +219,8 @@ static int parse_options(int argc, char **argv, options *o)
         case 'A': o->all_logits = 1; break;
         case 'P': o->pageable_logits = 1; break;
         case 'j': o->json = optarg; break;
+        case 'K': o->tokenizer = optarg; break;
+        case 'X': o->text = optarg; break;
         case 'h': fputs(usage, stdout); exit(0);
         default: fputs(usage, stderr); return 2;
         }
@@ -549,6 +559,14 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc;
     progress_on = isatty(2);
+    if (o.tokenize) {
+        result r;
+        rc = bench_tokenize(o.tokenizer, o.text, o.warmup, o.repeat ? o.repeat : 5, &r);
+        if (rc) return rc;
+        report_table(NULL, 0, &r, 1);
+        if (o.json && !report_json(o.json, NULL, 0, &r, 1)) return fail("cannot write %s", o.json);
+        return 0;
+    }
     /* which backends: auto, all available, or the named ones (each must exist) */
     mamba_backend_info_t be[8];
     size_t nb;

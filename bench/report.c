@@ -10,7 +10,7 @@
 
 const char *mode_name(bench_mode m)
 {
-    return m == MODE_SCAN ? "scan" : m == MODE_PREFILL ? "prefill" : "decode";
+    return m == MODE_SCAN ? "scan" : m == MODE_PREFILL ? "prefill" : m == MODE_DECODE ? "decode" : "tokenize";
 }
 
 static void human_bytes(char *buf, size_t len, uint64_t b)
@@ -19,9 +19,19 @@ static void human_bytes(char *buf, size_t len, uint64_t b)
     else snprintf(buf, len, "%.1f MiB", (double)b / (1ull << 20));
 }
 
+/* A tokenize row: the text, the speed in MB/s and tokens/s, the load time. */
+static void tokenize_row(const result *r)
+{
+    char shape[64], thr[32];
+    snprintf(shape, sizeof shape, "%.1f MB, %zu docs", (double)r->text_bytes / 1e6, r->n_docs);
+    snprintf(thr, sizeof thr, "%.2f MB/s", r->mb_per_s);
+    printf("%-8s %-22s %-8s %11.3f %11.3f %16s %14s  %s: %zu tokens (%.0f/s), loaded in %.0f ms\n", mode_name(r->mode), shape,
+           r->backend, r->median_ms, r->min_ms, thr, "-", r->model, r->tokens, r->tokens_per_s, r->load_ms);
+}
+
 void report_table(const device_row *devs, size_t n_devs, const result *res, size_t n_res)
 {
-    printf("\n%-8s %-44s %10s %10s %13s\n", "backend", "device", "copy GB/s", "read GB/s", "GEMM GFLOP/s");
+    if (n_devs) printf("\n%-8s %-44s %10s %10s %13s\n", "backend", "device", "copy GB/s", "read GB/s", "GEMM GFLOP/s");
     for (size_t i = 0; i < n_devs; i++) {
         char g[32] = "-";
         if (devs[i].gemm_gflops > 0) snprintf(g, sizeof g, "%.0f", devs[i].gemm_gflops);
@@ -31,6 +41,10 @@ void report_table(const device_row *devs, size_t n_devs, const result *res, size
            "throughput", "% of limit", "peak mem", "max err", "nmse");
     for (size_t i = 0; i < n_res; i++) {
         const result *r = &res[i];
+        if (r->mode == MODE_TOKENIZE) {
+            tokenize_row(r);
+            continue;
+        }
         char shape[64], thr[32], pct[32], mem[32], err[16] = "-", nm[16] = "-";
         if (r->mode == MODE_SCAN)
             snprintf(shape, sizeof shape, "%zux%zux%zux%zu", r->shape[0], r->shape[1], r->shape[2], r->shape[3]);
@@ -76,6 +90,20 @@ int report_json(const char *path, const device_row *devs, size_t n_devs, const r
     for (size_t i = 0; i < n_res; i++) {
         const result *r = &res[i];
         cJSON *o = cJSON_CreateObject();
+        if (r->mode == MODE_TOKENIZE) {
+            cJSON_AddStringToObject(o, "mode", mode_name(r->mode));
+            cJSON_AddStringToObject(o, "text", r->model);
+            cJSON_AddNumberToObject(o, "text_bytes", (double)r->text_bytes);
+            cJSON_AddNumberToObject(o, "documents", (double)r->n_docs);
+            cJSON_AddNumberToObject(o, "tokens", (double)r->tokens);
+            cJSON_AddNumberToObject(o, "median_ms", r->median_ms);
+            cJSON_AddNumberToObject(o, "min_ms", r->min_ms);
+            cJSON_AddNumberToObject(o, "mb_per_s", r->mb_per_s);
+            cJSON_AddNumberToObject(o, "tokens_per_s", r->tokens_per_s);
+            cJSON_AddNumberToObject(o, "load_ms", r->load_ms);
+            cJSON_AddItemToArray(rs, o);
+            continue;
+        }
         int scan = r->mode == MODE_SCAN;
         cJSON_AddStringToObject(o, "backend", r->backend);
         cJSON_AddStringToObject(o, "device", r->device);

@@ -293,6 +293,49 @@ MAMBA_API mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, s
                                       int32_t *token);
 MAMBA_API void mamba_sampler_free(mamba_sampler_t *s);
 
+/* ---- tokenizer ---------------------------------------------------------------------- */
+
+/* A tokenizer is read-only once loaded: any number of threads may encode and decode with it
+ * at once. A streaming detokenizer belongs to one thread at a time; free streams before their
+ * tokenizer. */
+typedef struct mamba_tokenizer mamba_tokenizer_t;
+typedef struct mamba_detok_stream mamba_detok_stream_t;
+/* Load a Hugging Face tokenizer.json (byte-level BPE: GPT-NeoX, GPT-2 style). path: the file, or a
+ * directory holding tokenizer.json. Errors: mamba_last_error(NULL). The ids are those of
+ * tokenizers' encode(text, add_special_tokens=False): no post-processor template is applied. */
+MAMBA_API mamba_status_t mamba_tokenizer_load(const char *path, mamba_tokenizer_t **out);
+MAMBA_API void mamba_tokenizer_free(mamba_tokenizer_t *tok);
+/* One more than the largest id (vocab + added tokens). */
+MAMBA_API size_t mamba_tokenizer_vocab_size(const mamba_tokenizer_t *tok);
+#define MAMBA_TOKENIZE_SPECIAL_AS_TEXT 1  /* special added tokens in the text are plain text (untrusted input) */
+/* Encode len bytes of UTF-8 (NUL allowed). Writes up to cap ids; *n_ids receives the number the text
+ * has, which may exceed cap (then call again with a larger buffer). At most len + 1 ids for text
+ * already in NFC; NFC can lengthen some text (up to 3x), so 3 * len + 1 bounds every case.
+ * Invalid UTF-8: MAMBA_ERR_INVALID_ARGUMENT with a message naming the byte offset. */
+MAMBA_API mamba_status_t mamba_tokenize(const mamba_tokenizer_t *tok, const char *text, size_t len, int flags,
+                                        int32_t *ids, size_t cap, size_t *n_ids);
+/* Decode ids to UTF-8 as HF decode(ids, skip_special_tokens=False) does (invalid byte sequences become
+ * U+FFFD as HF's lossy conversion does). Writes up to cap bytes (no NUL added); *len receives the
+ * full length. An id out of range: MAMBA_ERR_INVALID_ARGUMENT naming its index. */
+MAMBA_API mamba_status_t mamba_detokenize(const mamba_tokenizer_t *tok, const int32_t *ids, size_t n,
+                                          char *text, size_t cap, size_t *len);
+/* The bytes token id stands for (after the byte-level mapping; may be a partial UTF-8 sequence);
+ * NULL for an id out of range. */
+MAMBA_API const char *mamba_token_bytes(const mamba_tokenizer_t *tok, int32_t id, size_t *len);
+/* The id of an added/special token given by its content ("<|endoftext|>"), or of any vocab entry
+ * (its string as in the file, where U+0120 stands for a space); MAMBA_ERR_INVALID_ARGUMENT when
+ * absent. */
+MAMBA_API mamba_status_t mamba_tokenizer_find(const mamba_tokenizer_t *tok, const char *content, int32_t *id);
+/* Streaming detokenizer: push ids one at a time; each push yields the bytes that are complete
+ * UTF-8 now (an incomplete sequence is held back until the next token completes it). All the
+ * pushes and the flush together give what mamba_detokenize gives for the same ids. */
+MAMBA_API mamba_status_t mamba_detok_stream_create(const mamba_tokenizer_t *tok, mamba_detok_stream_t **out);
+/* *text (valid until the next call on s) and *len receive the newly complete bytes (possibly 0). */
+MAMBA_API mamba_status_t mamba_detok_stream_push(mamba_detok_stream_t *s, int32_t id, const char **text, size_t *len);
+/* What is held back, as U+FFFD replacements for bytes that never completed; resets the stream. */
+MAMBA_API mamba_status_t mamba_detok_stream_flush(mamba_detok_stream_t *s, const char **text, size_t *len);
+MAMBA_API void mamba_detok_stream_free(mamba_detok_stream_t *s);
+
 /* ---- the selective scan alone -------------------------------------------------------- */
 
 /* Strides are in elements. Element [b, t, d] of u is u[b*u_sb + t*u_st + d*u_sd]; the same

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config
-  libopenblas-openmp-dev libcjson-dev check
+  libopenblas-openmp-dev libcjson-dev libonig-dev libutf8proc-dev check
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev clinfo
   valgrind cppcheck clang clang-tidy libclang-rt-14-dev libomp-14-dev
 )

@@ -198,6 +198,58 @@ START_TEST(every_failure_point_of_a_context)
 }
 END_TEST
 
+/* The GPT-2-style tokenizer loaded, encoding and decoding: a digest of what they give. */
+static mamba_status_t tokenizer_work(double *digest, char *message, size_t len)
+{
+    static const char *const texts[] = {"hello world <|endoftext|>", "a [X] b caf\xc3\xa9 \xe4\xb8\xad", "aaaaaaaa it's 123"};
+    *digest = 0;
+    mamba_tokenizer_t *tok = NULL;
+    mamba_detok_stream_t *s = NULL;
+    mamba_status_t st = mamba_tokenizer_load(data_path(0, "tokenizer/gpt2_tiny.json"), &tok);
+    for (size_t t = 0; st == MAMBA_OK && t < sizeof texts / sizeof texts[0]; t++) {
+        int32_t ids[64];
+        size_t n, bytes;
+        char out[256];
+        const char *piece;
+        st = mamba_tokenize(tok, texts[t], strlen(texts[t]), 0, ids, 64, &n);
+        if (st == MAMBA_OK) st = mamba_detokenize(tok, ids, n, out, sizeof out, &bytes);
+        if (st == MAMBA_OK) st = mamba_detok_stream_create(tok, &s);
+        for (size_t i = 0; st == MAMBA_OK && i < n; i++) st = mamba_detok_stream_push(s, ids[i], &piece, &bytes);
+        if (st == MAMBA_OK) st = mamba_detok_stream_flush(s, &piece, &bytes);
+        for (size_t i = 0; st == MAMBA_OK && i < n; i++) *digest += (double)ids[i] * (double)(i + 1);
+        mamba_detok_stream_free(s);
+        s = NULL;
+    }
+    if (st != MAMBA_OK) snprintf(message, len, "%s", mamba_last_error(NULL));
+    mamba_tokenizer_free(tok);
+    return st;
+}
+
+START_TEST(every_failure_point_of_a_tokenizer)
+{
+    double ref, got;
+    char message[1024];
+    mamba_fault_inject(0);
+    ck_assert_msg(tokenizer_work(&ref, message, sizeof message) == MAMBA_OK, "%s", message);
+    const unsigned long n = mamba_fault_points();
+    unsigned long failed = 0;
+    for (unsigned long k = 1; k <= n; k++) {
+        message[0] = 0;
+        mamba_fault_inject(k);
+        const mamba_status_t st = tokenizer_work(&got, message, sizeof message);
+        mamba_fault_inject(0);
+        if (st != MAMBA_OK) {
+            failed++;
+            ck_assert_msg(message[0] != 0, "point %lu: status %s without a message", k, mamba_status_string(st));
+        } else {
+            ck_assert_msg(got == ref, "point %lu: no error but different ids", k);
+        }
+    }
+    printf("tokenizer load + encode + decode: %lu fault points tried, %lu ended in an error\n", n, failed);
+    ck_assert_uint_gt(failed, n / 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -205,6 +257,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, every_failure_point_of_a_context);
     tcase_add_test(tc, every_failure_point_of_a_load_and_run);
+    tcase_add_test(tc, every_failure_point_of_a_tokenizer);
     suite_add_tcase(s, tc);
     /* one process: the fault counter and LeakSanitizer see every iteration */
     return run_suite(s, 0);
