@@ -9,7 +9,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 /* Llama-3's tokenizer.json is 9 MB; the largest in use are a few tens. */

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 int mb_trie_init(mb_trie *t)

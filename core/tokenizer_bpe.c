@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 struct mb_bpe_sym {

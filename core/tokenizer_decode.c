@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 static const char replacement[3] = {(char)0xEF, (char)0xBF, (char)0xBD};

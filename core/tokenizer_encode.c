@@ -4,7 +4,7 @@
  * pre-tokenizer and the merges. */
 #include <string.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 typedef struct encoder {

@@ -7,7 +7,7 @@
 
 #include <oniguruma.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";

@@ -4,7 +4,7 @@
 
 #include <utf8proc.h>
 
-#include "fault.h"
+#include "api/alloc.h"
 #include "tokenizer_internal.h"
 
 size_t mb_utf8_next(const char *s, size_t n, uint32_t *cp)
