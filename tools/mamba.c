@@ -1,4 +1,4 @@
-/* The `mamba` command: info, forward, generate, scan. */
+/* The `mamba` command: info, forward, generate, scan, serve. */
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +14,7 @@ static const char usage[] =
     "  forward    logits of token sequences (safetensors in, safetensors out)\n"
     "  generate   continue a prompt of token ids\n"
     "  scan       run the selective scan op alone on tensors from a file\n"
+    "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
     "\n"
     "'mamba COMMAND --help' describes each command. Exit status: 0 success, 1 runtime error,\n"
     "2 usage error.\n";
@@ -35,6 +36,7 @@ int main(int argc, char **argv)
     }
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"info", cmd_info}, {"forward", cmd_forward}, {"generate", cmd_generate}, {"scan", cmd_scan},
+        {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
