@@ -22,10 +22,13 @@ struct http_conn {
     long long remaining;       /* of the current chunk, or of the body when its length is known; -1: until EOF */
     char *sse;                 /* body bytes not yet split into events */
     size_t sse_len, sse_cap;
+    char held;                 /* the body's last byte, not sent yet (http_send_held) */
+    int holding;
 };
 
-http_conn *http_send(const char *host, int port, const char *method, const char *path, const char *extra_headers,
-                     const void *body, size_t len, double timeout_s, char *err, size_t err_len)
+static http_conn *send_request(const char *host, int port, const char *method, const char *path,
+                               const char *extra_headers, const void *body, size_t len, double timeout_s, int hold,
+                               char *err, size_t err_len)
 {
     char service[16];
     snprintf(service, sizeof service, "%d", port);
@@ -69,8 +72,13 @@ http_conn *http_send(const char *host, int port, const char *method, const char 
              send(fd, length, strlen(length), MSG_NOSIGNAL) == (ssize_t)strlen(length) &&
              send(fd, "\r\n", 2, MSG_NOSIGNAL) == 2;
     /* a server may answer (413) and close before the whole body is sent: its answer is read */
-    for (size_t sent = 0; ok && body && sent < len;) {
-        const ssize_t k = send(fd, (const char *)body + sent, len - sent, MSG_NOSIGNAL);
+    const size_t to_send = hold && body && len ? len - 1 : len;
+    if (to_send < len) {
+        c->held = ((const char *)body)[len - 1];
+        c->holding = 1;
+    }
+    for (size_t sent = 0; ok && body && sent < to_send;) {
+        const ssize_t k = send(fd, (const char *)body + sent, to_send - sent, MSG_NOSIGNAL);
         if (k <= 0) break;
         sent += (size_t)k;
     }
@@ -80,6 +88,25 @@ http_conn *http_send(const char *host, int port, const char *method, const char 
         return NULL;
     }
     return c;
+}
+
+http_conn *http_send(const char *host, int port, const char *method, const char *path, const char *extra_headers,
+                     const void *body, size_t len, double timeout_s, char *err, size_t err_len)
+{
+    return send_request(host, port, method, path, extra_headers, body, len, timeout_s, 0, err, err_len);
+}
+
+http_conn *http_send_held(const char *host, int port, const char *method, const char *path, const char *extra_headers,
+                          const void *body, size_t len, double timeout_s, char *err, size_t err_len)
+{
+    return send_request(host, port, method, path, extra_headers, body, len, timeout_s, 1, err, err_len);
+}
+
+int http_release(http_conn *c)
+{
+    if (!c->holding) return 1;
+    c->holding = 0;
+    return send(c->fd, &c->held, 1, MSG_NOSIGNAL) == 1;
 }
 
 /* More bytes into the buffer: 1, 0 at EOF, -1 on an error or timeout. */
@@ -123,8 +150,11 @@ int http_read_head(http_conn *c)
 {
     char line[8192];
     if (read_line(c, line, sizeof line) < 0) return -1;
-    int status = -1;
-    if (sscanf(line, "HTTP/%*d.%*d %d", &status) != 1) return -1;
+    const char *sp = strchr(line, ' ');
+    if (strncmp(line, "HTTP/", 5) != 0 || !sp) return -1;
+    char *end;
+    const long status = strtol(sp + 1, &end, 10);
+    if (end == sp + 1 || status < 100 || status > 999) return -1;
     size_t h = 0;
     c->remaining = -1;
     for (;;) {
@@ -137,12 +167,12 @@ int http_read_head(http_conn *c)
             c->head[h++] = '\n';
         }
         if (strncasecmp(line, "Transfer-Encoding:", 18) == 0 && strstr(line, "chunked")) c->chunked = 1;
-        if (strncasecmp(line, "Content-Length:", 15) == 0) c->remaining = atoll(line + 15);
+        if (strncasecmp(line, "Content-Length:", 15) == 0) c->remaining = strtoll(line + 15, NULL, 10);
     }
     c->head[h] = 0;
     if (c->chunked) c->remaining = 0;
     else if (c->remaining == 0) c->ended = 1;
-    return status;
+    return (int)status;
 }
 
 const char *http_header(const http_conn *c, const char *name, char *buf, size_t cap)
@@ -172,7 +202,7 @@ long http_read_body(http_conn *c, char *out, size_t cap)
         if (n < 0) return -1;
         c->remaining = strtoll(line, NULL, 16);
         if (c->remaining == 0) {
-            while ((n = read_line(c, line, sizeof line)) > 0) {
+            while (read_line(c, line, sizeof line) > 0) {
             }
             c->ended = 1;
             return 0;
@@ -267,8 +297,12 @@ int http_fetch(const char *host, int port, const char *method, const char *path,
     const int status = http_read_head(c);
     size_t n = 0, cap = 4096;
     char *b = malloc(cap);
+    if (!b) {
+        http_close(c);
+        return -1;
+    }
     long k = 0;
-    while (status > 0 && b) {
+    while (status > 0) {
         if (n + 4096 > cap) {
             char *bigger = realloc(b, 2 * cap);
             if (!bigger) break;
@@ -279,7 +313,6 @@ int http_fetch(const char *host, int port, const char *method, const char *path,
         n += (size_t)k;
     }
     http_close(c);
-    if (!b) return -1;
     b[n] = 0;
     *out = b;
     if (out_len) *out_len = n;

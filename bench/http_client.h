@@ -12,6 +12,11 @@ typedef struct http_conn http_conn;
  * reason in err when it cannot. Every later read waits at most timeout_s. */
 http_conn *http_send(const char *host, int port, const char *method, const char *path, const char *extra_headers,
                      const void *body, size_t len, double timeout_s, char *err, size_t err_len);
+/* The same, holding back the body's last byte until http_release (for tests that start many
+ * requests at the same moment). */
+http_conn *http_send_held(const char *host, int port, const char *method, const char *path, const char *extra_headers,
+                          const void *body, size_t len, double timeout_s, char *err, size_t err_len);
+int http_release(http_conn *c);
 /* The status line and headers: the status, or -1. */
 int http_read_head(http_conn *c);
 /* A response header's value (case-insensitive name), or NULL; after http_read_head. */

@@ -197,7 +197,7 @@ static int parse(int argc, char **argv, load *L)
         const int bad_int = end && (*end || v < 1 || v > 1000000);
         switch (c) {
         case 'M':
-            if (strcmp(optarg, "serve") != 0) return fprintf(stderr, "mamba-bench: --mode=serve takes no other mode\n"), 2;
+            if (!optarg || strcmp(optarg, "serve") != 0) return fprintf(stderr, "mamba-bench: --mode=serve takes no other mode\n"), 2;
             break;
         case 'u': url = optarg; break;
         case 'k': L->api_key = optarg; break;
@@ -207,6 +207,7 @@ static int parse(int argc, char **argv, load *L)
         case 't': if (bad_int) goto bad; L->max_tokens = (int)v; break;
         case 'o': if (bad_int) goto bad; L->timeout_s = (double)v; break;
         case 'T':
+            if (!optarg) goto bad;
             L->temperature = strtod(optarg, &end);
             if (*end || !(L->temperature >= 0 && L->temperature <= 2)) goto bad;
             break;
@@ -216,7 +217,7 @@ static int parse(int argc, char **argv, load *L)
         }
         continue;
     bad:
-        fprintf(stderr, "mamba-bench: '%s' is out of range for its option (integers 1..1000000; temperature 0..2)\n", optarg);
+        fprintf(stderr, "mamba-bench: '%s' is out of range for its option (integers 1..1000000; temperature 0..2)\n", optarg ? optarg : "");
         return 2;
     }
     if (!url || !parse_url(url, L)) {
@@ -249,6 +250,11 @@ int bench_serve(int argc, char **argv)
     pthread_t *th = calloc((size_t)L.clients, sizeof *th);
     if (!L.ttft_ms || !L.rate || !L.tokens || !L.ok || !th) {
         fprintf(stderr, "mamba-bench: out of memory\n");
+        free(L.ttft_ms);
+        free(L.rate);
+        free(L.tokens);
+        free(L.ok);
+        free(th);
         return 1;
     }
     const double t0 = now_s();

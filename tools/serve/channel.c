@@ -72,7 +72,7 @@ static int add_tokens(int32_t **v, size_t *n, size_t *cap, const int32_t *ids, s
         *v = t;
         *cap = c;
     }
-    if (k) memcpy(*v + *n, ids, k * sizeof *ids);
+    if (k && ids) memcpy(*v + *n, ids, k * sizeof *ids);
     *n += k;
     return 1;
 }

@@ -21,6 +21,8 @@
 
 /* Seconds running requests get to finish after SIGINT/SIGTERM. */
 #define SHUTDOWN_GRACE_S 5.0
+/* Then seconds the answers already made get to reach their clients. */
+#define DRAIN_S 2.0
 
 static const char usage[] =
     "usage: mamba serve --model DIR|SIZE [--tokenizer FILE] [--backend B] [--host 127.0.0.1]\n"
@@ -69,7 +71,8 @@ static const char usage[] =
     "  --dtype T             f32, f16 or bf16: the synthetic weights' dtype\n"
     "\n"
     "Requests are limited to 1 MiB bodies (413 past it). SIGINT or SIGTERM: stop accepting,\n"
-    "let running requests finish for up to 5 s, end the rest, exit 0.\n";
+    "let running requests finish for up to 5 s, end the rest (an error), give the answers up\n"
+    "to 2 s more to reach their clients, exit 0.\n";
 
 typedef struct options {
     const char *model, *tokenizer, *backend, *host, *api_key, *chat_template, *name;
@@ -155,7 +158,7 @@ static int parse_options(int argc, char **argv, options *o)
 static int is_dir(const char *path)
 {
     struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    return path && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
 /* config.json's eos_token_id (a number, or the first of a list); -1 when absent. */
@@ -213,6 +216,7 @@ static int listen_on(const char *host, long port, int *bound, char *shown, size_
         return -1;
     }
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
     socklen_t len = sizeof ss;
     char addr[NI_MAXHOST] = "", serv[NI_MAXSERV] = "";
     if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
@@ -221,7 +225,7 @@ static int listen_on(const char *host, long port, int *bound, char *shown, size_
         close(fd);
         return -1;
     }
-    *bound = atoi(serv);
+    *bound = (int)strtol(serv, NULL, 10);
     snprintf(shown, shown_len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", addr, serv);
     return fd;
 }
@@ -366,6 +370,7 @@ int cmd_serve(int argc, char **argv)
             SHUTDOWN_GRACE_S);
     serve_http_quiesce(&srv);
     serve_scheduler_shutdown(srv.sched, SHUTDOWN_GRACE_S);
+    serve_http_drain(&srv, DRAIN_S);
     serve_http_stop(&srv);
     fprintf(stderr, "mamba serve: stopped\n");
     rc = EXIT_OK;

@@ -141,6 +141,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!p) {
         if (!(p = calloc(1, sizeof *p))) return MHD_NO;
         *state = p;
+        __atomic_add_fetch(&srv->open_requests, 1, __ATOMIC_SEQ_CST);
         for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
             if (strcmp(url, routes[i].path) == 0) {
                 p->route = &routes[i];
@@ -176,11 +177,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state, enum MHD_RequestTerminationCode code)
 {
-    (void)cls;
     (void)c;
     (void)code;
+    serve_server *srv = cls;
     pending *p = *state;
     if (!p) return;
+    __atomic_sub_fetch(&srv->open_requests, 1, __ATOMIC_SEQ_CST);
     serve_buf_free(&p->body);
     free(p);
     *state = NULL;
@@ -207,6 +209,12 @@ void serve_http_quiesce(serve_server *srv)
     const MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
     srv->listen_fd = -1;
+}
+
+void serve_http_drain(serve_server *srv, double timeout_s)
+{
+    for (int i = 0; i < (int)(timeout_s * 100) && __atomic_load_n(&srv->open_requests, __ATOMIC_SEQ_CST) > 0; i++)
+        usleep(10000);
 }
 
 void serve_http_stop(serve_server *srv)

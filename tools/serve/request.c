@@ -482,7 +482,7 @@ int serve_parse_tokenize(const char *body, size_t len, char **content, size_t *c
     else if (!(s = utf8_text(c, "content", err)))
         ok = 0;
     ok = ok && get_bool(root, "parse_special", parse_special, err);
-    if (ok) {
+    if (ok && s) {
         *content_len = strlen(s);
         if (!(*content = dup_text(s, *content_len))) ok = out_of_memory(err);
     }

@@ -136,12 +136,12 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
     s->logits = malloc(S * s->vocab * sizeof *s->logits);
     s->prefill_logits = malloc(S * s->vocab * sizeof *s->prefill_logits);
     s->masked = malloc(s->vocab * sizeof *s->masked);
-    s->slot = calloc(S, sizeof *s->slot);
+    s->slot = calloc(S, sizeof(job *));
     s->seqs = malloc(S * sizeof *s->seqs);
     s->lens = malloc(S * sizeof *s->lens);
-    s->ids = malloc(S * sizeof *s->ids);
+    s->ids = malloc(S * sizeof(const int32_t *));
     s->step_ids = malloc(S * sizeof *s->step_ids);
-    s->batch = malloc(S * sizeof *s->batch);
+    s->batch = malloc(S * sizeof(job *));
     s->cache = prompt_cache_create(o->cache_bytes);
     if (!s->seq_buf || !s->logits || !s->prefill_logits || !s->masked || !s->slot || !s->seqs || !s->lens || !s->ids ||
         !s->step_ids || !s->batch || !s->cache) {
@@ -452,7 +452,9 @@ static void admit(serve_scheduler *s, job *j)
     }
     serve_metrics_prompt_tokens(s->metrics, j->n_prompt);
     prompt_cache_entry e;
-    const int hit = s->o.cache_bytes && prompt_cache_lookup(s->cache, j->prompt, j->n_prompt, &e);
+    memset(&e, 0, sizeof e);
+    const int hit = s->o.cache_bytes && prompt_cache_lookup(s->cache, j->prompt, j->n_prompt, &e) &&
+                    (e.n_ids < j->n_prompt || e.logits);
     if (s->o.cache_bytes) serve_metrics_cache(s->metrics, hit);
     mamba_status_t st = hit ? mamba_state_write_seq(s->state, pos, e.state, e.state_bytes) : mamba_state_reset_seq(s->state, pos);
     if (st != MAMBA_OK) {
@@ -465,7 +467,7 @@ static void admit(serve_scheduler *s, job *j)
     if (j->fed < j->n_prompt) return;
     /* the whole prompt was saved, with the logits that followed it (copied: a put may evict
      * the entry) */
-    memcpy(s->prefill_logits, e.logits, s->vocab * sizeof *s->prefill_logits);
+    if (e.logits) memcpy(s->prefill_logits, e.logits, s->vocab * sizeof *s->prefill_logits);
     if (!promote(s, pos)) {
         fail_all(s, "moving a sequence in the state");
         return;

@@ -27,6 +27,7 @@ typedef struct serve_server {
     serve_metrics *metrics;
     struct MHD_Daemon *daemon;
     int listen_fd;
+    int open_requests;             /* requests being read or answered (atomic)               */
 } serve_server;
 
 /* Serve HTTP on the listening socket fd (each connection on a thread of its own). 0 with the
@@ -34,6 +35,9 @@ typedef struct serve_server {
 int serve_http_start(serve_server *srv, int fd, char *err, size_t err_len);
 /* Stop accepting connections (the listening socket is closed). */
 void serve_http_quiesce(serve_server *srv);
+/* Wait up to timeout_s for the requests being answered to be sent (streams that have ended
+ * but whose client has not read all of it yet). */
+void serve_http_drain(serve_server *srv, double timeout_s);
 /* Close every connection and join their threads. */
 void serve_http_stop(serve_server *srv);
 
