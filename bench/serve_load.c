@@ -18,13 +18,14 @@
 static const char usage[] =
     "usage: mamba-bench --mode=serve --url http://HOST:PORT [--clients N] [--requests R]\n"
     "                   [--prompt-tokens P] [--max-tokens T] [--temperature X] [--api-key KEY]\n"
-    "                   [--timeout S] [--json]\n"
+    "                   [--timeout S] [--seed S] [--json]\n"
     "\n"
     "Load a running `mamba serve`: N concurrent clients (default 8) send R streamed completions\n"
     "(default N) of P random prompt token ids (default 128) and T generated tokens each (default\n"
     "128, ignore_eos), over plain sockets. Reports the aggregate generated tokens/s (all tokens\n"
     "over the wall time), the time to the first token (median, p95), and per request its tokens/s\n"
-    "after the first token (median, p5). --json adds one JSON line with the figures.\n"
+    "after the first token (median, p5). --json adds one JSON line with the figures. The prompts\n"
+    "come from --seed (default: the clock), so that runs do not hit the server's prompt cache.\n"
     "Exit status: 0 when every request succeeded, 1 otherwise, 2 usage error.\n";
 
 typedef struct load {
@@ -32,6 +33,7 @@ typedef struct load {
     int port;
     int clients, requests, prompt_tokens, max_tokens;
     double temperature, timeout_s;
+    unsigned long long seed;
     const char *api_key;
     int json;
     size_t vocab;
@@ -94,7 +96,7 @@ static int one_request(load *L, int index, const char *hdr, double *ttft_ms, dou
     char *body = malloc(cap);
     if (!body) return 0;
     size_t at = (size_t)snprintf(body, cap, "{\"prompt\": [");
-    uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1);
+    uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1) ^ L->seed * 0xbf58476d1ce4e5b9ULL;
     const size_t range = L->vocab < 50000 ? L->vocab : 50000;
     for (int i = 0; i < L->prompt_tokens; i++) {
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -180,20 +182,21 @@ static int parse(int argc, char **argv, load *L)
         {"clients", required_argument, 0, 'c'}, {"requests", required_argument, 0, 'r'},
         {"prompt-tokens", required_argument, 0, 'p'}, {"max-tokens", required_argument, 0, 't'},
         {"temperature", required_argument, 0, 'T'}, {"api-key", required_argument, 0, 'k'},
-        {"timeout", required_argument, 0, 'o'}, {"json", no_argument, 0, 'j'},
+        {"timeout", required_argument, 0, 'o'}, {"json", no_argument, 0, 'j'}, {"seed", required_argument, 0, 's'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     L->clients = 8;
     L->requests = -1;
     L->prompt_tokens = 128;
     L->max_tokens = 128;
     L->timeout_s = 300;
+    L->seed = (unsigned long long)time(NULL);
     const char *url = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end = NULL;
         long v = 0;
-        if (optarg && c != 'M' && c != 'u' && c != 'k') v = strtol(optarg, &end, 10);
+        if (optarg && c != 'M' && c != 'u' && c != 'k' && c != 'T' && c != 's') v = strtol(optarg, &end, 10);
         const int bad_int = end && (*end || v < 1 || v > 1000000);
         switch (c) {
         case 'M':
@@ -212,6 +215,11 @@ static int parse(int argc, char **argv, load *L)
             if (*end || !(L->temperature >= 0 && L->temperature <= 2)) goto bad;
             break;
         case 'j': L->json = 1; break;
+        case 's':
+            if (!optarg) goto bad;
+            L->seed = strtoull(optarg, &end, 10);
+            if (*end) goto bad;
+            break;
         case 'h': fputs(usage, stdout); return -1;
         default: fputs(usage, stderr); return 2;
         }
