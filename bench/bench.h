@@ -43,6 +43,8 @@ typedef struct result {
 void report_table(const device_row *devs, size_t n_devs, const result *res, size_t n_res);
 int report_json(const char *path, const device_row *devs, size_t n_devs, const result *res, size_t n_res);
 const char *mode_name(bench_mode m);
+/* --mode=serve (serve_load.c): its own options; the exit status. */
+int bench_serve(int argc, char **argv);
 /* --mode=tokenize (tokenize.c): encode every document of text repeat times after warmup
  * passes; 0, or the exit status (1 runtime error, 2 usage) with a message on stderr. */
 int bench_tokenize(const char *tokenizer, const char *text, int warmup, int repeat, result *r);

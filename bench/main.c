@@ -24,7 +24,8 @@ static const char usage[] =
     "  --model=M          130m (default), 370m, 790m, 1.4b, 2.8b (synthetic weights, seed 0),\n"
     "                     or a Hugging Face checkpoint directory\n"
     "  --mode=LIST        scan,prefill,decode or all (default all); or tokenize alone:\n"
-    "                     the tokenizer's encoding speed (one thread, one call a document)\n"
+    "                     the tokenizer's encoding speed (one thread, one call a document);\n"
+    "                     or serve alone: load a running `mamba serve` (--mode=serve --help)\n"
     "  --tokenizer=FILE   tokenize: a tokenizer.json (or a directory holding one)\n"
     "  --text=FILE        tokenize: JSON lines of {\"text\": ...} documents, or one document\n"
     "  --batch=LIST       batch sizes for prefill and decode (default 1), e.g. 1,2,4,8\n"
@@ -555,6 +556,9 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
 
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--mode=serve") == 0 || (strcmp(argv[i], "--mode") == 0 && i + 1 < argc && strcmp(argv[i + 1], "serve") == 0))
+            return bench_serve(argc, argv);
     options o;
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc;

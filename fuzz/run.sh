@@ -8,9 +8,9 @@ seconds="${1:-60}"
 build="$root/build-fuzz"
 CC=clang cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAMBA_FUZZ=ON -DMAMBA_SANITIZE=ON \
   -DMAMBA_CUDA=OFF -DMAMBA_OPENCL=OFF -DMAMBA_BUILD_TESTS=OFF > /dev/null
-cmake --build "$build" -j"$(nproc)" --target fuzz_safetensors fuzz_config fuzz_model fuzz_torch fuzz_tokenizer_load fuzz_tokenize > /dev/null
+cmake --build "$build" -j"$(nproc)" --target fuzz_safetensors fuzz_config fuzz_model fuzz_torch fuzz_tokenizer_load fuzz_tokenize fuzz_serve_request > /dev/null
 mkdir -p "$root/fuzz/findings"
-for t in safetensors config model torch tokenizer_load tokenize; do
+for t in safetensors config model torch tokenizer_load tokenize serve_request; do
   work=$(mktemp -d)
   cp -r "$root/fuzz/corpus/$t/." "$work/"
   echo "== fuzz_$t for ${seconds}s"

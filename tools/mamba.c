@@ -1,4 +1,4 @@
-/* The `mamba` command: info, forward, generate, perplexity, scan. */
+/* The `mamba` command: info, forward, generate, perplexity, scan, serve. */
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +15,7 @@ static const char usage[] =
     "  generate   continue a prompt of token ids\n"
     "  perplexity the perplexity of token ids (safetensors in)\n"
     "  scan       run the selective scan op alone on tensors from a file\n"
+    "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
     "\n"
     "'mamba COMMAND --help' describes each command. Exit status: 0 success, 1 runtime error,\n"
     "2 usage error.\n";
@@ -36,7 +37,7 @@ int main(int argc, char **argv)
     }
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"info", cmd_info}, {"forward", cmd_forward}, {"generate", cmd_generate}, {"perplexity", cmd_perplexity},
-        {"scan", cmd_scan},
+        {"scan", cmd_scan}, {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
