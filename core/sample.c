@@ -8,7 +8,8 @@
 #include "internal.h"
 #include "api/alloc.h"
 
-struct pair { double logit; int32_t idx; };
+/* a candidate: its logit, its id, and (once computed) exp((logit - max) / temperature) */
+struct pair { double logit, q; int32_t idx; };
 
 struct mamba_sampler {
     mamba_sampler_params_t p;   /* bias_ids and bias_values point at the sampler's copies */
@@ -182,13 +183,6 @@ static double next_unit(uint64_t *state)
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-static int by_logit_desc(const void *a, const void *b)
-{
-    const struct pair *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
-    return x->idx - y->idx;
-}
-
 static mamba_status_t reserve_scratch(mamba_sampler_t *s, size_t vocab)
 {
     if (s->cap >= vocab) return MAMBA_OK;
@@ -239,7 +233,76 @@ static mamba_status_t apply_penalties(mamba_sampler_t *s, double *w, size_t voca
     return MAMBA_OK;
 }
 
-/* The draw from w (the logits after bias and penalties), among its finite entries. */
+/* Whether pair a comes before pair b: the larger logit first, the smaller id on ties. */
+static int before(const struct pair *a, const struct pair *b)
+{
+    return a->logit > b->logit || (a->logit == b->logit && a->idx < b->idx);
+}
+
+static void swap_pairs(struct pair *a, struct pair *b)
+{
+    const struct pair t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Partition p[lo, hi) around a median-of-three pivot in before()'s order; returns where
+ * the pivot lands (everything before it comes first in that order). */
+static size_t partition(struct pair *p, size_t lo, size_t hi)
+{
+    const size_t mid = lo + (hi - lo) / 2;
+    if (before(&p[hi - 1], &p[lo])) swap_pairs(&p[hi - 1], &p[lo]);
+    if (before(&p[mid], &p[lo])) swap_pairs(&p[mid], &p[lo]);
+    if (before(&p[hi - 1], &p[mid])) swap_pairs(&p[hi - 1], &p[mid]);
+    swap_pairs(&p[mid], &p[hi - 1]);
+    const struct pair pivot = p[hi - 1];
+    size_t store = lo;
+    for (size_t i = lo; i + 1 < hi; i++)
+        if (before(&p[i], &pivot)) swap_pairs(&p[i], &p[store++]);
+    swap_pairs(&p[store], &p[hi - 1]);
+    return store;
+}
+
+/* The k first of p[0, n) in before()'s order moved to p[0, k), in no order: quickselect,
+ * O(n), where sorting the whole vocabulary (50,280 entries: 5-8 ms a token) cost more than a
+ * GPU's decoding step. */
+static void select_first(struct pair *p, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        const size_t store = partition(p, lo, hi);
+        if (store == k || store + 1 == k) return;
+        if (store > k) hi = store;
+        else lo = store + 1;
+    }
+}
+
+/* The smallest k such that the k first of p[0, n) in before()'s order hold at least
+ * target of the mass q, those k moved to p[0, k) in no order: a quickselect on the mass, so
+ * that top-p needs no sort (a flat distribution's nucleus is most of the vocabulary). */
+static size_t select_mass(struct pair *p, size_t n, double target)
+{
+    size_t lo = 0, hi = n;
+    double acc = 0; /* the mass of p[0, lo), all of it before p[lo, hi) */
+    while (hi > lo) {
+        const size_t at = hi - lo == 1 ? lo : partition(p, lo, hi);
+        double left = 0;
+        for (size_t i = lo; i < at; i++) left += p[i].q;
+        if (acc + left >= target && at > lo) {
+            hi = at;
+        } else if (acc + left + p[at].q >= target || at + 1 == n) {
+            return at + 1;
+        } else {
+            acc += left + p[at].q;
+            lo = at + 1;
+        }
+    }
+    return lo ? lo : 1;
+}
+
+/* The draw from w (the logits after bias and penalties), among its finite entries. Only the
+ * candidates are never sorted: top-k and top-p select their sets in linear expected time, and
+ * min-p needs only the largest. */
 static mamba_status_t choose(mamba_sampler_t *s, const double *w, size_t vocab, int32_t *token)
 {
     size_t n = 0, best = vocab;
@@ -248,7 +311,7 @@ static mamba_status_t choose(mamba_sampler_t *s, const double *w, size_t vocab, 
             return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is +inf after the penalties", i);
         if (w[i] == -INFINITY) continue;
         if (best == vocab || w[i] > w[best]) best = i;
-        s->pairs[n++] = (struct pair){w[i], (int32_t)i};
+        s->pairs[n++] = (struct pair){w[i], 0.0, (int32_t)i};
     }
     if (n == 0)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
@@ -258,42 +321,35 @@ static mamba_status_t choose(mamba_sampler_t *s, const double *w, size_t vocab, 
         *token = (int32_t)best;
         return MAMBA_OK;
     }
-    qsort(s->pairs, n, sizeof *s->pairs, by_logit_desc);
-    if (s->p.top_k > 0 && (size_t)s->p.top_k < n) n = (size_t)s->p.top_k;
+    struct pair *pairs = s->pairs;
+    if (s->p.top_k > 0 && (size_t)s->p.top_k < n) {
+        select_first(pairs, n, (size_t)s->p.top_k);
+        n = (size_t)s->p.top_k;
+    }
     double *prob = s->prob;
-    const double inv_t = 1.0 / s->p.temperature, top = s->pairs[0].logit;
+    const double inv_t = 1.0 / s->p.temperature, top = w[best];
     double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += pairs[i].q = exp((pairs[i].logit - top) * inv_t);
+    if (s->p.top_p > 0 && s->p.top_p < 1) n = select_mass(pairs, n, s->p.top_p * sum);
+    /* min-p: the largest probability is exp(0) = 1 in these units */
+    const double floor_p = s->p.min_p > 0 ? s->p.min_p : 0;
+    sum = 0;
     for (size_t i = 0; i < n; i++) {
-        prob[i] = exp((s->pairs[i].logit - top) * inv_t);
+        prob[i] = pairs[i].q >= floor_p ? pairs[i].q : 0;
         sum += prob[i];
     }
-    if (s->p.top_p > 0 && s->p.top_p < 1) {
-        double cum = 0;
-        for (size_t i = 0; i < n; i++) {
-            cum += prob[i] / sum;
-            if (cum >= s->p.top_p) {
-                n = i + 1;
-                break;
-            }
-        }
-    }
-    if (s->p.min_p > 0) {
-        const double floor_p = s->p.min_p * prob[0];
-        size_t keep = 1;
-        while (keep < n && prob[keep] >= floor_p) keep++;
-        n = keep;
-    }
-    sum = 0;
-    for (size_t i = 0; i < n; i++) sum += prob[i];
     double r = next_unit(&s->rng) * sum, acc = 0;
+    size_t last = 0;
     for (size_t i = 0; i < n; i++) {
+        if (prob[i] == 0) continue;
+        last = i;
         acc += prob[i];
         if (r < acc) {
-            *token = s->pairs[i].idx;
+            *token = pairs[i].idx;
             return MAMBA_OK;
         }
     }
-    *token = s->pairs[n - 1].idx;
+    *token = pairs[last].idx;
     return MAMBA_OK;
 }
 
