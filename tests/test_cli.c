@@ -1051,15 +1051,15 @@ static char *copy_out(size_t *len)
 
 /* The answer generate gives for the state after ids: its text up to the end of sequence (0)
  * or the first of the stop strings. */
-static char *answer_after(const char *model, const mamba_tokenizer_t *tok, const int32_t *ids, size_t n, const char *stop,
-                          size_t *len)
+static char *answer_after(const char *model, const mamba_tokenizer_t *tok, const int32_t *ids, size_t n, const char *n_tokens,
+                          const char *stop, size_t *len)
 {
     char *csv = malloc(16 * n + 1);
     ids_csv(ids, n, csv, 16 * n + 1);
-    ck_assert_msg(run("generate", "--model", model, "--prompt-ids", csv, "-n", "12", NULL) == 0, "%s", err_buf);
+    ck_assert_msg(run("generate", "--model", model, "--prompt-ids", csv, "-n", n_tokens, NULL) == 0, "%s", err_buf);
     free(csv);
-    int32_t gen[16];
-    size_t ng = parse_ids(out_buf, gen, 16), e = 0;
+    int32_t gen[64];
+    size_t ng = parse_ids(out_buf, gen, 64), e = 0;
     while (e < ng && gen[e] != 0) e++;
     char *text = detokenize(tok, gen, e, len);
     *len = find_bytes(text, *len, stop, strlen(stop));
@@ -1107,7 +1107,7 @@ START_TEST(chat_through_a_pipe)
     /* the second answer is generate's after the ids turn 1 fed and turn 2's prompt */
     memcpy(both, f1, n1 * sizeof *f1);
     memcpy(both + n1, f2, p2 * sizeof *f2);
-    char *a2 = answer_after(model, tok, both, n1 + p2, "\nUser:", &a2_len);
+    char *a2 = answer_after(model, tok, both, n1 + p2, "12", "\nUser:", &a2_len);
     /* /load gave turn 2's state back, /reset turn 1's: the same answers, the same ids fed */
     ck_assert_uint_eq(n3, n2);
     ck_assert_mem_eq(f3, f2, n2 * sizeof *f2);
@@ -1178,6 +1178,71 @@ START_TEST(chat_formats)
     put_file(model, "tokenizer_config.json", "{", 1);
     ck_assert_int_eq(run("chat", "--model", model, NULL), 1);
     ck_assert_ptr_nonnull(strstr(err_buf, "tokenizer_config.json"));
+}
+END_TEST
+
+/* An answer cut by a stop string that spans tokens: the state goes back to before the stop
+ * began and takes the rest of the answer's text and the turn's end, so that what it has been
+ * fed is exactly the conversation's text, and the next answer follows from those ids. */
+START_TEST(chat_stop_rolls_back)
+{
+    const char *model = text_model("m", 1);
+    mamba_tokenizer_t *tok = neox();
+    char input[4300];
+    snprintf(input, sizeof input, "%s/script.txt", dir);
+    static const char turn1[] = "User: Hello there\nAssistant:", turn2[] = "User: How are you?\nAssistant:";
+    write_file(input, "Hello there\n", 12);
+    stdin_path = input;
+    ck_assert_msg(run("chat", "--model", model, "-n", "40", "--verbose", NULL) == 0, "%s", err_buf);
+    size_t len, a_len;
+    char *a = copy_out(&a_len);
+    ck_assert_uint_gt(a_len, 20);
+    a[--a_len] = 0; /* the newline after the answer */
+    int32_t fed[512];
+    size_t n = chat_fed(err_buf, 0, fed, 512);
+    char *text = detokenize(tok, fed, n, &len), want[8192];
+    snprintf(want, sizeof want, "%s%s\n", turn1, a);
+    ck_assert_str_eq(text, want);
+    free(text);
+    /* six bytes from the middle of the answer (on character boundaries) as a stop */
+    size_t from = a_len / 2, to;
+    while ((a[from] & 0xC0) == 0x80) from++;
+    to = from + 6;
+    while (to < a_len && (a[to] & 0xC0) == 0x80) to++;
+    char stop[32];
+    snprintf(stop, sizeof stop, "%.*s", (int)(to - from), a + from);
+    const size_t cut = find_bytes(a, a_len, stop, strlen(stop));
+    write_file(input, "Hello there\nHow are you?\n", 25);
+    stdin_path = input;
+    ck_assert_msg(run("chat", "--model", model, "-n", "40", "--verbose", "--stop", stop, NULL) == 0, "%s", err_buf);
+    ck_assert_msg(out_len > cut && memcmp(out_buf, a, cut) == 0 && out_buf[cut] == '\n', "'%s' is not '%.*s' + newline",
+                  out_buf, (int)cut, a);
+    char *rest = strndup(out_buf + cut + 1, out_len - cut - 2); /* the second answer */
+    char err[1 << 16];
+    memcpy(err, err_buf, sizeof err);
+    n = chat_fed(err, 0, fed, 512);
+    text = detokenize(tok, fed, n, &len);
+    snprintf(want, sizeof want, "%s%.*s\n", turn1, (int)cut, a);
+    ck_assert_str_eq(text, want);
+    free(text);
+    /* the state is those ids: the second answer is generate's after them and turn 2 */
+    const size_t p2 = chat_prompt_tokens(err, 1);
+    int32_t f2[512];
+    chat_fed(err, 1, f2, 512);
+    memcpy(fed + n, f2, p2 * sizeof *f2);
+    size_t a2_len;
+    char *a2 = answer_after(model, tok, fed, n + p2, "40", "\nUser:", &a2_len);
+    const size_t s2 = find_bytes(a2, a2_len, stop, strlen(stop));
+    a2[s2] = 0;
+    ck_assert_str_eq(rest, a2);
+    int32_t *t2 = tokenize(tok, turn2, strlen(turn2), 0, &len);
+    ck_assert_uint_eq(p2, len);
+    free(t2);
+    printf("chat: the stop '%s' cut the answer at %zu of %zu bytes; the state was fed exactly the text\n", stop, cut, a_len);
+    free(a2);
+    free(rest);
+    free(a);
+    mamba_tokenizer_free(tok);
 }
 END_TEST
 
@@ -1295,6 +1360,7 @@ int main(void)
     tcase_add_test(text, perplexity_of_a_file);
     tcase_add_test(text, chat_through_a_pipe);
     tcase_add_test(text, chat_formats);
+    tcase_add_test(text, chat_stop_rolls_back);
     tcase_add_test(text, chat_on_a_terminal);
     suite_add_tcase(s, text);
     return run_suite(s, 1);

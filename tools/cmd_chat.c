@@ -16,7 +16,8 @@
 
 static const char usage[] =
     "usage: mamba chat --model DIR|SIZE [--tokenizer FILE] [--chat-template chatml|zephyr|plain]\n"
-    "                  [--system TEXT] [-n MAX_PER_TURN] [--no-special] [--verbose] [--backend B]\n"
+    "                  [--system TEXT] [-n MAX_PER_TURN] [--stop STRING]... [--no-special] [--verbose]\n"
+    "                  [--backend B]\n"
     "                  [--threads N] [--dtype f32|f16|bf16] [sampling flags]\n"
     "\n"
     "Read a line, answer it (streamed), and so on until /quit or the end of the input. The\n"
@@ -34,6 +35,7 @@ static const char usage[] =
     "  /quit              end (as does the end of the input)\n"
     "\n"
     "  --system TEXT      a system message before the first turn (and after /reset)\n"
+    "  --stop STRING      end an answer before STRING too (repeatable, at most 16)\n"
     "  --no-special       special tokens written in a message are plain text\n"
     "  --verbose          after each answer, its figures and the ids the turn fed the state on\n"
     "                     stderr\n"
@@ -47,7 +49,7 @@ typedef struct chat {
     float *logits;
     size_t vocab;
     chat_format fmt;
-    const char *stops[4];
+    const char *stops[20];      /* the format's, then --stop's */
     size_t n_stops;
     char close[128];            /* the format's end of an assistant turn */
     const char *system;
@@ -260,7 +262,7 @@ static int command(chat *c, char *line)
 }
 
 /* The format: --chat-template, else the checkpoint's, else plain; its turn end and stops. */
-static int setup_format(chat *c, const char *name, const char *model_dir)
+static int setup_format(chat *c, const char *name, const char *model_dir, const char *const *user_stops, size_t n_user)
 {
     struct stat sb;
     if (name) {
@@ -275,7 +277,9 @@ static int setup_format(chat *c, const char *name, const char *model_dir)
     } else {
         chat_format_by_name("plain", &c->fmt);
     }
-    c->n_stops = chat_format_stops(&c->fmt, c->stops, sizeof c->stops / sizeof c->stops[0]);
+    c->n_stops = chat_format_stops(&c->fmt, c->stops, 4);
+    if (c->n_stops > 4) c->n_stops = 4;
+    for (size_t i = 0; i < n_user; i++) c->stops[c->n_stops++] = user_stops[i];
     char x[] = "x";
     const chat_message m = {"assistant", x, 1};
     close_grab g = {c->close, sizeof c->close, 0, 0};
@@ -286,17 +290,19 @@ static int setup_format(chat *c, const char *name, const char *model_dir)
 
 int cmd_chat(int argc, char **argv)
 {
-    enum { OPT_TOKENIZER = 0x200, OPT_TEMPLATE, OPT_SYSTEM, OPT_NO_SPECIAL, OPT_VERBOSE };
+    enum { OPT_TOKENIZER = 0x200, OPT_TEMPLATE, OPT_SYSTEM, OPT_NO_SPECIAL, OPT_VERBOSE, OPT_STOP };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, OPT_TOKENIZER},
         {"chat-template", required_argument, 0, OPT_TEMPLATE}, {"system", required_argument, 0, OPT_SYSTEM},
         {"tokens", required_argument, 0, 'n'}, {"backend", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, 'd'},
         {"no-special", no_argument, 0, OPT_NO_SPECIAL}, {"verbose", no_argument, 0, OPT_VERBOSE},
-        CLI_SAMPLING_OPTIONS, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"stop", required_argument, 0, OPT_STOP}, CLI_SAMPLING_OPTIONS, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *tokenizer = NULL, *template_name = NULL, *backend = NULL;
     long threads = 0;
     mamba_dtype_t dtype = MAMBA_F32;
+    const char *user_stops[16];
+    size_t n_user_stops = 0;
     cli_sampling samp;
     cli_sampling_init(&samp);
     chat c = {.max_tokens = 512, .first_turn = 1, .samp = &samp};
@@ -314,6 +320,13 @@ int cmd_chat(int argc, char **argv)
         case OPT_SYSTEM: c.system = optarg; break;
         case OPT_NO_SPECIAL: c.no_special = 1; break;
         case OPT_VERBOSE: c.verbose = 1; break;
+        case OPT_STOP:
+            if (!*optarg || n_user_stops == 16) {
+                cli_error("chat", EXIT_USAGE, *optarg ? "--stop: at most 16 strings" : "--stop: the string is empty");
+                goto done;
+            }
+            user_stops[n_user_stops++] = optarg;
+            break;
         case 'n':
             if (!cli_parse_long(optarg, 1, 1 << 24, &c.max_tokens)) {
                 cli_error("chat", EXIT_USAGE, "-n '%s': expected an integer 1..%d", optarg, 1 << 24);
@@ -370,7 +383,7 @@ int cmd_chat(int argc, char **argv)
     mamba_model_info(c.model, &info);
     c.vocab = (size_t)info.config.vocab_size;
     c.has_eos = cli_eos(c.model, c.tok, &c.eos);
-    if ((rc = setup_format(&c, template_name, model)) != EXIT_OK) goto done;
+    if ((rc = setup_format(&c, template_name, model, user_stops, n_user_stops)) != EXIT_OK) goto done;
     rc = EXIT_RUNTIME;
     text_out_init(&c.out, stdout, c.stops, c.n_stops);
     if (!cli_sampling_ban_textless(&samp, c.tok, c.vocab) || !(c.logits = malloc(c.vocab * sizeof *c.logits))) {
