@@ -28,7 +28,7 @@ static mamba_status_t eos_of(const char *path, const char *kind, size_t vocab, i
     cJSON *root = mb_json_read(path, MB_MAX_SIDE_JSON_BYTES, kind, err, &st);
     if (!root) return st;
     const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "eos_token_id") : NULL;
-    if (cJSON_IsArray(v)) v = v->child;
+    if (v && cJSON_IsArray(v)) v = v->child;
     st = MAMBA_OK;
     if (!cJSON_IsObject(root)) {
         st = mb_seterr(err, MAMBA_ERR_FORMAT, "%s: expected a JSON object", path);

@@ -877,7 +877,7 @@ static size_t unescape(const char *s, char *out)
 START_TEST(tokenize_round_trip)
 {
     mamba_tokenizer_t *tok = neox();
-#define TEXT(s) {s, sizeof s - 1}
+#define TEXT(s) {(s), sizeof(s) - 1}
     static const struct { const char *text; size_t len; } texts[] = {
         TEXT("Hello, world!"),
         TEXT("na\xc3\xafve caf\xc3\xa9 \xe2\x80\x93 \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd"),
@@ -984,7 +984,8 @@ START_TEST(perplexity_of_a_file)
         printf("perplexity --file --ctx %s: %.9g over %.0f tokens, as --input\n", ctxs[k], json_num(got, "ppl"),
                json_num(got, "tokens"));
     }
-    ck_assert_double_eq(json_num(json_summary(), "tokens"), (double)(n - 1 - (n - 1) / 8)); /* --ctx 8: one unscored per window */
+    const size_t scored = n - 1 - (n - 1) / 8; /* --ctx 8: one unscored per window */
+    ck_assert_double_eq(json_num(json_summary(), "tokens"), (double)scored);
     /* --tokenizer, stdin, --no-special */
     const char *bare = text_model("bare", 0);
     ck_assert_msg(run("perplexity", "--model", model, "--file", path, "--json", NULL) == 0, "%s", err_buf);

@@ -60,31 +60,46 @@ typedef struct chat {
     int has_eos;
     mamba_detok_stream_t *detok;
     text_out out;
-    /* the ids of one turn */
-    int32_t *ids;
-    size_t n_ids, cap_ids;
-    /* the rendered text of one turn */
-    char *text;
-    size_t len, cap;
+    struct turn_buf *buf;
 } chat;
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
+/* One turn's ids, and its rendered text. */
+typedef struct turn_buf {
+    int32_t *ids;
+    size_t n_ids, cap_ids;
+    char *text;
+    size_t len, cap;
+} turn_buf;
+
+static size_t grown(size_t cap, size_t need)
 {
-    if (need <= *cap) return 1;
-    size_t c = *cap ? *cap : 256;
+    size_t c = cap ? cap : 256;
     while (c < need) c *= 2;
-    void *q = realloc(*p, c * elem);
+    return c;
+}
+
+static int grow_text(turn_buf *b, size_t need)
+{
+    if (need <= b->cap) return 1;
+    const size_t cap = grown(b->cap, need);
+    char *q = realloc(b->text, cap);
     if (!q) return 0;
-    *p = q;
-    *cap = c;
+    b->text = q;
+    b->cap = cap;
     return 1;
 }
 
-static int add_ids(chat *c, const int32_t *ids, size_t n)
+static int add_ids(turn_buf *b, const int32_t *ids, size_t n)
 {
-    if (!grow((void **)&c->ids, &c->cap_ids, c->n_ids + n, sizeof *c->ids)) return 0;
-    memcpy(c->ids + c->n_ids, ids, n * sizeof *ids);
-    c->n_ids += n;
+    if (b->n_ids + n > b->cap_ids) {
+        const size_t cap = grown(b->cap_ids, b->n_ids + n);
+        int32_t *q = realloc(b->ids, cap * sizeof *q);
+        if (!q) return 0;
+        b->ids = q;
+        b->cap_ids = cap;
+    }
+    memcpy(b->ids + b->n_ids, ids, n * sizeof *ids);
+    b->n_ids += n;
     return 1;
 }
 
@@ -95,7 +110,7 @@ static int add_text(chat *c, const char *text, size_t len, int special_as_text)
     int32_t *ids;
     size_t n;
     if (!cli_tokenize("chat", "the turn", c->tok, text, len, special_as_text, &ids, &n)) return 0;
-    const int ok = add_ids(c, ids, n);
+    const int ok = add_ids(c->buf, ids, n);
     free(ids);
     return ok || !cli_error("chat", EXIT_RUNTIME, "out of memory");
 }
@@ -107,9 +122,9 @@ static int on_piece(void *user, const char *text, size_t len, int is_content)
 {
     chat *c = user;
     if (c->no_special) return add_text(c, text, len, is_content) ? 0 : -1;
-    if (!grow((void **)&c->text, &c->cap, c->len + len + 1, 1)) return -1;
-    memcpy(c->text + c->len, text, len);
-    c->len += len;
+    if (!grow_text(c->buf, c->buf->len + len + 1)) return -1;
+    memcpy(c->buf->text + c->buf->len, text, len);
+    c->buf->len += len;
     return 0;
 }
 
@@ -152,14 +167,14 @@ static int turn(chat *c, const char *line, size_t line_len)
     size_t n = 0;
     if (c->first_turn && c->system) msgs[n++] = (chat_message){"system", c->system, strlen(c->system)};
     msgs[n++] = (chat_message){"user", line, line_len};
-    c->n_ids = 0;
-    c->len = 0;
+    c->buf->n_ids = 0;
+    c->buf->len = 0;
     /* a line that does not tokenize is skipped (the message says why): nothing was fed yet */
     if (chat_format_render(&c->fmt, msgs, n, 1, on_piece, c) != 0) return EXIT_USAGE;
-    if (!c->no_special && !add_text(c, c->text, c->len, 0)) return EXIT_USAGE;
-    const size_t n_prompt = c->n_ids;
+    if (!c->no_special && !add_text(c, c->buf->text, c->buf->len, 0)) return EXIT_USAGE;
+    const size_t n_prompt = c->buf->n_ids;
     const double t0 = cli_now();
-    int rc = prefill(c, c->ids, c->n_ids);
+    int rc = prefill(c, c->buf->ids, c->buf->n_ids);
     if (rc != EXIT_OK) return rc;
     const double t1 = cli_now();
     c->first_turn = 0;
@@ -169,7 +184,7 @@ static int turn(chat *c, const char *line, size_t line_len)
                .tok = c->tok, .detok = c->detok, .out = &c->out, .eos = c->eos, .has_eos = c->has_eos,
                .mark = c->mark};
     text_out_clear(&c->out);
-    if (mamba_sampler_accept(sampler, c->ids, c->n_ids) != MAMBA_OK)
+    if (mamba_sampler_accept(sampler, c->buf->ids, c->buf->n_ids) != MAMBA_OK)
         rc = cli_error("chat", EXIT_RUNTIME, "%s", mamba_last_error(NULL));
     if (rc == EXIT_OK) rc = reply_run("chat", &r, c->max_tokens);
     mamba_sampler_free(sampler);
@@ -177,24 +192,24 @@ static int turn(chat *c, const char *line, size_t line_len)
     fflush(stdout);
     /* the state holds the answer's first base_len bytes: the rest of it and the end of the
      * turn complete the conversation */
-    if (rc == EXIT_OK && !add_ids(c, r.fed, r.n_fed)) rc = cli_error("chat", EXIT_RUNTIME, "out of memory");
-    const size_t before_close = c->n_ids;
+    if (rc == EXIT_OK && !add_ids(c->buf, r.fed, r.n_fed)) rc = cli_error("chat", EXIT_RUNTIME, "out of memory");
+    const size_t before_close = c->buf->n_ids;
     if (rc == EXIT_OK) {
         const size_t rest = c->out.len - r.base_len, cl = strlen(c->close);
-        if (grow((void **)&c->text, &c->cap, rest + cl + 1, 1)) {
-            memcpy(c->text, c->out.text + r.base_len, rest);
-            memcpy(c->text + rest, c->close, cl);
-            if (!add_text(c, c->text, rest + cl, 0)) rc = EXIT_RUNTIME;
+        if (grow_text(c->buf, rest + cl + 1)) {
+            memcpy(c->buf->text, c->out.text + r.base_len, rest);
+            memcpy(c->buf->text + rest, c->close, cl);
+            if (!add_text(c, c->buf->text, rest + cl, 0)) rc = EXIT_RUNTIME;
         } else {
             rc = cli_error("chat", EXIT_RUNTIME, "out of memory");
         }
     }
-    if (rc == EXIT_OK) rc = prefill(c, c->ids + before_close, c->n_ids - before_close);
+    if (rc == EXIT_OK) rc = prefill(c, c->buf->ids + before_close, c->buf->n_ids - before_close);
     if (rc == EXIT_OK && c->verbose) {
         static const char *const ends[] = {"length", "end of sequence", "end of turn"};
         fprintf(stderr, "chat: %zu prompt tokens in %.3f s; %zu answer tokens in %.3f s (%.1f tokens/s), ended by %s\n",
                 n_prompt, t1 - t0, r.n_tokens, r.seconds, (double)r.n_tokens / r.seconds, ends[r.end]);
-        print_ids("fed", c->ids, c->n_ids);
+        print_ids("fed", c->buf->ids, c->buf->n_ids);
     }
     reply_free(&r);
     return rc;
@@ -305,7 +320,8 @@ int cmd_chat(int argc, char **argv)
     size_t n_user_stops = 0;
     cli_sampling samp;
     cli_sampling_init(&samp);
-    chat c = {.max_tokens = 512, .first_turn = 1, .samp = &samp};
+    turn_buf buf = {0};
+    chat c = {.max_tokens = 512, .first_turn = 1, .samp = &samp, .buf = &buf};
     text_out_init(&c.out, stdout, NULL, 0);
     mamba_tokenizer_t *own_tok = NULL;
     char *line = NULL;
@@ -425,8 +441,8 @@ int cmd_chat(int argc, char **argv)
     if (tty && rc == EXIT_OK) fputc('\n', stdout);
 done:
     free(line);
-    free(c.ids);
-    free(c.text);
+    free(buf.ids);
+    free(buf.text);
     free(c.logits);
     text_out_free(&c.out);
     mamba_detok_stream_free(c.detok);

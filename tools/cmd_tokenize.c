@@ -81,7 +81,7 @@ static int parse(const char *cmd, const char *usage, int argc, char **argv, cons
     static const struct option detokenize_opts[] = {
         {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, OPT_TOKENIZER},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const struct option *opts = file ? tokenize_opts : detokenize_opts;
+    const struct option *opts = strcmp(cmd, "tokenize") == 0 ? tokenize_opts : detokenize_opts;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -106,7 +106,6 @@ int cmd_tokenize(int argc, char **argv)
 {
     const char *model = NULL, *tokenizer = NULL, *file = NULL;
     int pieces = 0, no_special = 0;
-    /* parse takes a place for --file only from tokenize */
     int rc = parse("tokenize", tokenize_usage, argc, argv, &model, &tokenizer, &file, &pieces, &no_special);
     if (rc >= 0) return rc;
     const int n_args = argc - optind;
@@ -156,8 +155,10 @@ done:
 
 int cmd_detokenize(int argc, char **argv)
 {
-    const char *model = NULL, *tokenizer = NULL;
-    int rc = parse("detokenize", detokenize_usage, argc, argv, &model, &tokenizer, NULL, NULL, NULL);
+    const char *model = NULL, *tokenizer = NULL, *unused_file = NULL;
+    int unused_pieces = 0, unused_no_special = 0;
+    int rc = parse("detokenize", detokenize_usage, argc, argv, &model, &tokenizer, &unused_file, &unused_pieces,
+                   &unused_no_special);
     if (rc >= 0) return rc;
     if (argc - optind != 1) {
         fputs(detokenize_usage, stderr);
