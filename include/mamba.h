@@ -381,8 +381,8 @@ MAMBA_API void mamba_detok_stream_free(mamba_detok_stream_t *s);
  * none there, a synthetic model, or mamba_model_load_files. Owned by the model. */
 MAMBA_API const mamba_tokenizer_t *mamba_model_tokenizer(const mamba_model_t *m);
 /* The end-of-sequence token id: eos_token_id of the checkpoint directory's
- * generation_config.json, else of its config.json (an id or a list of ids: the first), else the
- * model's tokenizer's <|endoftext|>. MAMBA_ERR_INVALID_ARGUMENT ("no end-of-sequence token
+ * generation_config.json, else of its config.json (an id or a list of ids: the first; for
+ * mamba_model_load_files, of the config given), else the model's tokenizer's <|endoftext|>. MAMBA_ERR_INVALID_ARGUMENT ("no end-of-sequence token
  * known") when none of them gives one. */
 MAMBA_API mamba_status_t mamba_model_eos(const mamba_model_t *m, int32_t *id);
 

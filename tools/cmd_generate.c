@@ -18,6 +18,8 @@ static const char usage[] =
     "state. With --prompt or --prompt-file, print the continuation as text on stdout as each\n"
     "token comes, and stop early at the end-of-sequence token or at a --stop string; with\n"
     "--prompt-ids, print the generated token ids (space separated). Timing goes to stderr.\n"
+    "In the text form, ids the tokenizer has no text for (a checkpoint's padding rows) are never\n"
+    "drawn, and a newline ends the output on a terminal.\n"
     "\n"
     "  --model DIR|SIZE   Hugging Face checkpoint directory, or 130m|370m|790m|1.4b|2.8b for\n"
     "                     synthetic weights (seed 0, dtype from --dtype)\n"
