@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "model_text.h"
 #include "torch_file.h"
 #include "weights.h"
 #include "api/alloc.h"
@@ -215,7 +216,8 @@ static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *
     return MAMBA_OK;
 }
 
-static mamba_status_t load(mamba_context_t *ctx, const char *cfg_path, ckpt *c, mamba_model_t **out)
+/* dir: the checkpoint directory (its tokenizer and generation config), or NULL. */
+static mamba_status_t load(mamba_context_t *ctx, const char *dir, const char *cfg_path, ckpt *c, mamba_model_t **out)
 {
     char *err = ctx->err;
     mamba_config_t cfg;
@@ -232,6 +234,7 @@ static mamba_status_t load(mamba_context_t *ctx, const char *cfg_path, ckpt *c, 
     }
     mb_specs_build(m, specs, &n);
     if ((st = resolve(c, specs, n, r, cfg_path, err)) != MAMBA_OK) goto out;
+    if ((st = mb_model_text_load(m, dir, cfg_path, err)) != MAMBA_OK) goto out;
     load_ctx lc = {r, specs};
     st = mb_model_fill(m, specs, n, fill_checkpoint, &lc);
 out:
@@ -254,7 +257,7 @@ mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char *config_p
     *out = NULL;
     ckpt c = {0};
     mamba_status_t st = ckpt_add(&c, weights_path, ctx->err);
-    if (st == MAMBA_OK) st = load(ctx, config_path, &c, out);
+    if (st == MAMBA_OK) st = load(ctx, NULL, config_path, &c, out);
     ckpt_close(&c);
     if (st != MAMBA_OK) mb_log(ctx, MAMBA_LOG_DEBUG, "%s", ctx->err);
     return st;
@@ -292,7 +295,7 @@ mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *dir, mamba_mod
         st = mb_seterr(ctx->err, MAMBA_ERR_IO,
                        "%s: none of model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
                        "pytorch_model.bin.index.json found", dir);
-    if (st == MAMBA_OK) st = load(ctx, cfg, &c, out);
+    if (st == MAMBA_OK) st = load(ctx, dir, cfg, &c, out);
     ckpt_close(&c);
     if (st != MAMBA_OK) mb_log(ctx, MAMBA_LOG_DEBUG, "%s", ctx->err);
     return st;

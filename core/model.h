@@ -6,6 +6,7 @@
 
 struct mb_arch;
 struct mb_runner;
+struct mb_model_text;
 
 /* A weight matrix on the device in its stored dtype. */
 typedef struct mb_mat {
@@ -32,6 +33,7 @@ struct mamba_model {
     /* what prefill, step and forward run through: workspace, logits, recorded graphs
      * (runner.c); made on first use, freed with the model */
     struct mb_runner *runner;
+    struct mb_model_text *text; /* tokenizer and end-of-sequence id (model_text.c)      */
 };
 
 #endif

@@ -331,25 +331,30 @@ static mamba_status_t choose(mamba_sampler_t *s, const double *w, size_t vocab, 
     double sum = 0;
     for (size_t i = 0; i < n; i++) sum += pairs[i].q = exp((pairs[i].logit - top) * inv_t);
     if (s->p.top_p > 0 && s->p.top_p < 1) n = select_mass(pairs, n, s->p.top_p * sum);
-    /* min-p: the largest probability is exp(0) = 1 in these units */
+    /* min-p: the largest probability is exp(0) = 1 in these units. The draw walks the kept
+     * tokens in id order (prob is dense over the vocabulary), so that it does not depend on the
+     * order the selections left them in: the same seed gives the same token when tokens of no
+     * weight, or of ids after it, are added or removed. */
     const double floor_p = s->p.min_p > 0 ? s->p.min_p : 0;
+    memset(prob, 0, vocab * sizeof *prob);
     sum = 0;
     for (size_t i = 0; i < n; i++) {
-        prob[i] = pairs[i].q >= floor_p ? pairs[i].q : 0;
-        sum += prob[i];
+        const double q = pairs[i].q >= floor_p ? pairs[i].q : 0;
+        prob[pairs[i].idx] = q;
+        sum += q;
     }
     double r = next_unit(&s->rng) * sum, acc = 0;
-    size_t last = 0;
-    for (size_t i = 0; i < n; i++) {
+    size_t last = (size_t)pairs[0].idx;
+    for (size_t i = 0; i < vocab; i++) {
         if (prob[i] == 0) continue;
         last = i;
         acc += prob[i];
         if (r < acc) {
-            *token = pairs[i].idx;
+            *token = (int32_t)i;
             return MAMBA_OK;
         }
     }
-    *token = pairs[last].idx;
+    *token = (int32_t)last;
     return MAMBA_OK;
 }
 

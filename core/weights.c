@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "arch/arch.h"
+#include "model_text.h"
 #include "runner.h"
 #include "api/alloc.h"
 
@@ -144,6 +145,7 @@ void mamba_model_free(mamba_model_t *m)
     if (!m) return;
     mamba_context_t *ctx = m->ctx;
     mb_runner_free(m->runner);
+    mb_model_text_free(m);
     if (m->n_states)
         mb_log(ctx, MAMBA_LOG_WARN, "model freed while %d state(s) still use it: free them first", m->n_states);
     for (size_t i = 0; i < m->n_buffers; i++)

@@ -16,6 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mamba_model_load_files(ctx, cfg, weights, &m) != MAMBA_OK) return 0;
     mamba_model_info_t info;
     mamba_model_info(m, &info);
+    int32_t eos;
+    if (mamba_model_eos(m, &eos) == MAMBA_OK && (eos < 0 || eos >= info.config.vocab_size)) abort();
     int32_t ids[4] = {0, 1, 0, 1};
     for (int i = 0; i < 4; i++) ids[i] %= info.config.vocab_size;
     float *logits = malloc(sizeof(float) * (size_t)info.config.vocab_size * 2);

@@ -180,7 +180,8 @@ typedef struct mamba_model_info {
  * pytorch_model.bin (or pytorch_model.bin.index.json), read without running its pickle. The
  * config's model_type picks the architecture ("mamba", "falcon_mamba"); any other is refused
  * with its name. Weights live on the device one buffer a tensor (each no larger than the
- * device's largest allocation). */
+ * device's largest allocation). A tokenizer.json in the directory is loaded with it (a
+ * malformed one fails the load; see mamba_model_tokenizer and mamba_model_eos). */
 MAMBA_API mamba_status_t mamba_model_load(mamba_context_t *ctx, const char *path,
                                           mamba_model_t **out);
 /* Load from an explicit config.json and one safetensors file or pytorch_model.bin. */
@@ -375,6 +376,15 @@ MAMBA_API mamba_status_t mamba_detok_stream_push(mamba_detok_stream_t *s, int32_
 /* What is held back, as U+FFFD replacements for bytes that never completed; resets the stream. */
 MAMBA_API mamba_status_t mamba_detok_stream_flush(mamba_detok_stream_t *s, const char **text, size_t *len);
 MAMBA_API void mamba_detok_stream_free(mamba_detok_stream_t *s);
+
+/* The tokenizer mamba_model_load found in the checkpoint directory (tokenizer.json), or NULL:
+ * none there, a synthetic model, or mamba_model_load_files. Owned by the model. */
+MAMBA_API const mamba_tokenizer_t *mamba_model_tokenizer(const mamba_model_t *m);
+/* The end-of-sequence token id: eos_token_id of the checkpoint directory's
+ * generation_config.json, else of its config.json (an id or a list of ids: the first; for
+ * mamba_model_load_files, of the config given), else the model's tokenizer's <|endoftext|>. MAMBA_ERR_INVALID_ARGUMENT ("no end-of-sequence token
+ * known") when none of them gives one. */
+MAMBA_API mamba_status_t mamba_model_eos(const mamba_model_t *m, int32_t *id);
 
 /* ---- the selective scan alone -------------------------------------------------------- */
 

@@ -723,6 +723,164 @@ START_TEST(rejects_bad_files)
 }
 END_TEST
 
+/* ---- a checkpoint directory's text side: mamba_model_tokenizer and mamba_model_eos ---- */
+
+/* A copy of the tiny fixture in dir, its config's eos_token_id line replaced by eos_line ("" drops it). */
+static void tiny_dir(const char *dir, const char *eos_line)
+{
+    char path[4200];
+    size_t len;
+    char *cfg = read_all(data_path(0, "models/tiny/config.json"), &len);
+    char *at = strstr(cfg, "\"eos_token_id\": 0,");
+    ck_assert_ptr_nonnull(at);
+    const char *rest = at + strlen("\"eos_token_id\": 0,");
+    char *edited = malloc(len + strlen(eos_line) + 1);
+    snprintf(edited, len + strlen(eos_line) + 1, "%.*s%s%s", (int)(at - cfg), cfg, eos_line, rest);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, edited, strlen(edited));
+    free(edited);
+    free(cfg);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    copy_file(data_path(0, "models/tiny/model.safetensors"), path);
+}
+
+static void put_text(const char *dir, const char *name, const char *text)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    write_file(path, text, strlen(text));
+}
+
+static void put_tokenizer(const char *dir, const char *rel)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    copy_file(data_path(0, rel), path);
+}
+
+/* The eos id mamba_model_load(dir) gives, or -1 with the message in msg. */
+static int32_t eos_of_dir(mamba_context_t *ctx, const char *dir, char *msg, size_t cap)
+{
+    mamba_model_t *m;
+    ck_assert_msg(mamba_model_load(ctx, dir, &m) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    int32_t id = -1;
+    if (mamba_model_eos(m, &id) != MAMBA_OK) {
+        snprintf(msg, cap, "%s", mamba_last_error(ctx));
+        id = -1;
+    }
+    mamba_model_free(m);
+    return id;
+}
+
+START_TEST(model_finds_its_text)
+{
+    char *dir = tmpdir_new();
+    mamba_context_t *ctx = cpu_context(0);
+    mamba_model_t *m;
+    /* weights alone: no tokenizer, the config's eos (0) */
+    tiny_dir(dir, "\"eos_token_id\": [9, 4],");
+    ck_assert_int_eq(mamba_model_load(ctx, dir, &m), MAMBA_OK);
+    ck_assert_ptr_null(mamba_model_tokenizer(m));
+    int32_t id = -1;
+    ck_assert_int_eq(mamba_model_eos(m, &id), MAMBA_OK);
+    ck_assert_int_eq(id, 9);
+    ck_assert_int_eq(mamba_model_eos(m, NULL), MAMBA_ERR_INVALID_ARGUMENT);
+    mamba_model_free(m);
+    /* with the GPT-NeoX tokenizer: the same ids as the tokenizer loaded on its own */
+    put_tokenizer(dir, "tokenizer/tokenizer.json");
+    ck_assert_msg(mamba_model_load(ctx, dir, &m) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    const mamba_tokenizer_t *tok = mamba_model_tokenizer(m);
+    ck_assert_ptr_nonnull(tok);
+    ck_assert_uint_eq(mamba_tokenizer_vocab_size(tok), 50277);
+    mamba_tokenizer_t *alone = load_neox();
+    static const char text[] = "Hello, world!<|endoftext|> caf\xc3\xa9";
+    size_t na, nb;
+    int32_t *a = encode(tok, text, sizeof text - 1, 0, &na), *b = encode(alone, text, sizeof text - 1, 0, &nb);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_mem_eq(a, b, na * sizeof *a);
+    ck_assert_int_eq(a[4], 0); /* <|endoftext|> recognized */
+    free(a);
+    free(b);
+    mamba_tokenizer_free(alone);
+    mamba_model_free(m);
+    /* where the eos comes from: generation_config.json, then config.json, then the tokenizer */
+    char msg[1024] = "";
+    put_text(dir, "generation_config.json", "{\"bos_token_id\": 0, \"eos_token_id\": 5}");
+    ck_assert_int_eq(eos_of_dir(ctx, dir, msg, sizeof msg), 5);
+    put_text(dir, "generation_config.json", "{\"eos_token_id\": [7, 2]}");
+    ck_assert_int_eq(eos_of_dir(ctx, dir, msg, sizeof msg), 7);
+    put_text(dir, "generation_config.json", "{\"eos_token_id\": null}");
+    ck_assert_int_eq(eos_of_dir(ctx, dir, msg, sizeof msg), 9);
+    tiny_dir(dir, "");
+    put_text(dir, "generation_config.json", "{\"eos_token_id\": []}");
+    put_tokenizer(dir, "tokenizer/gpt2_tiny.json"); /* its <|endoftext|> is 127 */
+    ck_assert_int_eq(eos_of_dir(ctx, dir, msg, sizeof msg), 127);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ck_assert_int_eq(remove(path), 0);
+    ck_assert_int_eq(eos_of_dir(ctx, dir, msg, sizeof msg), -1);
+    ck_assert_msg(strstr(msg, "no end-of-sequence token known") != NULL, "%s", msg);
+    /* synthetic models and explicit files have no tokenizer; the latter read their config's eos */
+    mamba_config_t cfg;
+    mamba_config_init(&cfg);
+    cfg.d_model = 16;
+    cfg.n_layer = 1;
+    cfg.vocab_size = 32;
+    ck_assert_int_eq(mamba_model_create_synthetic(ctx, &cfg, MAMBA_F32, 1, &m), MAMBA_OK);
+    ck_assert_ptr_null(mamba_model_tokenizer(m));
+    ck_assert_int_eq(mamba_model_eos(m, &id), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(mamba_last_error(ctx), "no end-of-sequence token known"));
+    mamba_model_free(m);
+    ck_assert_int_eq(mamba_model_load_files(ctx, data_path(0, "models/tiny/config.json"),
+                                            data_path(1, "models/tiny/model.safetensors"), &m), MAMBA_OK);
+    ck_assert_ptr_null(mamba_model_tokenizer(m));
+    ck_assert_int_eq(mamba_model_eos(m, &id), MAMBA_OK);
+    ck_assert_int_eq(id, 0);
+    mamba_model_free(m);
+    ck_assert_ptr_null(mamba_model_tokenizer(NULL));
+    ck_assert_int_eq(mamba_model_eos(NULL, &id), MAMBA_ERR_INVALID_ARGUMENT);
+    mamba_context_free(ctx);
+    tmpdir_remove(dir);
+}
+END_TEST
+
+/* A malformed tokenizer.json or generation_config.json fails the load, naming the file. */
+static const struct bad_side {
+    const char *name, *text;
+    mamba_status_t st;
+    const char *needle;
+} bad_sides[] = {
+    {"tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {", MAMBA_ERR_FORMAT, "malformed JSON"},
+    {"tokenizer.json", "[]", MAMBA_ERR_FORMAT, "expected a JSON object"},
+    {"generation_config.json", "{\"eos_token_id\": ", MAMBA_ERR_FORMAT, "malformed JSON"},
+    {"generation_config.json", "{\"eos_token_id\": \"</s>\"}", MAMBA_ERR_FORMAT, "eos_token_id must be a token id in [0, 64)"},
+    {"generation_config.json", "{\"eos_token_id\": 64}", MAMBA_ERR_FORMAT, "eos_token_id must be a token id in [0, 64)"},
+    {"generation_config.json", "{\"eos_token_id\": [1.5]}", MAMBA_ERR_FORMAT, "eos_token_id"},
+    {"generation_config.json", "7", MAMBA_ERR_FORMAT, "expected a JSON object"},
+    {"config.json", NULL, MAMBA_ERR_FORMAT, "eos_token_id must be a token id"},
+};
+
+START_TEST(model_rejects_bad_text_files)
+{
+    const struct bad_side *b = &bad_sides[_i];
+    char *dir = tmpdir_new();
+    tiny_dir(dir, b->text ? "" : "\"eos_token_id\": -1,");
+    if (b->text) put_text(dir, b->name, b->text);
+    mamba_context_t *ctx = cpu_context(0);
+    mamba_model_t *m = (mamba_model_t *)&b; /* must be reset to NULL */
+    const mamba_status_t st = mamba_model_load(ctx, dir, &m);
+    const char *msg = mamba_last_error(ctx);
+    ck_assert_msg(st == b->st, "%s: status %s (%s)", b->name, mamba_status_string(st), msg);
+    ck_assert_ptr_null(m);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, b->name);
+    ck_assert_msg(strstr(msg, path) != NULL, "'%s' does not name %s", msg, path);
+    ck_assert_msg(strstr(msg, b->needle) != NULL, "'%s' does not say '%s'", msg, b->needle);
+    mamba_context_free(ctx);
+    tmpdir_remove(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -740,6 +898,8 @@ int main(void)
     tcase_add_test(tc, long_word);
     tcase_add_test(tc, gpt2_style);
     tcase_add_loop_test(tc, rejects_bad_files, 0, (int)(sizeof bad_files / sizeof bad_files[0]));
+    tcase_add_test(tc, model_finds_its_text);
+    tcase_add_loop_test(tc, model_rejects_bad_text_files, 0, (int)(sizeof bad_sides / sizeof bad_sides[0]));
     suite_add_tcase(s, tc);
     return run_suite(s, 1);
 }

@@ -8,11 +8,12 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_text.h"
 
 static const char usage[] =
-    "usage: mamba perplexity --model DIR|SIZE --input IDS.safetensors [--ctx N] [--batch B]\n"
-    "                        [--chunk C] [--json] [--backend B] [--threads N]\n"
-    "                        [--dtype f32|f16|bf16]\n"
+    "usage: mamba perplexity --model DIR|SIZE (--input IDS.safetensors | --file TEXT) [--ctx N]\n"
+    "                        [--batch B] [--chunk C] [--json] [--tokenizer FILE] [--no-special]\n"
+    "                        [--backend B] [--threads N] [--dtype f32|f16|bf16]\n"
     "\n"
     "The perplexity of token ids: exp of the mean negative log-likelihood of each token given\n"
     "the ones before it (log-softmax in double precision). Reads tensor 'input_ids', int64 or\n"
@@ -23,7 +24,9 @@ static const char usage[] =
     "  --model DIR|SIZE  Hugging Face checkpoint directory, or 130m|370m|790m|1.4b|2.8b for\n"
     "                    synthetic weights (seed 0, dtype from --dtype)\n"
     "  --input FILE      the safetensors file holding input_ids\n"
-    "  --file TEXT       a text file to tokenize and score (needs the tokenizer: not built yet)\n"
+    "  --file TEXT       a text file, tokenized (one row) and scored ('-': stdin)\n"
+    "  --tokenizer FILE  the tokenizer.json for --file (default: the model directory's)\n"
+    "  --no-special      special tokens written in the text (<|endoftext|>) are plain text\n"
     "  --ctx N           0 (default): no windows. A Mamba model has no context limit: its\n"
     "                    recurrent state runs through each whole row, however long, and only\n"
     "                    a row's first token goes unscored. N >= 2: windows of N tokens, each\n"
@@ -299,6 +302,39 @@ done:
     return rc;
 }
 
+/* The ids of a text file as one row. */
+static int text_ids(run_t *r, const char *model, const char *path, const char *tokenizer, int no_special, int32_t **out)
+{
+    mamba_tokenizer_t *own = NULL;
+    char *text = NULL;
+    size_t len, n = 0;
+    int32_t *ids = NULL;
+    int rc = EXIT_RUNTIME;
+    const mamba_tokenizer_t *tok = cli_text_tokenizer("perplexity", "--file", r->model, model, tokenizer, &own);
+    if (!tok || !cli_read_all("perplexity", "--file", path, &text, &len)) goto done;
+    if (!cli_tokenize("perplexity", path, tok, text, len, no_special, &ids, &n)) goto done;
+    if (n < 2) {
+        cli_error("perplexity", EXIT_RUNTIME, "%s: %zu token: nothing to score (it takes 2)", path, n);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((size_t)ids[i] >= r->vocab) {
+            cli_error("perplexity", EXIT_RUNTIME, "%s: token %zu is id %d, outside the model's vocabulary of %zu", path, i,
+                      (int)ids[i], r->vocab);
+            goto done;
+        }
+    r->rows = 1;
+    r->len = n;
+    *out = ids;
+    ids = NULL;
+    rc = EXIT_OK;
+done:
+    free(ids);
+    free(text);
+    mamba_tokenizer_free(own);
+    return rc;
+}
+
 int cmd_perplexity(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -307,8 +343,10 @@ int cmd_perplexity(int argc, char **argv)
         {"batch", required_argument, 0, 'B'}, {"chunk", required_argument, 0, 'C'},
         {"json", no_argument, 0, 'j'}, {"backend", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, 'd'},
+        {"tokenizer", required_argument, 0, 'T'}, {"no-special", no_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL, *in = NULL, *text = NULL, *backend = NULL;
+    const char *model = NULL, *in = NULL, *text = NULL, *backend = NULL, *tokenizer = NULL;
+    int no_special = 0;
     long ctx_len = 0, batch = 1, chunk = 0, threads = 0;
     int json = 0;
     mamba_dtype_t dtype = MAMBA_F32;
@@ -321,6 +359,8 @@ int cmd_perplexity(int argc, char **argv)
         case 'f': text = optarg; break;
         case 'b': backend = optarg; break;
         case 'j': json = 1; break;
+        case 'T': tokenizer = optarg; break;
+        case 'S': no_special = 1; break;
         case 'c':
             if (!cli_parse_long(optarg, 0, 1L << 40, &ctx_len) || ctx_len == 1)
                 return cli_error("perplexity", EXIT_USAGE,
@@ -350,21 +390,27 @@ int cmd_perplexity(int argc, char **argv)
     if (in && text) return cli_error("perplexity", EXIT_USAGE, "--input and --file exclude each other");
     if (!model || (!in && !text)) {
         fputs(usage, stderr);
-        return cli_error("perplexity", EXIT_USAGE, "--model and --input are required");
+        return cli_error("perplexity", EXIT_USAGE, "--model and --input (or --file) are required");
     }
     if (chunk && ctx_len) return cli_error("perplexity", EXIT_USAGE, "--chunk applies to --ctx 0 only");
-    if (text) return cli_error("perplexity", EXIT_RUNTIME, "--file needs a tokenizer: not built yet (use --input)");
+    if (in && (tokenizer || no_special))
+        return cli_error("perplexity", EXIT_USAGE, "--tokenizer and --no-special apply to --file only");
 
     run_t r = {.batch = (size_t)batch, .ctx_len = (size_t)ctx_len, .chunk = (size_t)chunk, .json = json,
                .progress = isatty(STDERR_FILENO)};
     int32_t *ids = NULL;
     int rc = EXIT_RUNTIME;
+    if (text && !cli_text_precheck("perplexity", "--file", model, tokenizer)) goto done;
     if (!(r.ctx = cli_context("perplexity", backend, (int)threads))) goto done;
     if (!(r.model = cli_model("perplexity", r.ctx, model, dtype, 0))) goto done;
     mamba_model_info_t info;
     mamba_model_info(r.model, &info);
     r.vocab = (size_t)info.config.vocab_size;
-    if ((rc = read_ids(in, r.vocab, &ids, &r.rows, &r.len)) != EXIT_OK) goto done;
+    if (text) {
+        if ((rc = text_ids(&r, model, text, tokenizer, no_special, &ids)) != EXIT_OK) goto done;
+    } else if ((rc = read_ids(in, r.vocab, &ids, &r.rows, &r.len)) != EXIT_OK) {
+        goto done;
+    }
     r.ids = ids;
     const double t0 = cli_now();
     const size_t row_logits = r.len * r.vocab * sizeof(float);

@@ -1,4 +1,4 @@
-/* The `mamba` command: info, forward, generate, perplexity, scan, serve. */
+/* The `mamba` command: info, forward, generate, chat, perplexity, scan, tokenize, detokenize, serve. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,9 +12,12 @@ static const char usage[] =
     "commands:\n"
     "  info       list the backends and devices found\n"
     "  forward    logits of token sequences (safetensors in, safetensors out)\n"
-    "  generate   continue a prompt of token ids\n"
-    "  perplexity the perplexity of token ids (safetensors in)\n"
+    "  generate   continue a prompt (text or token ids)\n"
+    "  chat       a conversation on the terminal\n"
+    "  perplexity the perplexity of a text or of token ids (safetensors in)\n"
     "  scan       run the selective scan op alone on tensors from a file\n"
+    "  tokenize   the token ids of a text\n"
+    "  detokenize the text of token ids\n"
     "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
     "\n"
     "'mamba COMMAND --help' describes each command. Exit status: 0 success, 1 runtime error,\n"
@@ -37,7 +40,8 @@ int main(int argc, char **argv)
     }
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"info", cmd_info}, {"forward", cmd_forward}, {"generate", cmd_generate}, {"perplexity", cmd_perplexity},
-        {"scan", cmd_scan}, {"serve", cmd_serve},
+        {"scan", cmd_scan}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
+        {"chat", cmd_chat}, {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
