@@ -12,7 +12,7 @@
  * reduction class: the channels whose dB/dC contributions at one time step land on the same
  * elements (one group when a time-varying B or C has a group stride, else every channel). A
  * tile's contributions to a time-varying dB/dC are summed over its channels in a fixed order
- * and written as its partial sums; a second pass adds the partial sums of the tiles (and of the
+ * (GPU: after each chunk, from the contributions kept in cB/cC) and written as its partial sums; a second pass adds the partial sums of the tiles (and of the
  * batch, where B_sb = 0) in index order. Constant-in-time dB/dC, dA, dD and ddelta_bias are
  * accumulated per (batch, channel) and folded in index order at the end.
  *
@@ -20,6 +20,9 @@
  *   H        n_chunks x N x BD                              states entering each chunk
  *   hist     chunk_len x N x slots                          slots: U x tile (GPU: one per
  *                                                           work-item), or one per CPU thread
+ *   cB, cC   chunk_len x N x slots each (GPU only), when dB / dC is wanted and that tensor
+ *            varies in time: each work-item's contributions over the chunk, which the
+ *            work-group then sums per (step, state) over its items in order
  *   PB, PC   U x p_len x N each, when dB / dC is wanted and that tensor varies in time;
  *            p_len = L (GPU: all partials kept), chunk_len (CPU: folded after each chunk)
  *   accA     BD x N when dA is wanted; accB, accC BD x N when dB / dC is wanted and constant
@@ -41,7 +44,8 @@ typedef struct mb_scan_bwd_plan {
     int tc_B, tc_C;   /* dB / dC wanted and constant in time: per-channel accumulators */
     size_t slots, p_len;
     /* offsets into the scratch and its size, in floats (regions not needed are empty) */
-    size_t off_H, off_hist, off_PB, off_PC, off_accA, off_accB, off_accC, off_accD, off_accbias, off_carry, total;
+    size_t off_H, off_hist, off_cB, off_cC, off_PB, off_PC, off_accA, off_accB, off_accC, off_accD, off_accbias,
+        off_carry, total;
 } mb_scan_bwd_plan;
 
 /* 16 doubled while its square is below len, at most 512: about sqrt(len), which balances the
@@ -77,6 +81,8 @@ static inline void mb_scan_bwd_plan_init(mb_scan_bwd_plan *p, const mb_scan_bwd_
     size_t o = 0;
     p->off_H = o;       o += p->n_chunks * N * BD;
     p->off_hist = o;    o += p->chunk_len * N * p->slots;
+    p->off_cB = o;      o += !threads && p->tv_B ? p->chunk_len * N * p->slots : 0;
+    p->off_cC = o;      o += !threads && p->tv_C ? p->chunk_len * N * p->slots : 0;
     p->off_PB = o;      o += p->tv_B ? p->units * p->p_len * N : 0;
     p->off_PC = o;      o += p->tv_C ? p->units * p->p_len * N : 0;
     p->off_accA = o;    o += op->dA.buf ? BD * N : 0;
