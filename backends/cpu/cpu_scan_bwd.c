@@ -95,7 +95,7 @@ static void channel_chunk(const bwd_job *j, size_t b, size_t d, size_t c, float 
     const float *Hc = j->s + pl->off_H + (c * BD + bd) * N;
     const float bias = v->bias ? v->bias[d] : 0.0f, Dd = v->D ? v->D[d] : 0.0f;
     float h[CPU_MAX_STATE];
-    memcpy(h, Hc, N * sizeof *h);
+    for (size_t n = 0; n < N; n++) h[n] = Hc[n];
     for (size_t t = t0; t < t1; t++) {
         const float dt = dt_of(j, b, t, d, bias, NULL);
         step(j, b, t, g, a, dt, v->u[b * f->u_sb + t * f->u_st + d * f->u_sd], h);
@@ -163,8 +163,8 @@ static void unit_chunk(const bwd_job *j, size_t unit, size_t c, float *hist)
     const size_t d1 = d0 + pl->tile < cend ? d0 + pl->tile : cend;
     float *pb = pl->tv_B ? j->s + pl->off_PB + unit * T * N : NULL;
     float *pc = pl->tv_C ? j->s + pl->off_PC + unit * T * N : NULL;
-    if (pb) memset(pb, 0, T * N * sizeof *pb);
-    if (pc) memset(pc, 0, T * N * sizeof *pc);
+    if (pl->tv_B) memset(pb, 0, T * N * sizeof *pb);
+    if (pl->tv_C) memset(pc, 0, T * N * sizeof *pc);
     for (size_t d = d0; d < d1; d++) channel_chunk(j, b, d, c, hist, pb, pc);
 }
 
