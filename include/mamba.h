@@ -412,6 +412,26 @@ typedef struct mamba_scan_args {
 /* Run the selective scan op of ctx's backend on host arrays. */
 MAMBA_API mamba_status_t mamba_scan(mamba_context_t *ctx, const mamba_scan_args_t *args);
 
+/* Gradients of sum(out * dout) for mamba_scan_backward, host arrays, each NULL to skip.
+ * du, ddelta, dz in u's, delta's, z's layout (args' strides); dB, dC in B's and C's (a zero
+ * stride broadcasts: the element gets the sum over everything that read it; only addressed
+ * elements are written); dA (dim, N); dD, ddelta_bias (dim); dstate_in (batch, dim, N), the
+ * gradient of args->state_in. dD, dz and ddelta_bias need D, z and delta_bias. dstate_out is
+ * an input: the cotangent of the final state (batch, dim, N), or NULL for none. */
+typedef struct mamba_scan_grads {
+    float *du, *ddelta, *dA, *dB, *dC, *dD, *dz, *ddelta_bias, *dstate_in;
+    const float *dstate_out;
+} mamba_scan_grads_t;
+
+/* The backward of mamba_scan(args) on ctx's backend: dout in out's layout (args->out_sb, _st,
+ * _sd; args->out and state_out are not used). The states are recomputed from states kept
+ * at chunk boundaries, so the working memory grows with len only by one state per chunk of
+ * about sqrt(len) steps (and the partial sums of a time-varying dB/dC). Bitwise the same
+ * gradients for the same inputs on the same backend and thread count. Backends without it
+ * answer MAMBA_ERR_UNSUPPORTED. */
+MAMBA_API mamba_status_t mamba_scan_backward(mamba_context_t *ctx, const mamba_scan_args_t *args, const float *dout,
+                                             mamba_scan_grads_t *grads);
+
 /* ---- measurement (what mamba-bench uses) ---------------------------------------------- */
 
 /* Time the work submitted between start and stop, on the device's clock (CUDA/OpenCL events;

@@ -185,6 +185,39 @@ START_TEST(scan_matches_reference)
 }
 END_TEST
 
+/* --backward writes every d_* the fixture holds, in its shape, within the fixtures' bound */
+START_TEST(scan_backward_matches_reference)
+{
+    char out[4200];
+    snprintf(out, sizeof out, "%s/grads.safetensors", dir);
+    const char *ref_path = data_path(0, "grads/scan_basic.safetensors");
+    ck_assert_msg(run("scan", "--backward", "--input", ref_path, "--output", out, NULL) == 0, "%s", err_buf);
+    mamba_tensor_file_t *got, *ref;
+    ck_assert_int_eq(mamba_tensor_file_open(out, &got), MAMBA_OK);
+    ck_assert_int_eq(mamba_tensor_file_open(ref_path, &ref), MAMBA_OK);
+    const char *names[] = {"d_u", "d_delta", "d_A", "d_B", "d_C", "d_D", "d_z", "d_delta_bias"};
+    for (int i = 0; i < 8; i++) {
+        mamba_tensor_t tg, tr;
+        ck_assert_int_eq(mamba_tensor_file_find(got, names[i], &tg), MAMBA_OK);
+        ck_assert_int_eq(mamba_tensor_file_find(ref, names[i], &tr), MAMBA_OK);
+        ck_assert_int_eq(tg.ndim, tr.ndim);
+        for (int k = 0; k < tr.ndim; k++) ck_assert_int_eq(tg.shape[k], tr.shape[k]);
+        size_t n, m;
+        float *a = file_f32(got, names[i], &n), *b = file_f32(ref, names[i], &m);
+        ck_assert_uint_eq(n, m);
+        ck_assert_msg(max_abs_diff(a, b, n) <= 1e-5 * max_abs(b, n), "%s: err %g", names[i], max_abs_diff(a, b, n));
+        free(a);
+        free(b);
+    }
+    mamba_tensor_file_close(got);
+    mamba_tensor_file_close(ref);
+    /* a forward case has no dout */
+    ck_assert_int_eq(run("scan", "--backward", "--input", data_path(0, "scan/basic.safetensors"), "--output", out,
+                         NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err_buf, "dout"));
+}
+END_TEST
+
 START_TEST(runtime_errors)
 {
     char out[4200];
@@ -1343,6 +1376,7 @@ int main(void)
     tcase_add_test(tc, forward_matches_reference);
     tcase_add_test(tc, generate_matches_reference);
     tcase_add_test(tc, scan_matches_reference);
+    tcase_add_test(tc, scan_backward_matches_reference);
     tcase_add_test(tc, runtime_errors);
     tcase_add_test(tc, generate_sampling_flags);
     tcase_add_loop_test(tc, perplexity_matches_golden, 0, 2);

@@ -97,6 +97,11 @@ static mamba_status_t work(mamba_context_t *ctx, outcome *o)
                            .delta_softplus = 1, .out = y, .out_sb = 8, .out_st = 2, .out_sd = 1};
     if ((st = mamba_scan(ctx, &a)) != MAMBA_OK) goto out;
     memcpy(o->scan_out, y, sizeof y);
+    /* and its backward (a staging buffer and the backend's working memory) */
+    float du[8], dA[16];
+    mamba_scan_grads_t g = {.du = du, .dA = dA};
+    if ((st = mamba_scan_backward(ctx, &a, y, &g)) != MAMBA_OK) goto out;
+    for (int i = 0; i < 8; i++) o->digest += du[i];
     /* a file written atomically, and read back */
     char path[4200];
     snprintf(path, sizeof path, "%s/logits.safetensors", tmp);

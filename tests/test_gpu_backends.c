@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/backend.h"
+#include "api/scan_bwd.h"
 #include "testutil.h"
 
 /* The bounds of the CPU suites: the GPU is held to the same float64 references. */
@@ -241,6 +242,137 @@ START_TEST(scan_matches_cpu)
     ck_assert_double_le(es, SCAN_REL_BOUND * max_abs(st[0], B * D * N));
     for (int k = 0; k < 2; k++) { free(out[k]); free(st[k]); }
     free(u); free(dl); free(z); free(A); free(Dv); free(bias); free(s0); free(Bm); free(Cm);
+}
+END_TEST
+
+
+/* ---- the scan's backward ---- */
+
+static const char *const grad_cases[] = {"basic", "long", "plain"};
+
+START_TEST(fixture_scan_backward)
+{
+    grad_fixture f;
+    grad_fixture_load(&f, grad_cases[_i]);
+    mamba_context_t *ctx = open_ctx(backend, 0);
+    ck_assert_msg(mamba_scan_backward(ctx, &f.args, f.dout, &f.grads) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    for (int k = 0; k < f.count; k++) {
+        const double e = max_abs_diff(f.got[k], f.ref[k], f.n[k]), m = max_abs(f.ref[k], f.n[k]);
+        printf("%s scan backward %s %s: max err %.3g of max %.3g (%.2g relative)\n", backend, grad_cases[_i],
+               f.names[k], e, m, e / m);
+        ck_assert_msg(e <= SCAN_REL_BOUND * m, "%s %s: err %g, bound %g", grad_cases[_i], f.names[k], e,
+                      SCAN_REL_BOUND * m);
+    }
+    mamba_context_free(ctx);
+    grad_fixture_free(&f);
+}
+END_TEST
+
+/* B, D, L, N, mode (0 input-dependent, 1 constant, 2 grouped by 4): L around the chunk sizes
+ * (64 steps up to 4096, 128 past), dim not a multiple of the work-group of 64 */
+static const size_t bwd_shapes[][5] = {
+    {1, 17, 2047, 16, 0}, {5, 33, 2049, 16, 0}, {1, 70, 5000, 16, 0}, {1, 96, 1, 16, 0}, {2, 40, 300, 1, 0},
+    {1, 24, 200, 64, 0},  {1, 16, 50, 256, 0},  {3, 64, 700, 16, 1},  {2, 136, 513, 16, 2}, {5, 20, 2, 4, 0},
+};
+
+enum { G_U, G_DL, G_A, G_B, G_C, G_D, G_Z, G_BIAS, G_S, N_G };
+
+/* The backward of a random problem of shape sh in ctx into g[N_G] (malloc'd). */
+static void backward_in(mamba_context_t *ctx, const size_t *sh, float *g[N_G], size_t n[N_G])
+{
+    const size_t B = sh[0], D = sh[1], L = sh[2], N = sh[3], mode = sh[4], G = mode == 2 ? 4 : 1;
+    uint64_t seed = 7 + B * 131 + D * 17 + L * 3 + N + mode;
+    float *u = rnd(B * L * D, -2, 2, &seed), *dl = rnd(B * L * D, -4, 1, &seed), *z = rnd(B * L * D, -3, 3, &seed);
+    float *A = rnd(D * N, -8, -0.1f, &seed), *Dv = rnd(D, -1, 1, &seed), *bias = rnd(D, -2, 0.5f, &seed);
+    float *s0 = rnd(B * D * N, -1, 1, &seed), *dout = rnd(B * L * D, -1, 1, &seed), *dso = rnd(B * D * N, -1, 1, &seed);
+    const size_t nbc = mode == 1 ? D * N : B * L * G * N;
+    float *Bm = rnd(nbc, -1, 1, &seed), *Cm = rnd(nbc, -1, 1, &seed);
+    for (size_t i = 3; i < B * L * D; i += 17) dl[i] = 25.0f; /* past softplus' threshold */
+    const size_t sizes[N_G] = {B * L * D, B * L * D, D * N, nbc, nbc, D, B * L * D, D, B * D * N};
+    for (int k = 0; k < N_G; k++) {
+        n[k] = sizes[k];
+        g[k] = calloc(sizes[k] + 1, sizeof(float));
+    }
+    mamba_scan_args_t a = {
+        .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = mode == 1 ? D : G,
+        .u = u, .u_sb = (ptrdiff_t)(L * D), .u_st = (ptrdiff_t)D, .u_sd = 1,
+        .delta = dl, .delta_sb = (ptrdiff_t)(L * D), .delta_st = (ptrdiff_t)D, .delta_sd = 1, .A = A,
+        .D = Dv, .z = z, .z_sb = (ptrdiff_t)(L * D), .z_st = (ptrdiff_t)D, .z_sd = 1,
+        .delta_bias = bias, .delta_softplus = 1, .state_in = s0,
+        .out_sb = (ptrdiff_t)(L * D), .out_st = (ptrdiff_t)D, .out_sd = 1,
+    };
+    if (mode == 1) {
+        a.B = Bm; a.B_sg = (ptrdiff_t)N; a.B_sn = 1;
+        a.C = Cm; a.C_sg = (ptrdiff_t)N; a.C_sn = 1;
+    } else {
+        a.B = Bm; a.B_sb = (ptrdiff_t)(L * G * N); a.B_st = (ptrdiff_t)(G * N); a.B_sg = (ptrdiff_t)N; a.B_sn = 1;
+        a.C = Cm; a.C_sb = (ptrdiff_t)(L * G * N); a.C_st = (ptrdiff_t)(G * N); a.C_sg = (ptrdiff_t)N; a.C_sn = 1;
+    }
+    mamba_scan_grads_t gr = {g[G_U], g[G_DL], g[G_A], g[G_B], g[G_C], g[G_D], g[G_Z], g[G_BIAS], g[G_S], dso};
+    ck_assert_msg(mamba_scan_backward(ctx, &a, dout, &gr) == MAMBA_OK, "%s: %s", mamba_context_backend(ctx),
+                  mamba_last_error(ctx));
+    free(u); free(dl); free(z); free(A); free(Dv); free(bias); free(s0); free(dout); free(dso); free(Bm); free(Cm);
+}
+
+static void backward_on(const char *name, const size_t *sh, float *g[N_G], size_t n[N_G])
+{
+    mamba_context_t *ctx = open_ctx(name, 0);
+    backward_in(ctx, sh, g, n);
+    mamba_context_free(ctx);
+}
+
+static const char *const g_names[N_G] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dstate_in"};
+
+/* Against the CPU within the bound of the fixtures, and the same bits in a second run. */
+START_TEST(scan_backward_matches_cpu)
+{
+    const size_t *sh = bwd_shapes[_i];
+    float *ref[N_G], *got[N_G], *again[N_G];
+    size_t n[N_G];
+    backward_on("cpu", sh, ref, n);
+    backward_on(backend, sh, got, n);
+    backward_on(backend, sh, again, n);
+    for (int k = 0; k < N_G; k++) {
+        const double e = max_abs_diff(got[k], ref[k], n[k]), m = max_abs(ref[k], n[k]);
+        if (e > SCAN_REL_BOUND * m || k == G_A)
+            printf("%s scan backward B%zu D%zu L%zu N%zu mode %zu vs cpu: %s max err %.3g of max %.3g\n", backend,
+                   sh[0], sh[1], sh[2], sh[3], sh[4], g_names[k], e, m);
+        ck_assert_msg(e <= SCAN_REL_BOUND * m, "%s: err %g, bound %g", g_names[k], e, SCAN_REL_BOUND * m);
+        ck_assert_msg(memcmp(got[k], again[k], n[k] * sizeof(float)) == 0, "%s differs between two runs", g_names[k]);
+        free(ref[k]);
+        free(got[k]);
+        free(again[k]);
+    }
+}
+END_TEST
+
+/* The backward's scratch holds the plan of api/scan_bwd.h (the device grows its scratch to
+ * 1.25 times what is asked). */
+START_TEST(scan_backward_memory)
+{
+    const size_t sh[5] = {2, 160, 3000, 16, 0};
+    mamba_context_t *ctx = open_ctx(backend, 0);
+    uint64_t cur0, cur1, peak;
+    ck_assert_int_eq(mamba_memory_usage(ctx, &cur0, &peak), MAMBA_OK);
+    float *g[N_G];
+    size_t n[N_G];
+    backward_in(ctx, sh, g, n);
+    ck_assert_int_eq(mamba_memory_usage(ctx, &cur1, &peak), MAMBA_OK);
+    static char present;
+    mb_buffer *fake = (mb_buffer *)(void *)&present; /* only tested against NULL */
+    mb_scan_bwd_op op = {
+        .fwd = {.batch = sh[0], .dim = sh[1], .len = sh[2], .d_state = sh[3], .n_groups = 1, .B_st = 16, .C_st = 16},
+        .dA = {fake, 0}, .dB = {fake, 0}, .dC = {fake, 0}, .dD = {fake, 0}, .ddelta_bias = {fake, 0},
+    };
+    mb_scan_bwd_plan pl;
+    mb_scan_bwd_plan_init(&pl, &op, 64, 0);
+    const uint64_t grown = cur1 - cur0, want = pl.total * sizeof(float);
+    printf("%s scan backward (2, 160, 3000, 16): scratch grew by %llu bytes, the plan %llu\n", backend,
+           (unsigned long long)grown, (unsigned long long)want);
+    ck_assert_uint_ge(grown, want);
+    ck_assert_uint_le(grown, want + want / 4);
+    for (int k = 0; k < N_G; k++) free(g[k]);
+    mamba_context_free(ctx);
 }
 END_TEST
 
@@ -588,6 +720,9 @@ static int run_backend(const char *name)
     tcase_add_test(tc, two_devices_in_one_thread);
     tcase_add_loop_test(tc, fixture_scan, 0, 4);
     tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));
+    tcase_add_loop_test(tc, fixture_scan_backward, 0, 3);
+    tcase_add_loop_test(tc, scan_backward_matches_cpu, 0, (int)(sizeof bwd_shapes / sizeof bwd_shapes[0]));
+    tcase_add_test(tc, scan_backward_memory);
     tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
     tcase_add_test(tc, large_gemms_match_cpu);

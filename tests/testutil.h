@@ -56,4 +56,21 @@ typedef struct scan_fixture {
 void scan_fixture_load(scan_fixture *f, const char *name);
 void scan_fixture_free(scan_fixture *f);
 
+/* A case of tests/data/grads/scan_NAME (the layout above, with dout and the references d_*):
+ * backward arguments whose gradients (got[i], zeroed) are the ones the case holds. */
+#define GRAD_FIXTURE_MAX 8
+typedef struct grad_fixture {
+    mamba_tensor_file_t *file;
+    mamba_scan_args_t args;
+    float *dout;
+    mamba_scan_grads_t grads;
+    int count;
+    const char *names[GRAD_FIXTURE_MAX];
+    float *ref[GRAD_FIXTURE_MAX], *got[GRAD_FIXTURE_MAX];
+    size_t n[GRAD_FIXTURE_MAX];
+    float *owned[8];
+} grad_fixture;
+void grad_fixture_load(grad_fixture *f, const char *name);
+void grad_fixture_free(grad_fixture *f);
+
 #endif

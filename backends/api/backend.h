@@ -119,6 +119,26 @@ typedef struct mb_scan_op {
     mb_ptr state_out;  /* buf NULL: not written; may equal state_in */
 } mb_scan_op;
 
+/* The selective scan's backward (gradients of sum(out * dout)), recomputing the states from
+ * states kept at chunk boundaries. fwd holds the forward's inputs (its out and state_out are
+ * not used). dout has out's shape with its own strides. Every gradient is optional (buf NULL:
+ * not computed); one whose input is absent (D, z, delta_bias) must be absent too:
+ *   du, ddelta, dz   u's, delta's, z's strides; every (b, t, d) its own element
+ *   dB, dC           B's and C's strides. A zero stride broadcasts (B_st = 0: constant over
+ *                    time; B_sb = 0: shared by the batch; B_sg = 0: by every channel), and the
+ *                    element receives the sum over all that read it; nonzero strides must not
+ *                    make distinct (b, t, g, n) overlap. Only the addressed elements are written.
+ *   dA (dim, N), dD, ddelta_bias (dim); dstate_in (batch, dim, N): the gradient of state_in
+ * dstate_out (batch, dim, N) or none: the cotangent of the final state. Sums over batch,
+ * time and channels run in a fixed order: the same inputs give bitwise the same gradients on
+ * the same device and thread count. */
+typedef struct mb_scan_bwd_op {
+    mb_scan_op fwd;
+    mb_ptr dout;       ptrdiff_t dout_sb, dout_st, dout_sd;
+    mb_ptr dstate_out;
+    mb_ptr du, ddelta, dz, dA, dB, dC, dD, ddelta_bias, dstate_in;
+} mb_scan_bwd_op;
+
 /* Causal depthwise conv along time, + bias, then SiLU.
  * x: element [b, t, c] at x[b*x_sb + t*x_st + c]; out likewise with out_sb/out_st.
  * weight (channels, width) f32; bias (channels) f32 or none.
@@ -163,6 +183,9 @@ typedef struct mb_model_ops {
      * decoding without sending logits to the host. */
     int (*argmax)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2,
                   mb_ptr nan_flag);
+    /* See mb_scan_bwd_op. NULL: the backend has no backward (the core answers
+     * MAMBA_ERR_UNSUPPORTED). Working memory: mb_scan_bwd_plan (api/util.h). */
+    int (*scan_backward)(mb_device *dev, const mb_scan_bwd_op *op);
 } mb_model_ops;
 
 /* One time step (T = 1) of a Mamba mixer between in_proj and out_proj, for batch rows b:

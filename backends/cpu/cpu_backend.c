@@ -232,6 +232,7 @@ static const mb_model_ops cpu_model_ops = {
     .conv_silu = cpu_conv_silu,
     .scan = cpu_scan,
     .argmax = cpu_argmax,
+    .scan_backward = cpu_scan_backward,
 };
 
 static const mb_fused_ops cpu_fused_ops = {

@@ -61,6 +61,7 @@ int cpu_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
              mb_ptr bias, mb_ptr y, size_t ldy);
 int cpu_scan(mb_device *dev, const mb_scan_op *op);
+int cpu_scan_backward(mb_device *dev, const mb_scan_bwd_op *op);
 /* Rows [r0, r1) of a decoding GEMV: y[i, r] = (accumulate ? y[i, r] : 0) + x[i] . W[r, :]
  * + bias[r], for i < m <= CPU_GEMV_MAX_ROWS; W (n, k) in wdt (F32, F16 or BF16), read once
  * for all m rows. Called from inside a parallel region (the mixer step's x_proj). */

@@ -434,6 +434,7 @@ static mb_model_ops make_model_ops(void)
     v.conv_silu = G(cuda_conv_silu);
     v.scan = G(cuda_scan);
     v.argmax = G(cuda_argmax);
+    v.scan_backward = G(cuda_scan_backward);
     return v;
 }
 

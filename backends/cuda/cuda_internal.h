@@ -76,6 +76,7 @@ int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *
 /* Whether cuda_scratch(bytes) can succeed without reallocating during a graph capture. */
 bool cuda_scratch_ready(mb_device *dev, size_t bytes);
 int cuda_scan(mb_device *dev, const mb_scan_op *op);
+int cuda_scan_backward(mb_device *dev, const mb_scan_bwd_op *op);
 int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
 int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);

@@ -684,3 +684,230 @@ __kernel void rmsnorm_segments(__global float *x, ulong off, ulong rows, ulong l
         for (int i = 0; i < len[s]; i++) row[i] *= inv;
     }
 }
+
+/* ---- selective scan backward (opencl_scan_bwd.c; the plan in backends/api/scan_bwd.h) ----
+ * Pass 1 (scan_bwd_states): one work-item per (b, d) runs the forward and keeps the state
+ * entering each chunk. Pass 2 (scan_bwd_main): a work-group per tile of SCAN_BWD_LOCAL
+ * channels of one reduction class; each item owns a channel and walks the chunks from the
+ * last: it recomputes the chunk's states into its history slot, then runs the adjoint
+ * g_t = C_t dy_t + a_{t+1} g_{t+1} back over the chunk, keeping its contributions to a
+ * time-varying dB/dC; after the chunk the work-group sums those per (step, state) over its
+ * items in order into the tile's partial sums (two barriers a chunk). The fold kernels then
+ * add the tiles (and the batch where B's stride is 0) in index order, and fold the per-channel accumulators of dA, dD, ddelta_bias and a
+ * constant dB/dC. No atomics: the same inputs give the same bits. */
+#define SCAN_BWD_LOCAL 64
+
+typedef struct {
+    long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
+    long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
+    ulong u_off, d_off, A_off, B_off, C_off, D_off, z_off, bias_off, si_off, o_off, dso_off;
+    ulong du_off, ddl_off, dz_off, dsi_off;
+    ulong H_off, hist_off, cB_off, cC_off, PB_off, PC_off, accA_off, accB_off, accC_off, accD_off, accbias_off;
+    ulong n_slots;
+    int B, D, L, N, G, softplus, chunk_len, n_chunks, n_classes, class_size, tiles;
+    int has_D, has_z, has_bias, has_si, has_dso;
+    int want_du, want_ddl, want_dz, want_dA, want_dD, want_dbias, want_dsi, tv_B, tv_C, tc_B, tc_C, pad;
+} scan_bwd_params;
+
+/* dt of a step from its raw delta (+ bias), and d dt / d delta (softplus' derivative, 1 past
+ * its threshold) */
+inline float bwd_dt(float raw, int softplus, float *dsp)
+{
+    if (!softplus) {
+        *dsp = 1.0f;
+        return raw;
+    }
+    *dsp = raw > 20.0f ? 1.0f : 1.0f / (1.0f + EXPF(-raw));
+    return softplus_f(raw);
+}
+
+/* pass 1, for N <= MAXN */
+#define SCAN_BWD_STATES(NAME, MAXN)                                                                                    \
+__kernel void NAME(scan_bwd_params p, __global const float *u, __global const float *delta,                            \
+                   __global const float *A, __global const float *Bm, __global const float *bias,                      \
+                   __global const float *s_in, __global float *s)                                                      \
+{                                                                                                                      \
+    const int bd = get_global_id(0);                                                                                   \
+    if (bd >= p.B * p.D) return;                                                                                       \
+    const int b = bd / p.D, d = bd % p.D, N = p.N, g = d / (p.D / p.G);                                                \
+    const ulong BD = (ulong)p.B * p.D;                                                                                 \
+    float a[MAXN], h[MAXN];                                                                                            \
+    for (int n = 0; n < MAXN; n++) {                                                                                   \
+        a[n] = n < N ? A[p.A_off + (ulong)d * N + n] : 0.0f;                                                           \
+        h[n] = n < N && p.has_si ? s_in[p.si_off + (ulong)bd * N + n] : 0.0f;                                          \
+    }                                                                                                                  \
+    const float bs = p.has_bias ? bias[p.bias_off + d] : 0.0f;                                                         \
+    ulong iu = p.u_off + (ulong)(b * p.u_sb + (long)d * p.u_sd);                                                       \
+    ulong id = p.d_off + (ulong)(b * p.d_sb + (long)d * p.d_sd);                                                       \
+    ulong ib = p.B_off + (ulong)(b * p.B_sb + (long)g * p.B_sg);                                                       \
+    for (int t = 0; t < p.L; t++) {                                                                                    \
+        if (t % p.chunk_len == 0) {                                                                                    \
+            const ulong base = p.H_off + (ulong)(t / p.chunk_len) * N * BD + bd;                                       \
+            for (int n = 0; n < N && n < MAXN; n++) s[base + (ulong)n * BD] = h[n];                                    \
+        }                                                                                                              \
+        float dsp;                                                                                                     \
+        const float dt = bwd_dt(delta[id] + bs, p.softplus, &dsp), dtl = dt * LOG2E, du = dt * u[iu];                  \
+        for (int n = 0; n < MAXN; n++)                                                                                 \
+            if (n < N) h[n] = EXP2(dtl * a[n]) * h[n] + du * Bm[ib + (ulong)((long)n * p.B_sn)];                       \
+        iu += p.u_st;                                                                                                  \
+        id += p.d_st;                                                                                                  \
+        ib += p.B_st;                                                                                                  \
+    }                                                                                                                  \
+}
+
+/* pass 2, for N <= MAXN (a multiple of 16) */
+#define SCAN_BWD_MAIN(NAME, MAXN)                                                                                      \
+__kernel __attribute__((reqd_work_group_size(SCAN_BWD_LOCAL, 1, 1)))                                                   \
+void NAME(scan_bwd_params p, __global const float *u, __global const float *delta, __global const float *A,            \
+          __global const float *Bm, __global const float *Cm, __global const float *Dv, __global const float *z,       \
+          __global const float *bias, __global const float *dout, __global const float *dso, __global float *du_o,     \
+          __global float *ddl_o, __global float *dz_o, __global float *dsi_o, __global float *s)                       \
+{                                                                                                                      \
+    const int lid = get_local_id(0), k = get_group_id(0), cls = get_group_id(1), b = get_group_id(2);                  \
+    const int N = p.N, T = p.chunk_len;                                                                                \
+    const int within = k * SCAN_BWD_LOCAL + lid, active = within < p.class_size;                                       \
+    const int d = cls * p.class_size + (active ? within : 0), g = d / (p.D / p.G);                                     \
+    const ulong BD = (ulong)p.B * p.D, bd = (ulong)b * p.D + d;                                                        \
+    const ulong unit = ((ulong)b * p.n_classes + cls) * p.tiles + k, slot = unit * SCAN_BWD_LOCAL + lid;               \
+    float a[MAXN], carry[MAXN], hc[MAXN], gA[MAXN], tB[MAXN], tC[MAXN];                                                \
+    for (int n = 0; n < MAXN; n++) {                                                                                   \
+        a[n] = n < N ? A[p.A_off + (ulong)d * N + n] : 0.0f;                                                           \
+        carry[n] = n < N && p.has_dso ? dso[p.dso_off + bd * N + n] : 0.0f;                                            \
+        gA[n] = tB[n] = tC[n] = 0.0f;                                                                                  \
+    }                                                                                                                  \
+    const float bs = p.has_bias ? bias[p.bias_off + d] : 0.0f, Dd = p.has_D ? Dv[p.D_off + d] : 0.0f;                  \
+    const ulong bbase = p.B_off + (ulong)(b * p.B_sb + (long)g * p.B_sg);                                              \
+    const ulong cbase = p.C_off + (ulong)(b * p.C_sb + (long)g * p.C_sg);                                              \
+    const long ub = b * p.u_sb + (long)d * p.u_sd, db = b * p.d_sb + (long)d * p.d_sd;                                 \
+    const long zb = b * p.z_sb + (long)d * p.z_sd, ob = b * p.o_sb + (long)d * p.o_sd;                                 \
+    float accD = 0.0f, accbias = 0.0f;                                                                                 \
+    for (int c = p.n_chunks - 1; c >= 0; c--) {                                                                        \
+        const int t0 = c * T, t1 = min(p.L, t0 + T);                                                                   \
+        const ulong Hb = p.H_off + (ulong)c * N * BD + bd;                                                             \
+        for (int n = 0; n < MAXN; n++) hc[n] = n < N ? s[Hb + (ulong)n * BD] : 0.0f;                                   \
+        for (int t = t0; t < t1; t++) {                                                                                \
+            float dsp;                                                                                                 \
+            const float dt = bwd_dt(delta[p.d_off + (ulong)(db + t * p.d_st)] + bs, p.softplus, &dsp);                 \
+            const float dtl = dt * LOG2E, du = dt * u[p.u_off + (ulong)(ub + t * p.u_st)];                             \
+            const ulong ib = bbase + (ulong)(t * p.B_st), ih = p.hist_off + (ulong)(t - t0) * N * p.n_slots + slot;    \
+            for (int n = 0; n < MAXN; n++)                                                                             \
+                if (n < N) {                                                                                           \
+                    hc[n] = EXP2(dtl * a[n]) * hc[n] + du * Bm[ib + (ulong)((long)n * p.B_sn)];                        \
+                    s[ih + (ulong)n * p.n_slots] = hc[n];                                                              \
+                }                                                                                                      \
+        }                                                                                                              \
+        for (int t = t1 - 1; t >= t0; t--) {                                                                           \
+            float dsp;                                                                                                 \
+            const float dt = bwd_dt(delta[p.d_off + (ulong)(db + t * p.d_st)] + bs, p.softplus, &dsp);                 \
+            const float dtl = dt * LOG2E, uu = u[p.u_off + (ulong)(ub + t * p.u_st)];                                  \
+            const float go = dout[p.o_off + (ulong)(ob + t * p.o_st)], dtu = dt * uu;                                  \
+            float zz = 0.0f, sz = 0.0f, dy = go;                                                                       \
+            if (p.has_z) {                                                                                             \
+                zz = z[p.z_off + (ulong)(zb + t * p.z_st)];                                                            \
+                sz = 1.0f / (1.0f + EXPF(-zz));                                                                        \
+                dy = go * zz * sz;                                                                                     \
+            }                                                                                                          \
+            /* h_{t-1}: the history's previous step, or the chunk's boundary state */                                  \
+            const ulong hp0 = t > t0 ? p.hist_off + (ulong)(t - 1 - t0) * N * p.n_slots + slot : Hb;                   \
+            const ulong hps = t > t0 ? p.n_slots : BD;                                                                 \
+            const ulong ib = bbase + (ulong)(t * p.B_st), ic = cbase + (ulong)(t * p.C_st);                            \
+            const ulong icont = (ulong)(t - t0) * N * p.n_slots + slot;                                                \
+            float yv = 0.0f, dua = 0.0f, ddt = 0.0f;                                                                   \
+            for (int n = 0; n < MAXN; n++)                                                                             \
+                if (n < N) {                                                                                           \
+                    const float bn = Bm[ib + (ulong)((long)n * p.B_sn)], cn = Cm[ic + (ulong)((long)n * p.C_sn)];      \
+                    const float e = EXP2(dtl * a[n]), gg = cn * dy + carry[n];                                         \
+                    const float hp = s[hp0 + (ulong)n * hps], ah = e * hp;                                             \
+                    const float cB = active ? gg * dtu : 0.0f, cC = active ? dy * hc[n] : 0.0f;                        \
+                    yv += cn * hc[n];                                                                                  \
+                    dua += gg * bn;                                                                                    \
+                    ddt += gg * (a[n] * ah + bn * uu);                                                                 \
+                    gA[n] += gg * dt * ah;                                                                             \
+                    tB[n] += cB;                                                                                       \
+                    tC[n] += cC;                                                                                       \
+                    if (p.tv_B) s[p.cB_off + icont + (ulong)n * p.n_slots] = cB;                                       \
+                    if (p.tv_C) s[p.cC_off + icont + (ulong)n * p.n_slots] = cC;                                       \
+                    carry[n] = e * gg;                                                                                 \
+                    hc[n] = hp;                                                                                        \
+                }                                                                                                      \
+            const float ddl = ddt * dsp;                                                                               \
+            accD += dy * uu;                                                                                           \
+            accbias += ddl;                                                                                            \
+            if (active) {                                                                                              \
+                if (p.want_du) du_o[p.du_off + (ulong)(ub + t * p.u_st)] = dt * dua + Dd * dy;                         \
+                if (p.want_ddl) ddl_o[p.ddl_off + (ulong)(db + t * p.d_st)] = ddl;                                     \
+                if (p.want_dz)                                                                                         \
+                    dz_o[p.dz_off + (ulong)(zb + t * p.z_st)] = go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz));  \
+            }                                                                                                          \
+        }                                                                                                              \
+        if (p.tv_B || p.tv_C) {                                                                                        \
+            /* the tile's partial sums of the chunk: per (step, state), its items in order */                          \
+            barrier(CLK_GLOBAL_MEM_FENCE);                                                                             \
+            for (int i = lid; i < (t1 - t0) * N; i += SCAN_BWD_LOCAL) {                                                \
+                const ulong row = (ulong)i * p.n_slots + unit * SCAN_BWD_LOCAL;                                        \
+                const ulong at = (unit * p.L + t0) * N + i;                                                            \
+                float sB = 0.0f, sC = 0.0f;                                                                            \
+                for (int j = 0; j < SCAN_BWD_LOCAL; j++) {                                                             \
+                    if (p.tv_B) sB += s[p.cB_off + row + j];                                                           \
+                    if (p.tv_C) sC += s[p.cC_off + row + j];                                                           \
+                }                                                                                                      \
+                if (p.tv_B) s[p.PB_off + at] = sB;                                                                     \
+                if (p.tv_C) s[p.PC_off + at] = sC;                                                                     \
+            }                                                                                                          \
+            barrier(CLK_GLOBAL_MEM_FENCE);                                                                             \
+        }                                                                                                              \
+    }                                                                                                                  \
+    if (!active) return;                                                                                               \
+    for (int n = 0; n < N && n < MAXN; n++) {                                                                          \
+        if (p.want_dA) s[p.accA_off + bd * N + n] = gA[n];                                                             \
+        if (p.tc_B) s[p.accB_off + bd * N + n] = tB[n];                                                                \
+        if (p.tc_C) s[p.accC_off + bd * N + n] = tC[n];                                                                \
+        if (p.want_dsi) dsi_o[p.dsi_off + bd * N + n] = carry[n];                                                      \
+    }                                                                                                                  \
+    if (p.want_dD) s[p.accD_off + bd] = accD;                                                                          \
+    if (p.want_dbias) s[p.accbias_off + bd] = accbias;                                                                 \
+}
+
+SCAN_BWD_STATES(scan_bwd_states_16, 16)
+SCAN_BWD_STATES(scan_bwd_states_64, 64)
+SCAN_BWD_STATES(scan_bwd_states_256, 256)
+SCAN_BWD_MAIN(scan_bwd_main_16, 16)
+SCAN_BWD_MAIN(scan_bwd_main_64, 64)
+SCAN_BWD_MAIN(scan_bwd_main_256, 256)
+
+/* A time-varying dB (which 0) or dC (1): one work-item per element it addresses, the sum of
+ * the tiles' partial sums over the batch (where its stride is 0) and the classes that read it */
+__kernel void scan_bwd_fold_tv(scan_bwd_params p, int which, __global float *out, ulong out_off,
+                               __global const float *s)
+{
+    const long sb = which ? p.C_sb : p.B_sb, st = which ? p.C_st : p.B_st;
+    const long sg = which ? p.C_sg : p.B_sg, sn = which ? p.C_sn : p.B_sn;
+    const ulong P = which ? p.PC_off : p.PB_off;
+    const int nb = sb ? p.B : 1, ng = sg ? p.G : 1, N = p.N;
+    const ulong i = get_global_id(0);
+    if (i >= (ulong)nb * p.L * ng * N) return;
+    const int n = i % N, go = (i / N) % ng, t = (i / ((ulong)N * ng)) % p.L, bo = i / ((ulong)N * ng * p.L);
+    const int own = sg != 0 && p.n_classes > 1;
+    const int c0 = own ? go : 0, c1 = own ? go + 1 : p.n_classes;
+    float acc = 0.0f;
+    for (int b = sb ? bo : 0; b < (sb ? bo + 1 : p.B); b++)
+        for (int cl = c0; cl < c1; cl++)
+            for (int k = 0; k < p.tiles; k++)
+                acc += s[P + ((((ulong)b * p.n_classes + cl) * p.tiles + k) * p.L + t) * N + n];
+    out[out_off + (ulong)(bo * sb + t * st + go * sg + n * sn)] = acc;
+}
+
+/* out[bo, go, w] = the sum over b (every b when bshare, else bo) and over the channels of
+ * group go of acc[(b * D + d) * W + w]: dA, dD, ddelta_bias, a constant dB/dC */
+__kernel void scan_bwd_fold_ch(scan_bwd_params p, ulong acc_off, int W, int n_out_g, int bshare, __global float *out,
+                               ulong out_off, long osb, long osg, long osw, __global const float *s)
+{
+    const int nb = bshare ? 1 : p.B, gs = p.D / n_out_g;
+    const ulong i = get_global_id(0);
+    if (i >= (ulong)nb * n_out_g * W) return;
+    const int w = i % W, go = (i / W) % n_out_g, bo = i / ((ulong)W * n_out_g);
+    float acc = 0.0f;
+    for (int b = bshare ? 0 : bo; b < (bshare ? p.B : bo + 1); b++)
+        for (int d = go * gs; d < (go + 1) * gs; d++) acc += s[acc_off + ((ulong)b * p.D + d) * W + w];
+    out[out_off + (ulong)(bo * osb + go * osg + w * osw)] = acc;
+}

@@ -110,7 +110,8 @@ static int ocl_device_props(int index, mb_device_props *p)
 static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
     "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_tiled",
     "scan_final_tiled", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
-    "argmax", "gemv1", "rmsnorm_segments",
+    "argmax", "gemv1", "rmsnorm_segments", "scan_bwd_states_16", "scan_bwd_states_64", "scan_bwd_states_256",
+    "scan_bwd_main_16", "scan_bwd_main_64", "scan_bwd_main_256", "scan_bwd_fold_tv", "scan_bwd_fold_ch",
 };
 
 void ocl_profile(mb_device *d, int k, cl_event ev)
@@ -424,6 +425,7 @@ static const mb_model_ops ocl_model_ops = {
     .conv_silu = ocl_conv_silu,
     .scan = ocl_scan,
     .argmax = ocl_argmax,
+    .scan_backward = ocl_scan_backward,
 };
 
 static const mb_fused_ops ocl_fused_ops = {

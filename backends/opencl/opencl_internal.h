@@ -10,7 +10,9 @@
 
 enum {
     K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_TILED, K_SCANF_TILED, K_CARRY,
-    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_GEMV1, K_RMSNORM_SEG, K_COUNT
+    K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_GEMV1, K_RMSNORM_SEG,
+    K_BWD_STATES_16, K_BWD_STATES_64, K_BWD_STATES_256, K_BWD_MAIN_16, K_BWD_MAIN_64, K_BWD_MAIN_256, K_BWD_FOLD_TV,
+    K_BWD_FOLD_CH, K_COUNT
 };
 
 struct mb_device {
@@ -67,6 +69,7 @@ int ocl_conv_silu(mb_device *d, const mb_conv_op *op);
 int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt,
              mb_ptr bias, mb_ptr y, size_t ldy);
 int ocl_scan(mb_device *d, const mb_scan_op *op);
+int ocl_scan_backward(mb_device *d, const mb_scan_bwd_op *op);
 int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out);
 int ocl_mixer_step(mb_device *d, const mb_mixer_step_op *op);
 int ocl_step_supports(const mb_fused_query *q);

@@ -1,0 +1,309 @@
+/* The selective scan's backward on the GPU (mb_scan_bwd_op), in the plan of api/scan_bwd.h;
+ * the same algorithm as the OpenCL backend's scan_bwd_* kernels (kernels.cl):
+ *   1. bwd_states: one thread per (b, d) runs the forward and keeps the state entering each
+ *      chunk in the scratch (n_chunks x N x batch x dim floats);
+ *   2. bwd_main: one block per tile of BWD_LOCAL channels of one reduction class (a group of
+ *      B/C, or every channel); each thread owns a channel, walks the chunks from the last,
+ *      recomputes the chunk's states into its history slot (chunk_len x N floats) and runs the
+ *      adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} back over the chunk, keeping its contributions
+ *      to a time-varying dB/dC, which the block then sums per (step, state) over its threads in
+ *      order into the tile's partial sums; dA, dD, ddelta_bias and a constant dB/dC are kept
+ *      per thread;
+ *   3. bwd_fold_tv / bwd_fold_ch: each gradient element adds its partial sums in index order.
+ * No atomics: the same inputs give the same bits. */
+#include "api/scan_bwd.h"
+#include "cuda_internal.h"
+
+#define BWD_LOCAL 64
+/* the loops over states: whole up to 64 (the arrays stay in registers), by 4 past that */
+template <int MAXN> constexpr int bwd_unroll = MAXN <= 64 ? MAXN : 4;
+
+struct bwd_params {
+    const float *u, *delta, *A, *Bm, *Cm, *Dv, *z, *bias, *s_in, *dout, *dso;
+    float *du, *ddl, *dz, *dsi, *s;
+    long long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
+    long long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
+    size_t H_off, hist_off, cB_off, cC_off, PB_off, PC_off, accA_off, accB_off, accC_off, accD_off, accbias_off, n_slots;
+    int B, D, L, N, G, softplus, chunk_len, n_chunks, n_classes, class_size, tiles;
+    int want_dA, want_dD, want_dbias, tv_B, tv_C, tc_B, tc_C;
+};
+
+/* dt from the raw delta (+ bias), and d dt / d delta (1 past softplus' threshold of 20) */
+__device__ __forceinline__ float bwd_dt(float raw, int softplus, float *dsp)
+{
+    if (!softplus) {
+        *dsp = 1.0f;
+        return raw;
+    }
+    *dsp = raw > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-raw));
+    return softplus_f(raw);
+}
+
+template <int MAXN> __global__ void __launch_bounds__(128) bwd_states(const bwd_params p)
+{
+    const int bd = blockIdx.x * blockDim.x + threadIdx.x;
+    if (bd >= p.B * p.D) return;
+    const int b = bd / p.D, d = bd % p.D, N = p.N, g = d / (p.D / p.G);
+    const size_t BD = (size_t)p.B * p.D;
+    float a[MAXN], h[MAXN];
+#pragma unroll(bwd_unroll<MAXN>)
+    for (int n = 0; n < MAXN; n++) {
+        a[n] = n < N ? p.A[(size_t)d * N + n] : 0.0f;
+        h[n] = n < N && p.s_in ? p.s_in[(size_t)bd * N + n] : 0.0f;
+    }
+    const float bs = p.bias ? p.bias[d] : 0.0f;
+    const float *up = p.u + b * p.u_sb + d * p.u_sd, *dp = p.delta + b * p.d_sb + d * p.d_sd;
+    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg;
+    for (int t = 0; t < p.L; t++) {
+        if (t % p.chunk_len == 0) {
+            float *H = p.s + p.H_off + (size_t)(t / p.chunk_len) * N * BD + bd;
+#pragma unroll(bwd_unroll<MAXN>)
+            for (int n = 0; n < MAXN; n++)
+                if (n < N) H[(size_t)n * BD] = h[n];
+        }
+        float dsp;
+        const float dt = bwd_dt(dp[t * p.d_st] + bs, p.softplus, &dsp), dtl = dt * LOG2E, du = dt * up[t * p.u_st];
+        const float *Bt = Bp + t * p.B_st;
+#pragma unroll(bwd_unroll<MAXN>)
+        for (int n = 0; n < MAXN; n++)
+            if (n < N) h[n] = ex2(dtl * a[n]) * h[n] + du * Bt[n * p.B_sn];
+    }
+}
+
+template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const bwd_params p)
+{
+    const int lid = threadIdx.x, k = blockIdx.x, cls = blockIdx.y, b = blockIdx.z;
+    const int N = p.N, T = p.chunk_len;
+    const int within = k * BWD_LOCAL + lid;
+    const bool active = within < p.class_size;
+    const int d = cls * p.class_size + (active ? within : 0), g = d / (p.D / p.G);
+    const size_t BD = (size_t)p.B * p.D, bd = (size_t)b * p.D + d;
+    const size_t unit = ((size_t)b * p.n_classes + cls) * p.tiles + k, slot = unit * BWD_LOCAL + lid;
+    float a[MAXN], carry[MAXN], hc[MAXN], gA[MAXN], tB[MAXN], tC[MAXN];
+#pragma unroll(bwd_unroll<MAXN>)
+    for (int n = 0; n < MAXN; n++) {
+        a[n] = n < N ? p.A[(size_t)d * N + n] : 0.0f;
+        carry[n] = n < N && p.dso ? p.dso[bd * N + n] : 0.0f;
+        gA[n] = tB[n] = tC[n] = 0.0f;
+    }
+    const float bs = p.bias ? p.bias[d] : 0.0f, Dd = p.Dv ? p.Dv[d] : 0.0f;
+    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg, *Cp = p.Cm + b * p.C_sb + g * p.C_sg;
+    const long long ub = b * p.u_sb + d * p.u_sd, db = b * p.d_sb + d * p.d_sd;
+    const long long zb = b * p.z_sb + d * p.z_sd, ob = b * p.o_sb + d * p.o_sd;
+    float *hist = p.s + p.hist_off + slot;
+    float *contB = p.s + p.cB_off + slot, *contC = p.s + p.cC_off + slot;
+    float accD = 0.0f, accbias = 0.0f;
+    for (int c = p.n_chunks - 1; c >= 0; c--) {
+        const int t0 = c * T, t1 = min(p.L, t0 + T);
+        const float *Hc = p.s + p.H_off + (size_t)c * N * BD + bd;
+#pragma unroll(bwd_unroll<MAXN>)
+        for (int n = 0; n < MAXN; n++) hc[n] = n < N ? Hc[(size_t)n * BD] : 0.0f;
+        for (int t = t0; t < t1; t++) {
+            float dsp;
+            const float dt = bwd_dt(p.delta[db + t * p.d_st] + bs, p.softplus, &dsp);
+            const float dtl = dt * LOG2E, du = dt * p.u[ub + t * p.u_st];
+            const float *Bt = Bp + t * p.B_st;
+            float *ht = hist + (size_t)(t - t0) * N * p.n_slots;
+#pragma unroll(bwd_unroll<MAXN>)
+            for (int n = 0; n < MAXN; n++)
+                if (n < N) {
+                    hc[n] = ex2(dtl * a[n]) * hc[n] + du * Bt[n * p.B_sn];
+                    ht[(size_t)n * p.n_slots] = hc[n];
+                }
+        }
+        for (int t = t1 - 1; t >= t0; t--) {
+            float dsp;
+            const float dt = bwd_dt(p.delta[db + t * p.d_st] + bs, p.softplus, &dsp);
+            const float dtl = dt * LOG2E, uu = p.u[ub + t * p.u_st], go = p.dout[ob + t * p.o_st], dtu = dt * uu;
+            float zz = 0.0f, sz = 0.0f, dy = go;
+            if (p.z) {
+                zz = p.z[zb + t * p.z_st];
+                sz = 1.0f / (1.0f + __expf(-zz));
+                dy = go * zz * sz;
+            }
+            /* h_{t-1}: the history's previous step, or the chunk's boundary state */
+            const float *hp0 = t > t0 ? hist + (size_t)(t - 1 - t0) * N * p.n_slots : Hc;
+            const size_t hps = t > t0 ? p.n_slots : BD, icont = (size_t)(t - t0) * N * p.n_slots;
+            const float *Bt = Bp + t * p.B_st, *Ct = Cp + t * p.C_st;
+            float yv = 0.0f, dua = 0.0f, ddt = 0.0f;
+#pragma unroll(bwd_unroll<MAXN>)
+            for (int n = 0; n < MAXN; n++)
+                if (n < N) {
+                    const float bn = Bt[n * p.B_sn], cn = Ct[n * p.C_sn];
+                    const float e = ex2(dtl * a[n]), gg = cn * dy + carry[n];
+                    const float hp = hp0[(size_t)n * hps], ah = e * hp;
+                    const float cB = active ? gg * dtu : 0.0f, cC = active ? dy * hc[n] : 0.0f;
+                    yv += cn * hc[n];
+                    dua += gg * bn;
+                    ddt += gg * (a[n] * ah + bn * uu);
+                    gA[n] += gg * dt * ah;
+                    tB[n] += cB;
+                    tC[n] += cC;
+                    if (p.tv_B) contB[icont + (size_t)n * p.n_slots] = cB;
+                    if (p.tv_C) contC[icont + (size_t)n * p.n_slots] = cC;
+                    carry[n] = e * gg;
+                    hc[n] = hp;
+                }
+            const float ddl = ddt * dsp;
+            accD += dy * uu;
+            accbias += ddl;
+            if (active) {
+                if (p.du) p.du[ub + t * p.u_st] = dt * dua + Dd * dy;
+                if (p.ddl) p.ddl[db + t * p.d_st] = ddl;
+                if (p.dz) p.dz[zb + t * p.z_st] = go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz));
+            }
+        }
+        if (p.tv_B || p.tv_C) {
+            /* the tile's partial sums of the chunk: per (step, state), its threads in order */
+            __syncthreads();
+            for (int i = lid; i < (t1 - t0) * N; i += BWD_LOCAL) {
+                const size_t row = (size_t)i * p.n_slots + unit * BWD_LOCAL;
+                const size_t at = (unit * p.L + t0) * N + i;
+                float sB = 0.0f, sC = 0.0f;
+                for (int j = 0; j < BWD_LOCAL; j++) {
+                    if (p.tv_B) sB += p.s[p.cB_off + row + j];
+                    if (p.tv_C) sC += p.s[p.cC_off + row + j];
+                }
+                if (p.tv_B) p.s[p.PB_off + at] = sB;
+                if (p.tv_C) p.s[p.PC_off + at] = sC;
+            }
+            __syncthreads();
+        }
+    }
+    if (!active) return;
+    for (int n = 0; n < N && n < MAXN; n++) {
+        if (p.want_dA) p.s[p.accA_off + bd * N + n] = gA[n];
+        if (p.tc_B) p.s[p.accB_off + bd * N + n] = tB[n];
+        if (p.tc_C) p.s[p.accC_off + bd * N + n] = tC[n];
+        if (p.dsi) p.dsi[bd * N + n] = carry[n];
+    }
+    if (p.want_dD) p.s[p.accD_off + bd] = accD;
+    if (p.want_dbias) p.s[p.accbias_off + bd] = accbias;
+}
+
+/* A time-varying dB (which 0) or dC (1): one thread per element it addresses, the sum of the
+ * tiles' partial sums over the batch (where its stride is 0) and the classes that read it */
+__global__ void bwd_fold_tv(const bwd_params p, int which, float *out)
+{
+    const long long sb = which ? p.C_sb : p.B_sb, st = which ? p.C_st : p.B_st;
+    const long long sg = which ? p.C_sg : p.B_sg, sn = which ? p.C_sn : p.B_sn;
+    const float *P = p.s + (which ? p.PC_off : p.PB_off);
+    const int nb = sb ? p.B : 1, ng = sg ? p.G : 1, N = p.N;
+    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)nb * p.L * ng * N) return;
+    const int n = (int)(i % N), go = (int)((i / N) % ng), t = (int)((i / ((size_t)N * ng)) % p.L);
+    const int bo = (int)(i / ((size_t)N * ng * p.L));
+    const bool own = sg != 0 && p.n_classes > 1;
+    const int c0 = own ? go : 0, c1 = own ? go + 1 : p.n_classes;
+    float acc = 0.0f;
+    for (int b = sb ? bo : 0; b < (sb ? bo + 1 : p.B); b++)
+        for (int cl = c0; cl < c1; cl++)
+            for (int k = 0; k < p.tiles; k++)
+                acc += P[((((size_t)b * p.n_classes + cl) * p.tiles + k) * p.L + t) * N + n];
+    out[bo * sb + t * st + go * sg + n * sn] = acc;
+}
+
+/* out[bo, go, w] = the sum over b (every b when bshare, else bo) and over the channels of
+ * group go of acc[(b * D + d) * W + w]: dA, dD, ddelta_bias, a constant dB/dC */
+__global__ void bwd_fold_ch(const bwd_params p, size_t acc_off, int W, int n_out_g, int bshare, float *out,
+                            long long osb, long long osg, long long osw)
+{
+    const int nb = bshare ? 1 : p.B, gs = p.D / n_out_g;
+    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)nb * n_out_g * W) return;
+    const int w = (int)(i % W), go = (int)((i / W) % n_out_g), bo = (int)(i / ((size_t)W * n_out_g));
+    const float *acc = p.s + acc_off;
+    float s = 0.0f;
+    for (int b = bshare ? 0 : bo; b < (bshare ? p.B : bo + 1); b++)
+        for (int d = go * gs; d < (go + 1) * gs; d++) s += acc[((size_t)b * p.D + d) * W + w];
+    out[bo * osb + go * osg + w * osw] = s;
+}
+
+static unsigned blocks_of(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
+
+static int fold_channels(mb_device *dev, const bwd_params &p, size_t acc_off, int W, int n_out_g, int bshare,
+                         mb_ptr out, ptrdiff_t osb, ptrdiff_t osg, ptrdiff_t osw)
+{
+    const size_t n = (size_t)(bshare ? 1 : p.B) * (size_t)n_out_g * (size_t)W;
+    bwd_fold_ch<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, acc_off, W, n_out_g, bshare, (float *)cu_at(out), osb,
+                                                             osg, osw);
+    CU_LAUNCHED(dev, "scan backward fold kernel");
+    return 0;
+}
+
+static int fold_varying(mb_device *dev, const bwd_params &p, int which, mb_ptr out)
+{
+    const long long sb = which ? p.C_sb : p.B_sb, sg = which ? p.C_sg : p.B_sg;
+    const size_t n = (size_t)(sb ? p.B : 1) * (size_t)p.L * (size_t)(sg ? p.G : 1) * (size_t)p.N;
+    bwd_fold_tv<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, which, (float *)cu_at(out));
+    CU_LAUNCHED(dev, "scan backward fold kernel");
+    return 0;
+}
+
+template <int MAXN> static int launch(mb_device *dev, const bwd_params &p)
+{
+    bwd_states<MAXN><<<blocks_of((size_t)p.B * p.D, 128), 128, 0, dev->stream>>>(p);
+    CU_LAUNCHED(dev, "scan backward states kernel");
+    bwd_main<MAXN><<<dim3((unsigned)p.tiles, (unsigned)p.n_classes, (unsigned)p.B), BWD_LOCAL, 0, dev->stream>>>(p);
+    CU_LAUNCHED(dev, "scan backward kernel");
+    return 0;
+}
+
+int cuda_scan_backward(mb_device *dev, const mb_scan_bwd_op *op)
+{
+    const mb_scan_op *f = &op->fwd;
+    if (f->d_state > 256)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: d_state %zu, at most 256 supported", f->d_state);
+    if (!f->n_groups || f->dim % f->n_groups)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "scan backward: dim %zu not a multiple of n_groups %zu",
+                         f->dim, f->n_groups);
+    if (!f->u.buf || !f->delta.buf || !f->A.buf || !f->B.buf || !f->C.buf || !op->dout.buf)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "scan backward: u, delta, A, B, C and dout are required");
+    if ((op->dz.buf && !f->z.buf) || (op->dD.buf && !f->D.buf) || (op->ddelta_bias.buf && !f->delta_bias.buf))
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "scan backward: dz, dD, ddelta_bias need z, D, delta_bias");
+    if (f->batch > 65535 || f->batch * f->dim > 0x7fffffff || f->len > 0x7fffffff)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: batch %zu (at most 65535), dim %zu, len %zu",
+                         f->batch, f->dim, f->len);
+    mb_scan_bwd_plan pl;
+    mb_scan_bwd_plan_init(&pl, op, BWD_LOCAL, 0);
+    if (pl.n_classes > 65535)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: %zu reduction classes, at most 65535",
+                         pl.n_classes);
+    void *scratch;
+    int rc = cuda_scratch(dev, pl.total * sizeof(float), &scratch);
+    if (rc) return rc;
+    bwd_params p;
+    p.u = (const float *)cu_at(f->u); p.delta = (const float *)cu_at(f->delta); p.A = (const float *)cu_at(f->A);
+    p.Bm = (const float *)cu_at(f->B); p.Cm = (const float *)cu_at(f->C); p.Dv = (const float *)cu_at(f->D);
+    p.z = (const float *)cu_at(f->z); p.bias = (const float *)cu_at(f->delta_bias);
+    p.s_in = (const float *)cu_at(f->state_in); p.dout = (const float *)cu_at(op->dout);
+    p.dso = (const float *)cu_at(op->dstate_out);
+    p.du = (float *)cu_at(op->du); p.ddl = (float *)cu_at(op->ddelta); p.dz = (float *)cu_at(op->dz);
+    p.dsi = (float *)cu_at(op->dstate_in); p.s = (float *)scratch;
+    p.u_sb = f->u_sb; p.u_st = f->u_st; p.u_sd = f->u_sd;
+    p.d_sb = f->delta_sb; p.d_st = f->delta_st; p.d_sd = f->delta_sd;
+    p.B_sb = f->B_sb; p.B_st = f->B_st; p.B_sg = f->B_sg; p.B_sn = f->B_sn;
+    p.C_sb = f->C_sb; p.C_st = f->C_st; p.C_sg = f->C_sg; p.C_sn = f->C_sn;
+    p.z_sb = f->z_sb; p.z_st = f->z_st; p.z_sd = f->z_sd;
+    p.o_sb = op->dout_sb; p.o_st = op->dout_st; p.o_sd = op->dout_sd;
+    p.H_off = pl.off_H; p.hist_off = pl.off_hist; p.cB_off = pl.off_cB; p.cC_off = pl.off_cC; p.PB_off = pl.off_PB; p.PC_off = pl.off_PC;
+    p.accA_off = pl.off_accA; p.accB_off = pl.off_accB; p.accC_off = pl.off_accC; p.accD_off = pl.off_accD;
+    p.accbias_off = pl.off_accbias; p.n_slots = pl.slots;
+    p.B = (int)f->batch; p.D = (int)f->dim; p.L = (int)f->len; p.N = (int)f->d_state; p.G = (int)f->n_groups;
+    p.softplus = f->delta_softplus; p.chunk_len = (int)pl.chunk_len; p.n_chunks = (int)pl.n_chunks;
+    p.n_classes = (int)pl.n_classes; p.class_size = (int)pl.class_size; p.tiles = (int)pl.tiles;
+    p.want_dA = op->dA.buf != nullptr; p.want_dD = op->dD.buf != nullptr; p.want_dbias = op->ddelta_bias.buf != nullptr;
+    p.tv_B = pl.tv_B; p.tv_C = pl.tv_C; p.tc_B = pl.tc_B; p.tc_C = pl.tc_C;
+    rc = p.N <= 16 ? launch<16>(dev, p) : p.N <= 64 ? launch<64>(dev, p) : launch<256>(dev, p);
+    if (!rc && pl.tv_B) rc = fold_varying(dev, p, 0, op->dB);
+    if (!rc && pl.tv_C) rc = fold_varying(dev, p, 1, op->dC);
+    const int D = p.D, N = p.N, G = p.G;
+    if (!rc && op->dA.buf) rc = fold_channels(dev, p, pl.off_accA, N, D, 1, op->dA, 0, N, 1);
+    if (!rc && op->dD.buf) rc = fold_channels(dev, p, pl.off_accD, 1, D, 1, op->dD, 0, 1, 0);
+    if (!rc && op->ddelta_bias.buf) rc = fold_channels(dev, p, pl.off_accbias, 1, D, 1, op->ddelta_bias, 0, 1, 0);
+    if (!rc && pl.tc_B)
+        rc = fold_channels(dev, p, pl.off_accB, N, f->B_sg ? G : 1, f->B_sb == 0, op->dB, f->B_sb, f->B_sg, f->B_sn);
+    if (!rc && pl.tc_C)
+        rc = fold_channels(dev, p, pl.off_accC, N, f->C_sg ? G : 1, f->C_sb == 0, op->dC, f->C_sb, f->C_sg, f->C_sn);
+    return rc;
+}
