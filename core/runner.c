@@ -11,8 +11,9 @@
 
 /* Rows in one chunk are capped so that a large batch does not need a huge workspace. */
 #define MB_MAX_CHUNK_ROWS 8192
-/* Recorded steps kept: one per (state, first sequence, count) in use. */
-#define MB_MAX_GRAPHS 16
+/* Recorded steps kept: one per (state, first sequence, count) in use (a server's count of
+ * active sequences takes every value up to its slots). */
+#define MB_MAX_GRAPHS 64
 /* Capability answers kept: one per row count in use. */
 #define MB_MAX_PLANS 16
 
@@ -21,6 +22,8 @@ typedef struct step_graph {
     size_t seq0, k;
     void *graph;      /* NULL with failed: this step cannot be recorded */
     int failed;
+    int warmed;       /* run once directly: the scratch the step's ops grow exists before a
+                         recording, which cannot allocate */
     uint64_t used;
 } step_graph;
 
@@ -258,13 +261,16 @@ static mamba_status_t enqueue_step_graph(mb_runner *r, mamba_state_t *s, size_t 
     step_graph *g = NULL, *victim = &r->graphs[0];
     for (int i = 0; i < MB_MAX_GRAPHS; i++) {
         step_graph *e = &r->graphs[i];
-        if ((e->graph || e->failed) && e->state == s->id && e->seq0 == seq0 && e->k == k) { g = e; break; }
+        if ((e->graph || e->failed || e->warmed) && e->state == s->id && e->seq0 == seq0 && e->k == k) { g = e; break; }
         if (e->used < victim->used) victim = e;
     }
     if (!g) {
         g = victim;
         if (g->graph) f->graph_free(ctx->dev, g->graph);
-        *g = (step_graph){s->id, seq0, k, NULL, 0, 0};
+        *g = (step_graph){s->id, seq0, k, NULL, 0, 1, ++r->clock};
+        return MAMBA_ERR_UNSUPPORTED; /* this once, directly */
+    }
+    if (!g->graph && !g->failed) {
         void *graph = NULL;
         mamba_status_t st = MAMBA_ERR_UNSUPPORTED;
         int rc = f->graph_begin(ctx->dev);

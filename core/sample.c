@@ -364,10 +364,21 @@ mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t voca
     if (!s || !logits || !token) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: NULL argument");
     if (vocab == 0 || vocab > INT32_MAX)
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: vocab = %zu", vocab);
-    for (size_t i = 0; i < vocab; i++)
+    /* greedy with nothing to apply first: the argmax of the floats, the first on ties, in the
+     * pass that checks them (a server samples every sequence of a batch each step: converting
+     * 50,280 logits to doubles cost more than the step's share of the GPU's time) */
+    const int plain_greedy = (s->p.temperature == 0 || s->p.top_k == 1) && !s->penalties && s->p.n_bias == 0;
+    size_t best = 0;
+    for (size_t i = 0; i < vocab; i++) {
         if (isnan(logits[i]) || logits[i] == INFINITY)
             return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s", i,
                              isnan(logits[i]) ? "NaN" : "+inf");
+        if (logits[i] > logits[best]) best = i;
+    }
+    if (plain_greedy && logits[best] > -INFINITY) {
+        *token = (int32_t)best;
+        return MAMBA_OK;
+    }
     mamba_status_t st = reserve_scratch(s, vocab);
     if (st == MAMBA_OK && s->penalties) st = history_reserve(s, 1);
     if (st != MAMBA_OK) return st;
