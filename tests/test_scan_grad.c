@@ -19,7 +19,8 @@
 static int threads_at_most(int n)
 {
     const char *env = getenv("OMP_NUM_THREADS");
-    return env && atoi(env) > 0 && atoi(env) < n ? atoi(env) : n;
+    const long cap = env ? strtol(env, NULL, 10) : 0;
+    return cap > 0 && cap < n ? (int)cap : n;
 }
 
 static mamba_context_t *cpu_threads(int n)
