@@ -26,38 +26,6 @@ static char *cat_path(char *path, size_t cap, const char *dir, const char *name)
     return path;
 }
 
-typedef struct golden {
-    mamba_tensor_file_t *f;
-    int32_t *ids, *prompt, *gen;
-    float *logits, *gen_logits;
-    size_t batch, len, n_prompt, n_gen, vocab;
-} golden;
-
-static golden load_golden(const char *model)
-{
-    golden g;
-    char rel[256];
-    snprintf(rel, sizeof rel, "models/%s/golden.safetensors", model);
-    ck_assert_int_eq(mamba_tensor_file_open(data_path(0, rel), &g.f), MAMBA_OK);
-    mamba_tensor_t t;
-    mamba_tensor_file_find(g.f, "logits", &t);
-    g.batch = (size_t)t.shape[0];
-    g.len = (size_t)t.shape[1];
-    g.vocab = (size_t)t.shape[2];
-    g.ids = file_ids(g.f, "input_ids", NULL);
-    g.prompt = file_ids(g.f, "gen_prompt", &g.n_prompt);
-    g.gen = file_ids(g.f, "gen_tokens", &g.n_gen);
-    g.logits = file_f32(g.f, "logits", NULL);
-    g.gen_logits = file_f32(g.f, "gen_logits", NULL);
-    return g;
-}
-
-static void free_golden(golden *g)
-{
-    free(g->ids); free(g->prompt); free(g->gen); free(g->logits); free(g->gen_logits);
-    mamba_tensor_file_close(g->f);
-}
-
 static mamba_model_t *load_model(mamba_context_t *ctx, const char *dir)
 {
     mamba_model_t *m = NULL;

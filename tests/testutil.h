@@ -29,6 +29,17 @@ double nmse(const float *a, const float *ref, size_t n);
 float *file_f32(const mamba_tensor_file_t *f, const char *name, size_t *n);
 int32_t *file_ids(const mamba_tensor_file_t *f, const char *name, size_t *n);
 
+/* A fixture model's golden.safetensors (tests/data/models/NAME): its input_ids and logits, and
+ * its greedy generation (gen_prompt, gen_tokens, gen_logits); aborts the test when absent. */
+typedef struct golden {
+    mamba_tensor_file_t *f;
+    int32_t *ids, *prompt, *gen;
+    float *logits, *gen_logits;
+    size_t batch, len, n_prompt, n_gen, vocab;
+} golden;
+golden load_golden(const char *model);
+void free_golden(golden *g);
+
 /* A CPU context (one per test; prefill_chunk 0 = default). */
 mamba_context_t *cpu_context(size_t prefill_chunk);
 
