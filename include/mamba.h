@@ -432,6 +432,86 @@ typedef struct mamba_scan_grads {
 MAMBA_API mamba_status_t mamba_scan_backward(mamba_context_t *ctx, const mamba_scan_args_t *args, const float *dout,
                                              mamba_scan_grads_t *grads);
 
+/* ---- training ---------------------------------------------------------------------------
+ * A trainer owns fp32 master weights, their gradients and AdamW's moments on the context's
+ * device (backends without training ops answer MAMBA_ERR_UNSUPPORTED). Ids and labels are
+ * (batch, len) row-major int32; labels[b, t] is the target of position t (the next token,
+ * already shifted), < 0 ignored. Every sequence starts from the empty state. */
+typedef struct mamba_trainer mamba_trainer_t;
+
+typedef enum mamba_lr_schedule {
+    MAMBA_LR_CONSTANT = 0,       /* lr at every step                                           */
+    MAMBA_LR_WARMUP_COSINE,      /* linear from 0 to lr over warmup_steps, then a cosine down to
+                                    lr * min_lr_ratio at total_steps (and there after)            */
+} mamba_lr_schedule_t;
+
+typedef struct mamba_train_options {
+    float lr;                    /* 1e-3                                                       */
+    float beta1, beta2, eps;     /* 0.9, 0.999, 1e-8 (torch.optim.AdamW's)                      */
+    float weight_decay;          /* 0.1; never on A_log, D, biases or norm weights             */
+    float max_grad_norm;         /* 1.0; 0: no clipping                                        */
+    mamba_lr_schedule_t schedule;
+    long warmup_steps, total_steps;
+    float min_lr_ratio;          /* 0.1                                                        */
+} mamba_train_options_t;
+
+typedef struct mamba_train_stats {
+    double loss;                 /* mean cross-entropy over the counted tokens                 */
+    uint64_t tokens;             /* tokens counted (labels >= 0)                               */
+    uint64_t correct;            /* of them, those whose argmax is the label                   */
+    double grad_norm;            /* mamba_trainer_apply: the global norm before clipping        */
+    double lr;                   /* mamba_trainer_apply: the learning rate used                */
+    long step;                   /* optimizer steps taken so far                               */
+} mamba_train_stats_t;
+
+MAMBA_API void mamba_train_options_init(mamba_train_options_t *opts);
+/* A new model of cfg (start it from mamba_config_init; d_model, n_layer, vocab_size given),
+ * initialized as Mamba's reference does (seeded): embedding N(0, 0.02), linear layers
+ * kaiming-uniform, out_proj scaled by 1/sqrt(n_layer), dt bias the inverse softplus of a
+ * log-uniform draw in [1e-3, 1e-1], A_log = log(1..N), D = 1. opts NULL: defaults. */
+MAMBA_API mamba_status_t mamba_trainer_create(mamba_context_t *ctx, const mamba_config_t *cfg, uint64_t seed,
+                                              const mamba_train_options_t *opts, mamba_trainer_t **out);
+/* A trainer starting from a loaded model's weights (any stored dtype, widened to fp32). */
+MAMBA_API mamba_status_t mamba_trainer_create_from_model(const mamba_model_t *model,
+                                                         const mamba_train_options_t *opts,
+                                                         mamba_trainer_t **out);
+/* Forward and backward on one batch: adds the gradient of that batch's mean loss to the
+ * accumulated gradients. stats (may be NULL) gets this batch's loss, tokens and correct. */
+MAMBA_API mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels,
+                                                  size_t batch, size_t len, mamba_train_stats_t *stats);
+/* One AdamW step on the mean of the accumulated batches' gradients (clipped to
+ * max_grad_norm), then the gradients are cleared. stats (may be NULL) gets grad_norm, lr and
+ * step (loss, tokens and correct: the batches accumulated since the last apply). */
+MAMBA_API mamba_status_t mamba_trainer_apply(mamba_trainer_t *tr, mamba_train_stats_t *stats);
+/* accumulate + apply. */
+MAMBA_API mamba_status_t mamba_trainer_step(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels,
+                                            size_t batch, size_t len, mamba_train_stats_t *stats);
+/* Parameters under their Hugging Face names ("backbone.layers.0.mixer.in_proj.weight", ...):
+ * the count, the i-th name and element count. */
+MAMBA_API size_t mamba_trainer_param_count(const mamba_trainer_t *tr);
+MAMBA_API mamba_status_t mamba_trainer_param_info(const mamba_trainer_t *tr, size_t i, const char **name,
+                                                  size_t *numel, int *ndim, int64_t *shape);
+/* Copy the accumulated gradient (what apply would use before its mean and clipping) or the
+ * current value of the parameter named name into out (numel floats). */
+MAMBA_API mamba_status_t mamba_trainer_read_grad(mamba_trainer_t *tr, const char *name, float *out, size_t numel);
+MAMBA_API mamba_status_t mamba_trainer_read_param(mamba_trainer_t *tr, const char *name, float *out, size_t numel);
+MAMBA_API mamba_status_t mamba_trainer_config(const mamba_trainer_t *tr, mamba_config_t *cfg);
+/* Save a Hugging Face directory: config.json and model.safetensors (HF names, fp32, each file
+ * written atomically), which mamba_model_load and transformers load, and beside them
+ * optimizer.safetensors (AdamW's moments, the step, the options) so that training resumes
+ * exactly. */
+MAMBA_API mamba_status_t mamba_trainer_save(mamba_trainer_t *tr, const char *dir);
+/* Resume from a directory mamba_trainer_save wrote (or start from any checkpoint directory
+ * mamba_model_load reads, with fresh moments when it has no optimizer.safetensors). opts
+ * NULL: the saved options. */
+MAMBA_API mamba_status_t mamba_trainer_load(mamba_context_t *ctx, const char *dir, const mamba_train_options_t *opts,
+                                            mamba_trainer_t **out);
+/* Bytes of device memory the trainer holds: parameters, gradients, moments, and the
+ * activations and scratch of the largest batch run so far. */
+MAMBA_API mamba_status_t mamba_trainer_memory(const mamba_trainer_t *tr, uint64_t *param_bytes,
+                                              uint64_t *activation_bytes);
+MAMBA_API void mamba_trainer_free(mamba_trainer_t *tr);
+
 /* ---- measurement (what mamba-bench uses) ---------------------------------------------- */
 
 /* Time the work submitted between start and stop, on the device's clock (CUDA/OpenCL events;

@@ -5,6 +5,8 @@
  *   mb_model_ops   the ops one Mamba layer needs (required)
  *   mb_fused_ops   optional fused ops and recorded graphs, behind supports() (may be NULL)
  *   mb_probe_ops   measurement probes for mamba-bench (required)
+ *   mb_train_ops   what training adds: transposed GEMMs, the backward of each layer op,
+ *                  cross-entropy, AdamW (may be NULL: that backend cannot train)
  *
  * A backend sees device buffers, shapes and strides, never a checkpoint or a config; it
  * includes only this layer (backends/api/) and mamba.h, never a core header. Modules
@@ -25,7 +27,7 @@
 
 #include "mamba.h"
 
-#define MB_BACKEND_ABI_VERSION 4
+#define MB_BACKEND_ABI_VERSION 5
 #define MB_BACKEND_ENTRY "mamba_backend_register"
 
 typedef struct mb_device mb_device;   /* a backend's open device (opaque to the core) */
@@ -256,6 +258,82 @@ typedef struct mb_fused_ops {
                       mb_ptr w, mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 } mb_fused_ops;
 
+/* ---- training (mb_train_ops) -------------------------------------------------------------
+ * All f32, row-major. Every sum runs in an order fixed by the shapes alone (no floating-point
+ * atomics): the same inputs give bitwise the same results on the same device and thread count.
+ * "accumulated" outputs are added to (+=) and never cleared by the op: the trainer zeroes its
+ * gradients before the first micro-batch of a step and every micro-batch adds its share. */
+
+/* The backward of conv_silu from a zero initial state (a training sequence starts empty):
+ * pre[b, t, c] = bias[c] + sum_k weight[c, k] x[b, t - (width-1) + k, c] (x = 0 before t = 0),
+ * out = silu(pre). Given dout (the gradient of out) the op recomputes pre and writes
+ *   dx[b, t, c]   = sum_k weight[c, k] g[b, t + (width-1) - k, c]    (overwritten; g = 0 past len)
+ *   dweight[c, k] += sum_{b, t} g[b, t, c] x[b, t - (width-1) + k, c]   (accumulated)
+ *   dbias[c]     += sum_{b, t} g[b, t, c]                              (accumulated; buf NULL: none)
+ * where g = dout * silu'(pre), silu'(p) = s (1 + p (1 - s)), s = sigmoid(p). */
+typedef struct mb_conv_bwd_op {
+    size_t batch, len, channels, width;
+    mb_ptr x;          ptrdiff_t x_sb, x_st;
+    mb_ptr weight;     /* (channels, width) */
+    mb_ptr bias;       /* (channels) or none */
+    mb_ptr dout;       ptrdiff_t dout_sb, dout_st;
+    mb_ptr dx;         ptrdiff_t dx_sb, dx_st;
+    mb_ptr dweight, dbias;
+} mb_conv_bwd_op;
+
+/* AdamW on n parameters, as torch.optim.AdamW (decoupled weight decay), at step >= 1:
+ *   norm  = sqrt(norm_sq[0]) * grad_scale            (norm_sq: one f32 on the device, from
+ *                                                     sum_squares over the whole gradient)
+ *   clip  = max_norm > 0 ? min(1, max_norm / (norm + 1e-6)) : 1
+ *   g     = grad * grad_scale * clip
+ *   m     = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+ *   param = param (1 - lr weight_decay) - (lr / (1 - beta1^step)) m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ * grad is left as it is. norm_sq.buf NULL: no clipping (clip = 1). The clip factor is computed
+ * on the device, so a step needs no host round trip. */
+typedef struct mb_adamw_op {
+    size_t n;
+    mb_ptr param, grad, m, v;
+    mb_ptr norm_sq;
+    float lr, beta1, beta2, eps, weight_decay, max_norm, grad_scale;
+    long step;
+} mb_adamw_op;
+
+typedef struct mb_train_ops {
+    /* c = alpha op(a) op(b) + beta c, row-major: op(a) is m x k (a stored m x k with leading
+     * dimension lda, or k x m when trans_a), op(b) is k x n (b stored k x n, or n x k when
+     * trans_b), c is m x n with leading dimension ldc. beta 0: c is not read (may hold NaN). */
+    int (*gemm_f32)(mb_device *dev, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, mb_ptr a,
+                    size_t lda, mb_ptr b, size_t ldb, float beta, mb_ptr c, size_t ldc);
+    /* The backward of out[r] = x[r] / rms(x[r]) * w, rms(x) = sqrt(mean(x^2) + eps), over rows
+     * of dim contiguous floats, given dy (rows, dim):
+     *   dx[r] = (w dy[r] - xhat mean(w dy[r] xhat)) / rms(x[r]),  xhat = x[r] / rms(x[r])
+     *           (accumulate: added to dx, else written)
+     *   dw   += sum_r dy[r] xhat[r]  (accumulated) */
+    int (*rmsnorm_backward)(mb_device *dev, mb_ptr x, mb_ptr w, mb_ptr dy, size_t rows, size_t dim, float eps,
+                            mb_ptr dx, int accumulate, mb_ptr dw);
+    int (*conv_silu_backward)(mb_device *dev, const mb_conv_bwd_op *op);
+    /* dtable[ids[r], :] += dy[r, :] for r < rows (ids int32 on the device, each < vocab),
+     * rows added in increasing r for every row of the table. */
+    int (*embed_backward)(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr dy, size_t dim, mb_ptr dtable,
+                          size_t vocab);
+    /* Token cross-entropy, in place. For r < rows with labels[r] >= 0 (int32; < 0: ignored;
+     * each < vocab): loss[r] = logsumexp(logits[r]) - logits[r][labels[r]], correct[r] = 1 when
+     * labels[r] is the argmax of logits[r] (the first index on ties) else 0, and logits[r] is
+     * replaced by scale (softmax(logits[r]) - onehot(labels[r])). An ignored row gets loss 0,
+     * correct 0 and a zero gradient row. loss f32 (rows), correct int32 (rows). */
+    int (*cross_entropy)(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr labels, float scale,
+                         mb_ptr loss, mb_ptr correct);
+    /* out[0] = sum_i x[i]^2, i < n (one f32). */
+    int (*sum_squares)(mb_device *dev, mb_ptr x, size_t n, mb_ptr out);
+    int (*adamw)(mb_device *dev, const mb_adamw_op *op);
+    /* y[i] += alpha x[i], i < n */
+    int (*axpy)(mb_device *dev, size_t n, float alpha, mb_ptr x, mb_ptr y);
+    /* y[i] = -exp(x[i]), i < n: Mamba's A from the A_log parameter */
+    int (*neg_exp)(mb_device *dev, size_t n, mb_ptr x, mb_ptr y);
+    /* y[i] += x[i] w[i], i < n: dA_log += dA * A */
+    int (*mul_acc)(mb_device *dev, size_t n, mb_ptr x, mb_ptr w, mb_ptr y);
+} mb_train_ops;
+
 /* Measurement probes: device-side work that mamba-bench times with the device's own clock. */
 typedef struct mb_probe_ops {
     /* out[0] = sum of n floats of src: a read-bandwidth probe. */
@@ -273,6 +351,7 @@ typedef struct mb_backend {
     const mb_model_ops *ops;
     const mb_fused_ops *fused;   /* NULL: no fused ops, no graphs */
     const mb_probe_ops *probe;
+    const mb_train_ops *train;   /* NULL: the backend cannot train */
 } mb_backend;
 
 typedef const mb_backend *(*mb_backend_register_fn)(int abi_version);
