@@ -25,6 +25,7 @@ typedef struct result {
     bench_mode mode;
     char model[64];        /* tokenize: the text file's name */
     mamba_dtype_t dtype;
+    mamba_dtype_t compute_dtype;   /* what the GEMMs compute in (see --compute)            */
     size_t batch, seqlen, tokens;
     size_t shape[4];       /* scan */
     int all_logits;        /* prefill: logits of every position (1: into mamba_alloc_host's

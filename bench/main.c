@@ -32,6 +32,9 @@ static const char usage[] =
     "  --seqlen=N         prompt length of prefill and decode (default 2048)\n"
     "  --tokens=N         tokens decoded after the prompt (default 128)\n"
     "  --dtype=T          f32 (default), f16, bf16: the synthetic weights' dtype\n"
+    "  --compute=C        auto (default: 16-bit weights compute on the tensor cores in their\n"
+    "                     own dtype, fp32 weights in fp32) or f32 (fp32 arithmetic on any\n"
+    "                     weights; as MAMBA_COMPUTE=f32)\n"
     "  --threads=N        CPU threads (default: all)\n"
     "  --warmup=N         untimed runs before the timed ones (default 1)\n"
     "  --repeat=N         timed runs (default 5 for scan, 3 for prefill and decode)\n"
@@ -65,6 +68,7 @@ typedef struct options {
     size_t batches[64], n_batches;
     size_t seqlen, tokens;
     mamba_dtype_t dtype;
+    int compute_f32;               /* --compute=f32 */
     int threads, warmup, repeat;
     size_t scan_shape[4];
     int have_scan_shape, mode_given;
@@ -125,7 +129,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"scan-shape", required_argument, 0, 's'}, {"check", no_argument, 0, 'c'},
         {"json", required_argument, 0, 'j'}, {"all-logits", no_argument, 0, 'A'},
         {"pageable-logits", no_argument, 0, 'P'}, {"tokenizer", required_argument, 0, 'K'},
-        {"text", required_argument, 0, 'X'},
+        {"text", required_argument, 0, 'X'}, {"compute", required_argument, 0, 'C'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = "130m";
@@ -197,6 +201,11 @@ static int parse_options(int argc, char **argv, options *o)
             else if (strcmp(optarg, "f16") == 0) o->dtype = MAMBA_F16;
             else if (strcmp(optarg, "bf16") == 0) o->dtype = MAMBA_BF16;
             else return fail("--dtype=%s: expected f32, f16 or bf16", optarg) + 1;
+            break;
+        case 'C':
+            if (strcmp(optarg, "auto") == 0) o->compute_f32 = 0;
+            else if (strcmp(optarg, "f32") == 0) o->compute_f32 = 1;
+            else return fail("--compute=%s: expected auto or f32", optarg) + 1;
             break;
         case 't':
             if (!parse_size_list(optarg, v, 1, &n, 1, 4096)) return fail("--threads=%s: expected an integer 1..4096", optarg) + 1;
@@ -514,6 +523,8 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
         snprintf(r->model, sizeof r->model, "%s", o->model);
         r->mode = mode;
         r->dtype = mi.dtype;
+        /* 16-bit GEMMs: the CUDA backend's, unless --compute=f32 */
+        r->compute_dtype = !o->compute_f32 && strcmp(t->dev.backend, "cuda") == 0 ? mi.dtype : MAMBA_F32;
         r->batch = batch;
         r->seqlen = L;
         r->tokens = mode == MODE_DECODE ? T : 0;
@@ -596,6 +607,7 @@ int main(int argc, char **argv)
         mamba_context_options_init(&co);
         co.backend = o.n_backends ? o.backends[i] : "auto";
         co.n_threads = o.threads;
+        if (o.compute_f32) co.compute = MAMBA_COMPUTE_F32;
         if (mamba_context_create(&co, &ts[i].ctx) != MAMBA_OK) {
             status = fail("%s", mamba_last_error(NULL));
             nt = i;
@@ -617,6 +629,7 @@ int main(int argc, char **argv)
         mamba_context_options_init(&co);
         co.backend = "cpu";
         co.n_threads = o.threads;
+        if (o.compute_f32) co.compute = MAMBA_COMPUTE_F32;
         if (mamba_context_create(&co, &ts[0].ctx) != MAMBA_OK) {
             status = fail("%s", mamba_last_error(NULL));
             goto done;

@@ -110,6 +110,9 @@ int report_json(const char *path, const device_row *devs, size_t n_devs, const r
         cJSON_AddStringToObject(o, "mode", mode_name(r->mode));
         cJSON_AddItemToObject(o, "model", scan ? cJSON_CreateNull() : cJSON_CreateString(r->model));
         cJSON_AddStringToObject(o, "dtype", mamba_dtype_name(scan ? MAMBA_F32 : r->dtype));
+        cJSON_AddStringToObject(o, "weights_dtype", mamba_dtype_name(scan ? MAMBA_F32 : r->dtype));
+        /* the GEMMs' inputs; the CPU and the GEMV of a decoding step compute in fp32 */
+        cJSON_AddStringToObject(o, "compute_dtype", mamba_dtype_name(scan ? MAMBA_F32 : r->compute_dtype));
         cJSON_AddItemToObject(o, "batch", num_or_null((double)(scan ? r->shape[0] : r->batch), 1));
         cJSON_AddItemToObject(o, "seqlen", num_or_null((double)(scan ? r->shape[2] : r->seqlen), 1));
         cJSON_AddItemToObject(o, "tokens", num_or_null((double)r->tokens, r->mode == MODE_DECODE));

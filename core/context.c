@@ -18,6 +18,8 @@ void mamba_context_options_init(mamba_context_options_t *o)
     if (tf32 && strcmp(tf32, "1") == 0) o->gemm = MAMBA_GEMM_TF32;
     else if (gemm && strcmp(gemm, "cublas") == 0) o->gemm = MAMBA_GEMM_VENDOR;
     o->portable_kernels = getenv("MAMBA_CPU_PORTABLE") != NULL;
+    const char *compute = getenv("MAMBA_COMPUTE");
+    if (compute && strcmp(compute, "f32") == 0) o->compute = MAMBA_COMPUTE_F32;
     o->profile = getenv("MAMBA_OPENCL_PROFILE") != NULL;
     if (o->profile) o->log_level = MAMBA_LOG_INFO; /* where the profile is reported */
 }
@@ -125,8 +127,14 @@ mamba_status_t mamba_context_create(const mamba_context_options_t *opts, mamba_c
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "gemm = %d, expected MAMBA_GEMM_DEFAULT, _VENDOR or _TF32",
                          (int)o.gemm);
     }
+    if (o.compute != MAMBA_COMPUTE_AUTO && o.compute != MAMBA_COMPUTE_F32) {
+        free(ctx);
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "compute = %d, expected MAMBA_COMPUTE_AUTO or _F32",
+                         (int)o.compute);
+    }
     const mb_open_options oo = {
         .n_threads = o.n_threads, .portable_kernels = o.portable_kernels, .gemm = (mb_gemm_mode)o.gemm,
+        .compute_f32 = o.compute == MAMBA_COMPUTE_F32,
         .profile = o.profile, .log = backend_log, .log_user = ctx,
     };
     char why[512] = "";

@@ -114,6 +114,15 @@ typedef enum mamba_gemm {
     MAMBA_GEMM_TF32,        /* CUDA: plain TF32 tensor cores, ~1e-3 relative error, fastest   */
 } mamba_gemm_t;
 
+/* The arithmetic of GEMMs whose weights are stored in 16 bits (bf16, f16). */
+typedef enum mamba_compute {
+    MAMBA_COMPUTE_AUTO = 0, /* the weights' own dtype: GEMMs of more rows than a decoding step's
+                               run on the tensor cores with inputs in bf16/f16 and fp32 sums
+                               (the residual stream, the scan and its state stay fp32);
+                               fp32 weights compute in fp32                                     */
+    MAMBA_COMPUTE_F32,      /* fp32 arithmetic on 16-bit weights (widened), as before          */
+} mamba_compute_t;
+
 typedef struct mamba_context_options {
     const char *backend;      /* "auto" (default), "cpu", "opencl[:i]", "cuda[:i]"      */
     int n_threads;            /* CPU threads; 0: the OpenMP default                     */
@@ -128,6 +137,7 @@ typedef struct mamba_context_options {
     mamba_gemm_t gemm;
     int portable_kernels;     /* CPU: portable C kernels only, no AVX-512 intrinsics     */
     int profile;              /* OpenCL: each kernel's device time to the log (INFO)     */
+    mamba_compute_t compute;  /* MAMBA_COMPUTE=f32 sets MAMBA_COMPUTE_F32                 */
 } mamba_context_options_t;
 
 /* Defaults, including the environment's (see above). */

@@ -60,6 +60,9 @@ typedef struct mb_open_options {
     int n_threads;
     int portable_kernels;  /* CPU: the portable C kernels only, no AVX-512 intrinsics        */
     mb_gemm_mode gemm;
+    /* 16-bit weights: 0: GEMMs of more rows than a decoding step's take 16-bit inputs (the
+     * weights' dtype) on the tensor cores, fp32 sums and output; 1: fp32 arithmetic */
+    int compute_f32;
     int profile;           /* report each kernel's device time through log (OpenCL)          */
     /* where a backend reports what is not an error (profiles, notes); may be NULL */
     void (*log)(void *user, mamba_log_level_t level, const char *message);

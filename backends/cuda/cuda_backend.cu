@@ -131,6 +131,7 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         const mb_gemm_mode mode = o ? o->gemm : MB_GEMM_DEFAULT;
         cublasSetMathMode(d->blas, mode == MB_GEMM_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
         d->tf32x3 = prop.major >= 8 && mode == MB_GEMM_DEFAULT;
+        d->compute_f32 = o ? o->compute_f32 : 0;
     }
     if (d->tf32x3 && (rc = cuda_gemm_3xtf32_init(d))) goto fail;
     *out = d;

@@ -1,7 +1,8 @@
 /* y = x W^T + b. Up to GEMV_MAX_M rows (decoding): one warp per output feature streams its
  * weight row once with 16-byte loads, in the weights' stored dtype, for all rows at once; the
- * arithmetic is f32. More rows (prefill): cuBLAS SGEMM, 16-bit weights widened to f32 first
- * (the widening is a small fraction of a prefill GEMM's time). */
+ * arithmetic is f32. More rows (batched decoding, prefill): 16-bit weights on the tensor cores
+ * in their own dtype (cuda_gemm16.cu), unless fp32 arithmetic is asked for (compute_f32): then
+ * they are widened to f32 first for the 3xTF32 kernel or cuBLAS SGEMM, as fp32 weights go. */
 #include "cuda_internal.h"
 
 #define GEMV_MAX_M 8
@@ -362,6 +363,7 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
     if (m <= GEMV_MAX_M) return gemv_dtype(dev, m, n, k, x, lda, w, wdt, bias, y, ldy, gemv_fuse{nullptr, 0.0f, 0});
+    if (wdt != MAMBA_F32 && !dev->compute_f32) return cuda_gemm16(dev, m, n, k, x, lda, w, wdt, bias, y, ldy);
     /* scratch: 16-bit weights widened to f32, then the tensor-core kernel's k-split sums */
     const bool tc = cuda_gemm_3xtf32_fits(dev, m, n, k, x, lda, ldy) && (wdt != MAMBA_F32 || ((uintptr_t)w & 15) == 0);
     const size_t widened = wdt != MAMBA_F32 ? (n * k * sizeof(float) + 255) / 256 * 256 : 0;

@@ -19,6 +19,7 @@ struct mb_device {
     int sm_count;
     int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
     int tf32x3;                    /* sm_80+: fp32 GEMMs by the 3xTF32 kernel, not cuBLAS SGEMM */
+    int compute_f32;               /* 16-bit weights: fp32 arithmetic (widened), not 16-bit GEMMs */
     size_t total_memory;           /* the device's, for out-of-memory messages */
     int scan16_per_sm;             /* blocks of the N = 16 scan kernel an SM holds; 0: not asked yet */
     cudaStream_t stream;
@@ -73,6 +74,11 @@ bool cuda_gemm_3xtf32_fits(const mb_device *dev, size_t m, size_t n, size_t k, c
 int cuda_gemm_3xtf32_splits(const mb_device *dev, size_t m, size_t n, size_t k);
 int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const float *w,
                      const float *bias, float *y, size_t ldy, int splits, float *partial);
+/* y = x W^T + bias with 16-bit weights on the tensor cores (cuda_gemm16.cu): x rounded to the
+ * weights' dtype, fp32 sums and output. */
+__global__ void bias_kernel(float *y, size_t ldy, const float *bias, size_t n);
+int cuda_gemm16(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                mamba_dtype_t wdt, const float *bias, float *y, size_t ldy);
 /* Whether cuda_scratch(bytes) can succeed without reallocating during a graph capture. */
 bool cuda_scratch_ready(mb_device *dev, size_t bytes);
 int cuda_scan(mb_device *dev, const mb_scan_op *op);
