@@ -153,11 +153,11 @@ mamba_status_t mb_train_new(mamba_context_t *ctx, const mamba_config_t *cfg_in, 
     if (strcmp(cfg.model_type, "mamba") != 0)
         return mb_seterr(ctx->err, MAMBA_ERR_UNSUPPORTED,
                          "%s: training supports model_type 'mamba' (Mamba-1) only, not '%s'", where, cfg.model_type);
-    if ((st = check_backend(ctx)) != MAMBA_OK) return st;
     mamba_train_options_t o;
     mamba_train_options_init(&o);
     if (opts) o = *opts;
     if ((st = mb_train_check_options(ctx, &o)) != MAMBA_OK) return st;
+    if ((st = check_backend(ctx)) != MAMBA_OK) return st;
     mamba_trainer_t *tr = mb_calloc(1, sizeof *tr);
     const size_t max_params = 3 + 12 * (size_t)cfg.n_layer;
     if (tr) tr->params = mb_calloc(max_params, sizeof *tr->params);
