@@ -116,7 +116,7 @@ static double host_loss(const float *logits, const int32_t *labels, size_t rows,
         double mx = x[0], se = 0;
         for (size_t k = 1; k < V; k++) mx = x[k] > mx ? x[k] : mx;
         for (size_t k = 0; k < V; k++) se += exp(x[k] - mx);
-        sum += mx + log(se) - x[labels[r]];
+        sum += mx + log(fmax(se, 1.0)) - x[labels[r]]; /* se >= 1: the max's term is 1 */
         n++;
     }
     return n ? sum / (double)n : 0;
@@ -241,7 +241,7 @@ static double loss_of_dir(mamba_context_t *ctx, const char *dir, const int32_t *
 {
     mamba_model_t *m = NULL;
     ck_assert_msg(mamba_model_load(ctx, dir, &m) == MAMBA_OK, "%s", mamba_last_error(ctx));
-    float *logits = malloc(B * T * V * sizeof *logits);
+    float *logits = malloc((size_t)B * T * V * sizeof *logits);
     ck_assert_int_eq(mamba_forward(m, ids, B, T, MAMBA_LOGITS_ALL, logits), MAMBA_OK);
     const double l = host_loss(logits, labels, B * T, V);
     free(logits);
@@ -302,6 +302,98 @@ START_TEST(finite_differences_bias_untied)
         }
         free(g);
     }
+    tmpdir_remove(dir);
+    tmpdir_remove(tmp);
+    mamba_trainer_free(tr);
+    mamba_context_free(ctx);
+}
+END_TEST
+
+/* Every parameter of dir's model.safetensors moved by h d, d uniform in [-1, 1) from seed in
+ * the file's order, written to out/; *dot receives sum g d over the trainer's gradients. */
+static void perturbed_all(const char *dir, const char *out, mamba_trainer_t *tr, uint64_t seed, float h, double *dot)
+{
+    char p[4096], q[4096];
+    mamba_tensor_file_t *f = NULL;
+    ck_assert_int_eq(mamba_tensor_file_open(path_join(p, sizeof p, dir, "model.safetensors"), &f), MAMBA_OK);
+    const size_t n = mamba_tensor_file_count(f);
+    mamba_tensor_t *t = calloc(n, sizeof *t);
+    float **copies = calloc(n, sizeof *copies);
+    uint64_t s = seed;
+    *dot = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(mamba_tensor_file_get(f, i, &t[i]), MAMBA_OK);
+        ck_assert_int_eq(t[i].dtype, MAMBA_F32);
+        const size_t numel = t[i].nbytes / 4;
+        copies[i] = malloc(t[i].nbytes + 4);
+        float *g = malloc(t[i].nbytes + 4);
+        memcpy(copies[i], t[i].data, t[i].nbytes);
+        ck_assert_int_eq(mamba_trainer_read_grad(tr, t[i].name, g, numel), MAMBA_OK);
+        for (size_t k = 0; k < numel; k++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            const double d = (double)(s >> 11) * 0x1p-53 * 2 - 1;
+            copies[i][k] += h * (float)d;
+            *dot += g[k] * d;
+        }
+        free(g);
+        t[i].data = copies[i];
+    }
+    ck_assert_int_eq(mamba_tensor_file_write(path_join(q, sizeof q, out, "model.safetensors"), t, n, NULL, 0), MAMBA_OK);
+    copy_file(path_join(p, sizeof p, dir, "config.json"), path_join(q, sizeof q, out, "config.json"));
+    for (size_t i = 0; i < n; i++) free(copies[i]);
+    free(copies);
+    free(t);
+    mamba_tensor_file_close(f);
+}
+
+/* Shapes the fixture does not have: no conv bias, narrow convs, one-token sequences, expand 1,
+ * N 16, biases with an untied head. The trainer's loss against the inference forward's, and
+ * the gradient along a random direction of all parameters against central differences. */
+static const struct shape_case {
+    int n_layer, d_conv, conv_bias, expand, d_state, use_bias, tie;
+    size_t B, T;
+} shapes[] = {
+    {2, 2, 0, 2, 4, 0, 1, 2, 9},
+    {1, 1, 1, 2, 4, 0, 1, 2, 7},
+    {2, 4, 1, 2, 4, 0, 1, 3, 1},
+    {3, 3, 1, 1, 16, 1, 0, 1, 13},
+};
+
+START_TEST(directional_derivatives)
+{
+    const struct shape_case *k = &shapes[_i];
+    mamba_context_t *ctx = ctx_on("cpu");
+    mamba_config_t c = tiny_cfg(k->n_layer, k->use_bias, k->tie);
+    c.d_conv = k->d_conv;
+    c.use_conv_bias = k->conv_bias;
+    c.expand = k->expand;
+    c.d_state = k->d_state;
+    mamba_trainer_t *tr = tiny_trainer(ctx, &c, 30 + (uint64_t)_i, NULL);
+    const size_t B = k->B, T = k->T, V = (size_t)c.vocab_size;
+    int32_t *ids = malloc(B * T * sizeof *ids), *labels = malloc(B * T * sizeof *labels);
+    make_batch(60 + (uint64_t)_i, B, T, c.vocab_size, ids, labels);
+    if (T == 1) /* one-token sequences: a label of their own */
+        for (size_t b = 0; b < B; b++) labels[b] = (ids[b] + 1) % c.vocab_size;
+    ck_assert_int_eq(mamba_trainer_step(tr, ids, labels, B, T, NULL), MAMBA_OK);
+    mamba_train_stats_t st;
+    ck_assert_int_eq(mamba_trainer_accumulate(tr, ids, labels, B, T, &st), MAMBA_OK);
+    char *dir = tmpdir_new(), *tmp = tmpdir_new();
+    ck_assert_int_eq(mamba_trainer_save(tr, dir), MAMBA_OK);
+    const double base = loss_of_dir(ctx, dir, ids, labels, B, T, V);
+    ck_assert_msg(fabs(base - st.loss) <= 1e-5 * base, "loss %.9g, forward's %.9g", st.loss, base);
+    const float h = 3e-4f; /* the truncation error, h^2, below float noise over 2h */
+    double dot, dot2;
+    perturbed_all(dir, tmp, tr, 5, h, &dot);
+    const double lp = loss_of_dir(ctx, tmp, ids, labels, B, T, V);
+    perturbed_all(dir, tmp, tr, 5, -h, &dot2);
+    const double lm = loss_of_dir(ctx, tmp, ids, labels, B, T, V);
+    const double fd = (lp - lm) / (2 * h);
+    printf("shape %d: loss %.7g; along a random direction %.6g, central difference %.6g\n", _i, st.loss, dot, fd);
+    ck_assert_double_eq(dot, dot2); /* the same direction both ways */
+    ck_assert_msg(fabs(fd - dot) <= 3e-3 * fabs(dot) + 1e-3, "directional derivative %g vs central difference %g", dot,
+                  fd);
+    free(ids);
+    free(labels);
     tmpdir_remove(dir);
     tmpdir_remove(tmp);
     mamba_trainer_free(tr);
@@ -454,7 +546,7 @@ START_TEST(checkpoint_round_trip)
     char *d1 = tmpdir_new(), *d2 = tmpdir_new(), a[4096], b[4096];
     ck_assert_msg(mamba_trainer_save(tr, d1) == MAMBA_OK, "%s", mamba_last_error(ctx));
     const size_t V = (size_t)c.vocab_size;
-    float *l1 = malloc(B * T * V * sizeof *l1), *l2 = malloc(B * T * V * sizeof *l2);
+    float *l1 = malloc((size_t)B * T * V * sizeof *l1), *l2 = malloc((size_t)B * T * V * sizeof *l2);
     mamba_model_t *m1 = NULL, *m2 = NULL;
     ck_assert_msg(mamba_model_load(ctx, d1, &m1) == MAMBA_OK, "%s", mamba_last_error(ctx));
     mamba_model_info_t info;
@@ -476,11 +568,11 @@ START_TEST(checkpoint_round_trip)
                      path_join(b, sizeof b, d2, "optimizer.safetensors"));
     ck_assert_msg(mamba_model_load(ctx, d2, &m2) == MAMBA_OK, "%s", mamba_last_error(ctx));
     ck_assert_int_eq(mamba_forward(m2, ids, B, T, MAMBA_LOGITS_ALL, l2), MAMBA_OK);
-    ck_assert_int_eq(memcmp(l1, l2, B * T * V * sizeof *l1), 0);
+    ck_assert_int_eq(memcmp(l1, l2, (size_t)B * T * V * sizeof *l1), 0);
     /* the trainer's own loss against the loaded model's logits */
     mamba_train_stats_t st;
     ck_assert_int_eq(mamba_trainer_accumulate(tr2, ids, labels, B, T, &st), MAMBA_OK);
-    const double hl = host_loss(l1, labels, B * T, V);
+    const double hl = host_loss(l1, labels, (size_t)B * T, V);
     printf("saved model (tied %d): loss %.9g from its logits, %.9g from the trainer\n", tie, hl, st.loss);
     ck_assert_double_le(fabs(hl - st.loss), 1e-5 * hl);
     mamba_tensor_file_t *opt = NULL;
@@ -527,12 +619,12 @@ START_TEST(half_model_widened)
     int32_t ids[B * T], labels[B * T];
     const size_t V = (size_t)info.config.vocab_size;
     make_batch(4, B, T, info.config.vocab_size, ids, labels);
-    float *l1 = malloc(B * T * V * sizeof *l1), *l2 = malloc(B * T * V * sizeof *l2);
+    float *l1 = malloc((size_t)B * T * V * sizeof *l1), *l2 = malloc((size_t)B * T * V * sizeof *l2);
     ck_assert_int_eq(mamba_forward(m, ids, B, T, MAMBA_LOGITS_ALL, l1), MAMBA_OK);
     ck_assert_int_eq(mamba_forward(m2, ids, B, T, MAMBA_LOGITS_ALL, l2), MAMBA_OK);
-    const double e = max_abs_diff(l1, l2, B * T * V);
-    printf("half model widened: logits within %.3g (max %.3g)\n", e, max_abs(l1, B * T * V));
-    ck_assert_double_le(e, 1e-5 * max_abs(l1, B * T * V));
+    const double e = max_abs_diff(l1, l2, (size_t)B * T * V);
+    printf("half model widened: logits within %.3g (max %.3g)\n", e, max_abs(l1, (size_t)B * T * V));
+    ck_assert_double_le(e, 1e-5 * max_abs(l1, (size_t)B * T * V));
     free(pa);
     free(pb);
     free(l1);
@@ -590,7 +682,7 @@ START_TEST(resume_is_exact)
     size_t total;
     float *a = all_values(t2, 0, &total), *b = all_values(t3, 0, NULL);
     ck_assert_int_eq(memcmp(a, b, total * sizeof *a), 0);
-    ck_assert_int_eq(memcmp(lr_a, lr_b, sizeof lr_a), 0);
+    for (int i = 0; i < K + M; i++) ck_assert_double_eq(lr_a[i], lr_b[i]);
     free(a);
     free(b);
     tmpdir_remove(dir);
@@ -613,10 +705,10 @@ START_TEST(accumulation_is_the_mean)
     mamba_trainer_t *za = tiny_trainer(ctx, &c, 5, NULL), *zb = tiny_trainer(ctx, &c, 5, NULL);
     mamba_train_stats_t sa, sb, sf, st;
     ck_assert_int_eq(mamba_trainer_accumulate(x, ids, labels, H, T, &sa), MAMBA_OK);
-    ck_assert_int_eq(mamba_trainer_accumulate(x, ids + H * T, labels + H * T, H, T, &sb), MAMBA_OK);
+    ck_assert_int_eq(mamba_trainer_accumulate(x, ids + (size_t)H * T, labels + (size_t)H * T, H, T, &sb), MAMBA_OK);
     ck_assert_int_eq(mamba_trainer_accumulate(y, ids, labels, B, T, &sf), MAMBA_OK);
     ck_assert_int_eq(mamba_trainer_accumulate(za, ids, labels, H, T, NULL), MAMBA_OK);
-    ck_assert_int_eq(mamba_trainer_accumulate(zb, ids + H * T, labels + H * T, H, T, NULL), MAMBA_OK);
+    ck_assert_int_eq(mamba_trainer_accumulate(zb, ids + (size_t)H * T, labels + (size_t)H * T, H, T, NULL), MAMBA_OK);
     size_t total;
     float *gx = all_values(x, 1, &total), *gy = all_values(y, 1, NULL);
     float *ga = all_values(za, 1, NULL), *gb = all_values(zb, 1, NULL);
@@ -719,7 +811,7 @@ START_TEST(reference_initialization)
         for (size_t k = 0; k < n; k++) {
             mean += v[k];
             sq += (double)v[k] * v[k];
-            mx = fmax(mx, fabs(v[k]));
+            mx = fmax(mx, fabs((double)v[k]));
         }
         mean /= (double)n;
         const double sd = sqrt(sq / (double)n - mean * mean);
@@ -743,7 +835,7 @@ START_TEST(reference_initialization)
             ck_assert_double_ge(mx, 0.4);
         } else if (ENDS("dt_proj.bias")) {
             for (size_t k = 0; k < n; k++) {
-                const double dt = log1p(exp(v[k])); /* softplus */
+                const double dt = log1p(exp((double)v[k])); /* softplus */
                 ck_assert_msg(dt >= 1e-3 * 0.999 && dt <= 0.1 * 1.001, "%s[%zu]: dt %g", name, k, dt);
             }
         } else if (ENDS("A_log")) {
@@ -788,7 +880,7 @@ START_TEST(activation_memory)
     const uint64_t per_token_layer = (uint64_t)(16 + 2 * 32 + 2 + 2 * 4) * 4;
     printf("kept activations: %llu bytes per token per layer; %llu bytes for %d rows of 1 layer\n",
            (unsigned long long)per_token_layer, (unsigned long long)ab1, R);
-    ck_assert_uint_eq(ab3 - ab1, 2 * R * per_token_layer);
+    ck_assert_uint_eq(ab3 - ab1, 2 * (uint64_t)R * per_token_layer);
     /* parameters, gradients and two moments, fp32 */
     size_t total;
     float *p = all_values(t1, 0, &total);
@@ -867,7 +959,7 @@ START_TEST(bad_input)
     /* none of that was accumulated */
     expect_error(mamba_trainer_apply(tr, NULL), MAMBA_ERR_INVALID_ARGUMENT, ctx, "no batch accumulated");
     /* every label ignored: loss 0, no token, a zero gradient, and a finite step */
-    for (size_t i = 0; i < B * T; i++) labels[i] = i % 2 ? -100 : -1;
+    for (size_t i = 0; i < (size_t)B * T; i++) labels[i] = i % 2 ? -100 : -1;
     mamba_train_stats_t st;
     ck_assert_int_eq(mamba_trainer_accumulate(tr, ids, labels, B, T, &st), MAMBA_OK);
     ck_assert_double_eq(st.loss, 0);
@@ -968,6 +1060,7 @@ int main(void)
     tcase_add_loop_test(tc, same_step_twice_is_bitwise, 0, n_backends);
     if (required_missing[0]) tcase_add_test(tc, required_backend_missing);
     tcase_add_test(tc, finite_differences_bias_untied);
+    tcase_add_loop_test(tc, directional_derivatives, 0, (int)(sizeof shapes / sizeof shapes[0]));
     tcase_add_loop_test(tc, adamw_matches_hand_computation, 0, 2);
     tcase_add_test(tc, lr_schedule);
     tcase_add_loop_test(tc, checkpoint_round_trip, 0, 2);

@@ -87,7 +87,4 @@ size_t mb_train_find(const mamba_trainer_t *tr, const char *name);
 /* -exp(A_log) of every layer into tr->A when the parameters changed. */
 mamba_status_t mb_train_refresh_A(mamba_trainer_t *tr);
 
-/* train_init.c: the reference initialization of every parameter into host (total floats). */
-void mb_train_init_values(const mamba_trainer_t *tr, uint64_t seed, float *host);
-
 #endif

@@ -66,7 +66,8 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-void mb_train_init_values(const mamba_trainer_t *tr, uint64_t seed, float *host)
+/* Every parameter's initial value into host (total floats, the padding zero). */
+static void init_values(const mamba_trainer_t *tr, uint64_t seed, float *host)
 {
     const mamba_config_t *c = &tr->cfg;
     const double dm = c->d_model, di = c->d_inner;
@@ -121,7 +122,7 @@ mamba_status_t mamba_trainer_create(mamba_context_t *ctx, const mamba_config_t *
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_trainer_create: out of memory for %zu parameters",
                          tr->total);
     }
-    mb_train_init_values(tr, seed, host);
+    init_values(tr, seed, host);
     st = mb_train_upload(tr, tr->param, host, "upload of the initial parameters");
     free(host);
     if (st != MAMBA_OK) {

@@ -311,6 +311,24 @@ static mamba_status_t load_moments(mamba_trainer_t *tr, const mamba_tensor_file_
     return MAMBA_OK;
 }
 
+/* The weights of model.safetensors (any float dtype, widened) into a new trainer *tr; *host
+ * receives the staging the caller frees, *weights the file it closes. */
+static mamba_status_t load_weights(mamba_context_t *ctx, const char *cfg_path, const char *model_path,
+                                   const mamba_train_options_t *o, mamba_trainer_t **tr, mamba_tensor_file_t **weights,
+                                   float **host)
+{
+    char *err = ctx->err;
+    mamba_config_t cfg;
+    mamba_status_t st = mb_config_parse(cfg_path, &cfg, err);
+    if (st != MAMBA_OK || (st = mb_train_new(ctx, &cfg, o, cfg_path, tr)) != MAMBA_OK) return st;
+    if ((st = mb_tensor_file_open(model_path, weights, err)) != MAMBA_OK) return st;
+    float *h = mb_calloc((*tr)->total, sizeof *h);
+    if (!h) return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu parameters", model_path, (*tr)->total);
+    *host = h;
+    if ((st = read_tensors(*tr, *weights, model_path, "", 0, h, err)) != MAMBA_OK) return st;
+    return mb_train_upload(*tr, (*tr)->param, h, "upload of the parameters");
+}
+
 mamba_status_t mamba_trainer_load(mamba_context_t *ctx, const char *dir, const mamba_train_options_t *opts,
                                   mamba_trainer_t **out)
 {
@@ -344,19 +362,12 @@ mamba_status_t mamba_trainer_load(mamba_context_t *ctx, const char *dir, const m
         if (st == MAMBA_OK) st = mamba_trainer_create_from_model(m, &o, &tr);
         mamba_model_free(m);
     } else if (st == MAMBA_OK) {
-        mamba_config_t cfg;
-        if ((st = mb_config_parse(cfg_path, &cfg, err)) == MAMBA_OK &&
-            (st = mb_train_new(ctx, &cfg, &o, cfg_path, &tr)) == MAMBA_OK)
-            st = mb_tensor_file_open(model_path, &weights, err);
-        if (st == MAMBA_OK && !(host = mb_calloc(tr->total, sizeof *host)))
-            st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu parameters", dir, tr->total);
-        if (st == MAMBA_OK) st = read_tensors(tr, weights, model_path, "", 0, host, err);
-        if (st == MAMBA_OK) st = mb_train_upload(tr, tr->param, host, "upload of the parameters");
+        st = load_weights(ctx, cfg_path, model_path, &o, &tr, &weights, &host);
     }
-    if (st == MAMBA_OK && opt) {
-        if (!host && !(host = mb_malloc(tr->total * sizeof *host)))
-            st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu parameters", dir, tr->total);
-        if (st == MAMBA_OK) st = load_moments(tr, opt, opt_path, step, host);
+    if (st == MAMBA_OK && opt && tr) {
+        if (!host) host = mb_malloc(tr->total * sizeof *host);
+        st = host ? load_moments(tr, opt, opt_path, step, host)
+                  : mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu parameters", dir, tr->total);
     }
     free(host);
     mamba_tensor_file_close(weights);
@@ -397,8 +408,13 @@ mamba_status_t mamba_trainer_create_from_model(const mamba_model_t *model, const
             if (b > max_bytes) max_bytes = b;
         }
     void *stage = specs ? mb_malloc(max_bytes) : NULL;
-    if (!specs || !host || !stage)
-        st = mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_trainer_create_from_model: out of memory");
+    if (!specs || !host || !stage) {
+        free(specs);
+        free(host);
+        free(stage);
+        mamba_trainer_free(tr);
+        return mb_seterr(err, MAMBA_ERR_OUT_OF_MEMORY, "mamba_trainer_create_from_model: out of memory");
+    }
     for (size_t i = 0; i < n && st == MAMBA_OK; i++) {
         const mb_spec *s = &specs[i];
         if (s->skip) continue;
