@@ -3,11 +3,14 @@
  * forward for the paths the fixture lacks (biases, an untied head), AdamW against a double
  * computation from the gradients, checkpoints that mamba_model_load reads, exact resume,
  * gradient accumulation, determinism, the initialization, the activation memory, bad input. */
+#define _POSIX_C_SOURCE 200809L /* fork, pipe */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -1039,12 +1042,39 @@ static int can_train(const char *backend, char *why, size_t len)
     return st == MAMBA_OK;
 }
 
+/* can_train in a child process: the suite's tests run in forked children, which must not
+ * inherit a device runtime's or OpenMP's threads (a forked libgomp team or CUDA context hangs
+ * or fails in the child). */
+static int can_train_forked(const char *backend, char *why, size_t len)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        snprintf(why, len, "%s: pipe failed", backend);
+        return 0;
+    }
+    const pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        char msg[400] = "";
+        const int ok = can_train(backend, msg, sizeof msg);
+        const ssize_t w = write(fds[1], msg, strlen(msg));
+        _exit(ok && w >= 0 ? 0 : 1);
+    }
+    close(fds[1]);
+    const ssize_t n = pid > 0 ? read(fds[0], why, len - 1) : -1;
+    why[n > 0 ? (size_t)n : 0] = 0;
+    close(fds[0]);
+    int status = 1;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) snprintf(why, len, "%s: fork failed", backend);
+    return pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 int main(void)
 {
     const char *gpus[] = {"opencl", "cuda"};
     for (int i = 0; i < 2; i++) {
         char why[400] = "";
-        if (can_train(gpus[i], why, sizeof why)) {
+        if (can_train_forked(gpus[i], why, sizeof why)) {
             backends[n_backends++] = gpus[i];
         } else {
             printf("skipping %s\n", why);
