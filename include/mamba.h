@@ -452,7 +452,8 @@ typedef struct mamba_trainer mamba_trainer_t;
 typedef enum mamba_lr_schedule {
     MAMBA_LR_CONSTANT = 0,       /* lr at every step                                           */
     MAMBA_LR_WARMUP_COSINE,      /* linear from 0 to lr over warmup_steps, then a cosine down to
-                                    lr * min_lr_ratio at total_steps (and there after)            */
+                                    lr * min_lr_ratio at total_steps (and there after): the k-th
+                                    step (k = 1, 2 ...) takes lr k / warmup_steps up to warmup_steps */
 } mamba_lr_schedule_t;
 
 typedef struct mamba_train_options {
@@ -486,12 +487,14 @@ MAMBA_API mamba_status_t mamba_trainer_create_from_model(const mamba_model_t *mo
                                                          const mamba_train_options_t *opts,
                                                          mamba_trainer_t **out);
 /* Forward and backward on one batch: adds the gradient of that batch's mean loss to the
- * accumulated gradients. stats (may be NULL) gets this batch's loss, tokens and correct. */
+ * accumulated gradients. stats (may be NULL) gets this batch's loss, tokens and correct. A
+ * batch whose labels are all ignored adds nothing (loss 0) but counts as one in apply's mean. */
 MAMBA_API mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels,
                                                   size_t batch, size_t len, mamba_train_stats_t *stats);
 /* One AdamW step on the mean of the accumulated batches' gradients (clipped to
  * max_grad_norm), then the gradients are cleared. stats (may be NULL) gets grad_norm, lr and
- * step (loss, tokens and correct: the batches accumulated since the last apply). */
+ * step (loss, tokens and correct: the batches accumulated since the last apply; loss is the
+ * mean of their mean losses, the loss whose gradient the step follows). */
 MAMBA_API mamba_status_t mamba_trainer_apply(mamba_trainer_t *tr, mamba_train_stats_t *stats);
 /* accumulate + apply. */
 MAMBA_API mamba_status_t mamba_trainer_step(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels,
@@ -509,7 +512,7 @@ MAMBA_API mamba_status_t mamba_trainer_config(const mamba_trainer_t *tr, mamba_c
 /* Save a Hugging Face directory: config.json and model.safetensors (HF names, fp32, each file
  * written atomically), which mamba_model_load and transformers load, and beside them
  * optimizer.safetensors (AdamW's moments, the step, the options) so that training resumes
- * exactly. */
+ * exactly. Gradients accumulated and not yet applied are not saved. */
 MAMBA_API mamba_status_t mamba_trainer_save(mamba_trainer_t *tr, const char *dir);
 /* Resume from a directory mamba_trainer_save wrote (or start from any checkpoint directory
  * mamba_model_load reads, with fresh moments when it has no optimizer.safetensors). opts

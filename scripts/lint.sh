@@ -8,7 +8,7 @@ build="$root/build-lint"
 # a compile database with every C file that builds here (the fault hooks and tests included)
 cmake -S "$root" -B "$build" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DMAMBA_CUDA=OFF -DMAMBA_FAULT_INJECTION=ON > /dev/null
 cd "$root"
-files=$(ls core/*.c core/arch/*.c backends/api/*.c backends/cpu/*.c tools/*.c tools/serve/*.c bench/*.c fuzz/*.c tests/*.c)
+files=$(ls core/*.c core/arch/*.c core/train/*.c backends/api/*.c backends/cpu/*.c tools/*.c tools/serve/*.c bench/*.c fuzz/*.c tests/*.c)
 if [ -d "$build/backends/opencl" ]; then files="$files $(ls backends/opencl/*.c)"; fi
 echo "clang-tidy on $(echo "$files" | wc -w) files"
 # shellcheck disable=SC2086
