@@ -327,7 +327,11 @@ typedef struct conv_bwd_params {
 static int ocl_conv_silu_backward(mb_device *d, const mb_conv_bwd_op *op)
 {
     static const char name[] = "conv_silu_backward";
-    if (op->width == 0) return ocl_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s: width 0; expected at least one tap", name);
+    if (op->width == 0) return ocl_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "%s: width 0; expected 1..64 taps", name);
+    /* the kernels take any width; the forward (mb_conv_check) takes at most 64, and so do the
+     * other backends' backwards */
+    if (op->width > 64)
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "%s: width %zu; at most 64 taps supported", name, op->width);
     if (op->batch == 0 || op->len == 0 || op->channels == 0) return 0;
     const size_t B = op->batch, T = op->len, C = op->channels, K = op->width;
     size_t wn, rows;
