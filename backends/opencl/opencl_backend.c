@@ -107,11 +107,14 @@ static int ocl_device_props(int index, mb_device_props *p)
     return 0;
 }
 
-static const char *const kernel_names[K_COUNT] = { /* the order of the K_ enum */
+const char *const ocl_kernel_names[K_COUNT] = { /* the order of the K_ enum */
     "embed", "add_rmsnorm", "conv", "conv_state", "scan_pass1_16", "scan_final_16", "scan_pass1_tiled",
     "scan_final_tiled", "scan_carry", "gemv", "widen", "add_bias", "read_sum", "conv_short", "step_xproj", "step_scan",
     "argmax", "gemv1", "rmsnorm_segments", "scan_bwd_states_16", "scan_bwd_states_64", "scan_bwd_states_256",
     "scan_bwd_main_16", "scan_bwd_main_64", "scan_bwd_main_256", "scan_bwd_fold_tv", "scan_bwd_fold_ch",
+    /* train_kernels.cl */
+    "scale_matrix", "rms_bwd_stats", "rms_bwd_dx", "rms_bwd_dw_part", "fold_blocks", "conv_bwd_dx", "conv_bwd_dw_part",
+    "embed_bwd", "cross_entropy", "sumsq_part", "sumsq_final", "adamw", "axpy", "neg_exp", "mul_acc",
 };
 
 void ocl_profile(mb_device *d, int k, cl_event ev)
@@ -133,7 +136,7 @@ static void ocl_close(mb_device *d)
     for (int i = 0; d->profile && d->log && i < K_COUNT; i++)
         if (d->prof_n[i]) {
             char line[160];
-            snprintf(line, sizeof line, "opencl profile: %-16s %8lu launches %12.1f us %9.2f us each", kernel_names[i],
+            snprintf(line, sizeof line, "opencl profile: %-16s %8lu launches %12.1f us %9.2f us each", ocl_kernel_names[i],
                      d->prof_n[i], d->prof_us[i], d->prof_us[i] / (double)d->prof_n[i]);
             d->log(d->log_user, MAMBA_LOG_INFO, line);
         }
@@ -142,6 +145,7 @@ static void ocl_close(mb_device *d)
     if (d->scratch) clReleaseMemObject(d->scratch);
     if (d->t0) clReleaseEvent(d->t0);
     if (d->prog) clReleaseProgram(d->prog);
+    if (d->train_prog) clReleaseProgram(d->train_prog);
     if (d->q) clReleaseCommandQueue(d->q);
     if (d->ctx) clReleaseContext(d->ctx);
     free(d);
@@ -165,9 +169,9 @@ static int build_program(mb_device *d)
         clGetProgramBuildInfo(d->prog, d->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         return ocl_fail(d, MAMBA_ERR_BACKEND, "building the OpenCL kernels failed (%s): %s", ocl_error_name(e), log);
     }
-    for (int i = 0; i < K_COUNT; i++) {
-        d->k[i] = clCreateKernel(d->prog, kernel_names[i], &e);
-        if (e != CL_SUCCESS) return ocl_fail(d, MAMBA_ERR_BACKEND, "kernel %s: %s", kernel_names[i], ocl_error_name(e));
+    for (int i = 0; i < K_TRAIN_FIRST; i++) {
+        d->k[i] = clCreateKernel(d->prog, ocl_kernel_names[i], &e);
+        if (e != CL_SUCCESS) return ocl_fail(d, MAMBA_ERR_BACKEND, "kernel %s: %s", ocl_kernel_names[i], ocl_error_name(e));
     }
     return 0;
 }
@@ -447,6 +451,7 @@ static const mb_backend ocl_vtable = {
     .ops = &ocl_model_ops,
     .fused = &ocl_fused_ops,
     .probe = &ocl_probe_ops,
+    .train = &ocl_train_ops,
 };
 
 __attribute__((visibility("default"))) const mb_backend *mamba_backend_register(int abi_version)

@@ -12,14 +12,21 @@ enum {
     K_EMBED, K_RMSNORM, K_CONV, K_CONV_STATE, K_SCAN1_16, K_SCANF_16, K_SCAN1_TILED, K_SCANF_TILED, K_CARRY,
     K_GEMV, K_WIDEN, K_BIAS, K_READ, K_CONV_SHORT, K_STEP_XPROJ, K_STEP_SCAN, K_ARGMAX, K_GEMV1, K_RMSNORM_SEG,
     K_BWD_STATES_16, K_BWD_STATES_64, K_BWD_STATES_256, K_BWD_MAIN_16, K_BWD_MAIN_64, K_BWD_MAIN_256, K_BWD_FOLD_TV,
-    K_BWD_FOLD_CH, K_COUNT
+    K_BWD_FOLD_CH,
+    /* train_kernels.cl, a program of its own built at the first training op (opencl_train.c) */
+    K_TRAIN_FIRST, K_T_SCALE = K_TRAIN_FIRST, K_T_RMS_STATS, K_T_RMS_DX, K_T_RMS_DW, K_T_FOLD, K_T_CONV_DX,
+    K_T_CONV_DW, K_T_EMBED, K_T_CE, K_T_SUMSQ1, K_T_SUMSQ2, K_T_ADAMW, K_T_AXPY, K_T_NEG_EXP, K_T_MUL_ACC, K_COUNT
 };
+/* every kernel's name, in the order above */
+extern const char *const ocl_kernel_names[K_COUNT];
 
 struct mb_device {
     cl_device_id device;
     cl_context ctx;
     cl_command_queue q;
     cl_program prog;
+    cl_program train_prog;         /* NULL until the first training op                       */
+    size_t train_local;            /* items a reduction work-group of the training kernels   */
     cl_kernel k[K_COUNT];
     size_t max_wg;
     cl_ulong max_alloc, global_mem;
@@ -79,6 +86,9 @@ int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t 
                    mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
 int ocl_argmax(mb_device *d, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 
+extern const mb_train_ops ocl_train_ops;
+
 extern const char mb_opencl_kernels[];
+extern const char mb_opencl_train_kernels[];
 
 #endif
