@@ -247,8 +247,9 @@ int cuda_train_rmsnorm_backward(mb_device *dev, mb_ptr x, mb_ptr w, mb_ptr dy, s
 
 /* ---- conv_silu_backward ------------------------------------------------------------------
  * g = dout silu'(pre) is computed once into the scratch, (batch x len, channels) contiguous;
- * dx then reads the width taps of g ahead of each step, and dweight/dbias are partial sums
- * of g x over row blocks (rows r = b len + t) folded in block order. */
+ * dweight/dbias are partial sums of g x over row blocks (rows r = b len + t) folded in block
+ * order; dx, which reads the width taps of g ahead of each step, is written last, so that it
+ * may alias x or dout. */
 
 #define CONV_BWD_MAX_BLOCKS 256
 #define CONV_BWD_THREADS 128
@@ -313,14 +314,14 @@ __global__ void conv_bwd_part_kernel(const conv_bwd_params p, size_t per_block, 
 /* dweight[c, k] += sum_j part[j, k, c]; dbias[c] += sum_j part[j, K, c]; j in order */
 __global__ void conv_bwd_fold_kernel(const float *part, size_t blocks, size_t C, size_t K, float *dweight, float *dbias)
 {
-    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= (K + 1) * C) return;
-    const size_t k = i / C, c = i % C;
-    if (k == K ? !dbias : !dweight) return;
-    float s = 0.0f;
-    for (size_t j = 0; j < blocks; j++) s += part[(j * (K + 1) + k) * C + c];
-    if (k == K) dbias[c] += s;
-    else dweight[c * K + k] += s;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (K + 1) * C; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t k = i / C, c = i % C;
+        if (k == K ? !dbias : !dweight) continue;
+        float s = 0.0f;
+        for (size_t j = 0; j < blocks; j++) s += part[(j * (K + 1) + k) * C + c];
+        if (k == K) dbias[c] += s;
+        else dweight[c * K + k] += s;
+    }
 }
 
 int cuda_train_conv_silu_backward(mb_device *dev, const mb_conv_bwd_op *op)
@@ -371,10 +372,6 @@ int cuda_train_conv_silu_backward(mb_device *dev, const mb_conv_bwd_op *op)
     const unsigned eb = tr_blocks(total, TR_THREADS);
     conv_bwd_g_kernel<<<eb, TR_THREADS, 0, dev->stream>>>(p);
     CU_LAUNCHED(dev, "conv_silu_backward: gradient-of-pre kernel");
-    if (op->dx.buf) {
-        conv_bwd_dx_kernel<<<eb, TR_THREADS, 0, dev->stream>>>(p);
-        CU_LAUNCHED(dev, "conv_silu_backward: dx kernel");
-    }
     if (sums) {
         float *part = (float *)((char *)s + g_bytes);
         const unsigned ct = (unsigned)((C + CONV_BWD_THREADS - 1) / CONV_BWD_THREADS);
@@ -384,6 +381,10 @@ int cuda_train_conv_silu_backward(mb_device *dev, const mb_conv_bwd_op *op)
         conv_bwd_fold_kernel<<<tr_blocks((K + 1) * C, TR_THREADS), TR_THREADS, 0, dev->stream>>>(
             part, nblk, C, K, (float *)cu_at(op->dweight), (float *)cu_at(op->dbias));
         CU_LAUNCHED(dev, "conv_silu_backward: dweight/dbias fold kernel");
+    }
+    if (op->dx.buf) {
+        conv_bwd_dx_kernel<<<eb, TR_THREADS, 0, dev->stream>>>(p);
+        CU_LAUNCHED(dev, "conv_silu_backward: dx kernel");
     }
     return 0;
 }
