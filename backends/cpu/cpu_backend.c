@@ -254,6 +254,7 @@ static const mb_backend cpu_vtable = {
     .ops = &cpu_model_ops,
     .fused = &cpu_fused_ops,
     .probe = &cpu_probe_ops,
+    .train = &cpu_train_ops,
 };
 
 const mb_backend *mb_cpu_backend(void) { return &cpu_vtable; }

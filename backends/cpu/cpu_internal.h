@@ -86,4 +86,21 @@ int cpu_fused_supports(mb_device *dev, mb_fused_kind kind, const mb_fused_query 
 float cpu_sum(mb_device *dev, const float *x, size_t n);
 int cpu_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 
+/* Training (mb_train_ops): cpu_train.c, cpu_train_conv.c, cpu_train_loss.c. */
+extern const mb_train_ops cpu_train_ops;
+/* 0 when p addresses n 4-byte elements inside its buffer, 4-byte aligned; else
+ * MAMBA_ERR_INVALID_ARGUMENT with a message naming what (e.g. "gemm_f32: a"). */
+int cpu_need(mb_device *dev, const char *what, mb_ptr p, size_t n);
+/* Elements spanned by rows of cols elements ld apart (0 when there are none). */
+static inline size_t cpu_span(size_t rows, size_t ld, size_t cols)
+{
+    if (!rows || !cols) return 0;
+    if (ld && rows - 1 > (SIZE_MAX - cols) / ld) return SIZE_MAX; /* more than any buffer holds */
+    return (rows - 1) * ld + cols;
+}
+int cpu_conv_silu_backward(mb_device *dev, const mb_conv_bwd_op *op);
+int cpu_cross_entropy(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr labels, float scale,
+                      mb_ptr loss, mb_ptr correct);
+int cpu_sum_squares(mb_device *dev, mb_ptr x, size_t n, mb_ptr out);
+
 #endif
