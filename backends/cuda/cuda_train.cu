@@ -109,9 +109,9 @@ int cuda_train_gemm_f32(mb_device *dev, int trans_a, int trans_b, size_t m, size
     if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "%s: %zu x %zu x %zu (lda %zu, ldb %zu, ldc %zu) exceeds 32-bit sizes",
                          op, m, n, k, lda, ldb, ldc);
+    if (ldc < n) return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "%s: ldc %zu < n %zu", op, ldc, n);
     int rc;
     if ((rc = tr_need_mat(dev, c, m, n, ldc, op, "c"))) return rc;
-    if (ldc < n) return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "%s: ldc %zu < n %zu", op, ldc, n);
     if (k == 0) {
         /* c = beta c (0 when beta is 0, c not read); cuBLAS would want lda, ldb >= 1 */
         scale_rows_kernel<<<tr_blocks(m * n, TR_THREADS), TR_THREADS, 0, dev->stream>>>((float *)cu_at(c), m, n, ldc,
@@ -121,12 +121,12 @@ int cuda_train_gemm_f32(mb_device *dev, int trans_a, int trans_b, size_t m, size
     }
     const size_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
     const size_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-    if (lda < a_cols || ldb < b_cols)
-        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT,
-                         "%s: a %s %zu x %zu with lda %zu, b %s %zu x %zu with ldb %zu: a leading dimension below "
-                         "the row length",
-                         op, trans_a ? "(transposed)" : "", a_rows, a_cols, lda, trans_b ? "(transposed)" : "", b_rows,
-                         b_cols, ldb);
+    if (lda < a_cols)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "%s: lda %zu < %zu, the row length of a (stored %zu x %zu%s)",
+                         op, lda, a_cols, a_rows, a_cols, trans_a ? ", transposed" : "");
+    if (ldb < b_cols)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "%s: ldb %zu < %zu, the row length of b (stored %zu x %zu%s)",
+                         op, ldb, b_cols, b_rows, b_cols, trans_b ? ", transposed" : "");
     if ((rc = tr_need_mat(dev, a, a_rows, a_cols, lda, op, "a")) || (rc = tr_need_mat(dev, b, b_rows, b_cols, ldb, op, "b")))
         return rc;
     const cublasStatus_t st =
@@ -328,7 +328,10 @@ int cuda_train_conv_silu_backward(mb_device *dev, const mb_conv_bwd_op *op)
 {
     static const char *name = "conv_silu_backward";
     const size_t B = op->batch, L = op->len, C = op->channels, K = op->width;
-    if (K == 0) return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "%s: width 0; expected at least 1 tap", name);
+    /* the widths every backend takes (mb_conv_check's), though these kernels have no window
+     * to bound them */
+    if (K == 0) return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "%s: width 0; expected 1..64 taps", name);
+    if (K > 64) return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "%s: width %zu; at most 64 taps supported", name, K);
     if (B == 0 || L == 0 || C == 0) return 0;
     if (op->x_sb < 0 || op->x_st < 0 || op->dout_sb < 0 || op->dout_st < 0 || op->dx_sb < 0 || op->dx_st < 0)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "%s: negative strides (x %td/%td, dout %td/%td, dx %td/%td)", name,
@@ -523,7 +526,7 @@ __global__ void __launch_bounds__(CE_THREADS) ce_kernel(float *logits, size_t vo
     for (size_t i = threadIdx.x; i < vocab; i += blockDim.x) sum += expf(x[i] - m);
     sum = tr_block_sum(sum, shs); /* its barriers also order every read of x[lab] before the writes */
     if (threadIdx.x == 0) {
-        loss[r] = (m + logf(sum)) - xl;
+        loss[r] = (m - xl) + logf(sum); /* m - xl first: logits near 1e4 keep their digits */
         correct[r] = mi == (unsigned long long)lab ? 1 : 0;
     }
     const float inv = 1.0f / sum;
