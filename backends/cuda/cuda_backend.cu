@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "cuda_train.h"
 
 int cuda_fail(mb_device *dev, int status, const char *fmt, ...)
 {
@@ -126,6 +127,9 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         goto fail;
     cublasSetStream(d->blas, d->stream);
     cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes);
+    /* the default, stated: cuBLAS routines that would sum with atomics take their
+     * deterministic variant (training relies on run-to-run identical GEMMs) */
+    cublasSetAtomicsMode(d->blas, CUBLAS_ATOMICS_NOT_ALLOWED);
     /* fp32 GEMMs stay fp32 (3xTF32 or SGEMM); plain TF32 only when asked for */
     {
         const mb_gemm_mode mode = o ? o->gemm : MB_GEMM_DEFAULT;
@@ -453,6 +457,23 @@ static mb_fused_ops make_fused_ops(void)
     return v;
 }
 
+static mb_train_ops make_train_ops(void)
+{
+    mb_train_ops v;
+    memset(&v, 0, sizeof v);
+    v.gemm_f32 = G(cuda_train_gemm_f32);
+    v.rmsnorm_backward = G(cuda_train_rmsnorm_backward);
+    v.conv_silu_backward = G(cuda_train_conv_silu_backward);
+    v.embed_backward = G(cuda_train_embed_backward);
+    v.cross_entropy = G(cuda_train_cross_entropy);
+    v.sum_squares = G(cuda_train_sum_squares);
+    v.adamw = G(cuda_train_adamw);
+    v.axpy = G(cuda_train_axpy);
+    v.neg_exp = G(cuda_train_neg_exp);
+    v.mul_acc = G(cuda_train_mul_acc);
+    return v;
+}
+
 static mb_probe_ops make_probe_ops(void)
 {
     mb_probe_ops v;
@@ -468,6 +489,7 @@ static const mb_device_ops cuda_device_ops = make_device_ops();
 static const mb_model_ops cuda_model_ops = make_model_ops();
 static const mb_fused_ops cuda_fused_ops = make_fused_ops();
 static const mb_probe_ops cuda_probe_ops = make_probe_ops();
+static const mb_train_ops cuda_train_ops = make_train_ops();
 
 static mb_backend make_vtable(void)
 {
@@ -479,6 +501,7 @@ static mb_backend make_vtable(void)
     v.ops = &cuda_model_ops;
     v.fused = &cuda_fused_ops;
     v.probe = &cuda_probe_ops;
+    v.train = &cuda_train_ops;
     return v;
 }
 
