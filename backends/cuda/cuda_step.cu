@@ -239,6 +239,76 @@ __global__ void step_fold_kernel(const float *xpart, int KS, int total, float *x
     xdbl[i] = v;
 }
 
+/* The scan step for SB sequences a block: warp w takes channel d for all SB of them. From
+ * batch 4 up the one-sequence kernel above ran 512 blocks a sequence of a few dependent round
+ * trips each (145 us a layer at batch 64 on the 1.4b, latency-bound, 160 GB/s); here the
+ * channel's constants (conv taps, A, dt_proj's row, D, biases) are loaded once for SB
+ * sequences and the per-sequence loads (window, z, state) issue together before the wait.
+ * Needs N <= 32 (one state a lane), dt_rank <= 32 * STEP_RW, nd <= STEP_BXD, no bc_norm;
+ * xdbl comes folded (KS = 1). */
+#define STEP_SB 4
+#define STEP_RW 8
+#define STEP_BXD 512
+template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_batch_kernel(const step_params p)
+{
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const bool active = (int)(blockIdx.x * STEP_WARPS + warp) < p.D;
+    const int d = min((int)(blockIdx.x * STEP_WARPS + warp), p.D - 1), b0 = blockIdx.y * STEP_SB;
+    __shared__ float xd[STEP_SB][STEP_BXD];
+    const int K = p.K, N = p.N, R = p.R;
+    const float w = lane < K ? p.conv_w[(size_t)d * K + lane] : 0.0f;
+    const float cb = p.conv_b ? p.conv_b[d] : 0.0f, dtb = p.dt_bias ? p.dt_bias[d] : 0.0f;
+    const float Dd = p.Dv ? p.Dv[d] : 0.0f, a0 = lane < N ? p.A[(size_t)d * N + lane] : 0.0f;
+    const T *dw = (const T *)p.dtw + (size_t)d * R;
+    float dwr[STEP_RW];
+#pragma unroll
+    for (int j = 0; j < STEP_RW; j++) dwr[j] = lane + 32 * j < R ? to_f32(dw[lane + 32 * j]) : 0.0f;
+    float v[STEP_SB], z[STEP_SB], h0[STEP_SB];
+#pragma unroll
+    for (int i = 0; i < STEP_SB; i++) {
+        const int b = min(b0 + i, p.B - 1);
+        const float *st = p.conv_state + (size_t)b * (K - 1) * p.D + d;
+        v[i] = lane < K ? (lane < K - 1 ? st[(size_t)lane * p.D] : p.xz[b * p.xz_sb + d]) : 0.0f;
+        z[i] = p.xz[b * p.xz_sb + p.D + d];
+        h0[i] = lane < N ? p.ssm[((size_t)b * p.D + d) * N + lane] : 0.0f;
+    }
+    griddep_wait();
+    for (int i = threadIdx.x; i < STEP_SB * p.nd; i += blockDim.x) {
+        const int sb = i / p.nd, j = i - sb * p.nd;
+        xd[sb][j] = p.xpart[(size_t)min(b0 + sb, p.B - 1) * p.nd + j];
+    }
+    __syncthreads();
+    if (!active) return;
+#pragma unroll
+    for (int i = 0; i < STEP_SB; i++) {
+        const int b = b0 + i;
+        if (b >= p.B) break;
+        const float a = warp_sum(w * v[i]) + cb;
+        const float u = a / (1.0f + __expf(-a));
+        const float next = __shfl_down_sync(0xffffffffu, v[i], 1);
+        if (lane < K - 1) p.conv_state[(size_t)b * (K - 1) * p.D + d + (size_t)lane * p.D] = next;
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < STEP_RW; j++)
+            if (lane + 32 * j < R) s += dwr[j] * xd[i][lane + 32 * j];
+        const float dt = softplus_f(warp_sum(s) + dtb);
+        float y = 0.0f;
+        if (lane < N) {
+            const float hn = ex2(dt * (a0 * LOG2E)) * h0[i] + dt * u * xd[i][R + lane];
+            p.ssm[((size_t)b * p.D + d) * N + lane] = hn;
+            y = xd[i][R + N + lane] * hn;
+        }
+        y = warp_sum(y);
+        if (lane == 0) p.y[b * p.y_sb + d] = (y + Dd * u) * (z[i] / (1.0f + __expf(-z[i])));
+    }
+}
+
+static bool step_batch_takes(const step_params &p)
+{
+    return p.B >= STEP_FOLD_MIN_BATCH && p.KS == 1 && !p.bc_norm && p.N <= 32 && p.R <= 32 * STEP_RW &&
+           p.nd <= STEP_BXD && p.K <= 32;
+}
+
 template <template <typename> class Launch, typename... Args>
 static void by_dtype(mamba_dtype_t dt, Args... args)
 {
@@ -267,6 +337,11 @@ template <typename T> struct launch_xproj {
 template <typename T> struct launch_scan {
     static void run(mb_device *dev, const step_params &p)
     {
+        if (step_batch_takes(p)) {
+            const dim3 g((unsigned)((p.D + STEP_WARPS - 1) / STEP_WARPS), (unsigned)((p.B + STEP_SB - 1) / STEP_SB));
+            launch_pdl(dev, step_scan_batch_kernel<T>, g, dim3(STEP_WARPS * 32), p);
+            return;
+        }
         const dim3 grid((unsigned)((p.D + STEP_WARPS - 1) / STEP_WARPS), (unsigned)p.B);
         if (p.nd <= STEP_XD_MAX) launch_pdl(dev, step_scan_kernel<T, true>, grid, dim3(STEP_WARPS * 32), p);
         else launch_pdl(dev, step_scan_kernel<T, false>, grid, dim3(STEP_WARPS * 32), p);
