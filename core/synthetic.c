@@ -6,17 +6,12 @@
 #include <string.h>
 
 #include "weights.h"
+#include "mix64.h"
 #include "api/alloc.h"
 
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 /* Uniform in [0, 1) with 24 bits. */
-static float unit(uint64_t key) { return (float)(mix64(key) >> 40) * (1.0f / 16777216.0f); }
+static float unit(uint64_t key) { return (float)(mb_mix64(key) >> 40) * (1.0f / 16777216.0f); }
 
 typedef struct synth { uint64_t seed; size_t index; } synth;
 
@@ -24,7 +19,7 @@ static mamba_status_t fill_synthetic(mamba_model_t *m, const mb_spec *s, void *h
                                      const void **src, void *user)
 {
     synth *sy = user;
-    const uint64_t key = mix64(sy->seed ^ mix64(0x9e3779b97f4a7c15ULL * (uint64_t)++sy->index));
+    const uint64_t key = mb_mix64(sy->seed ^ mb_mix64(0x9e3779b97f4a7c15ULL * (uint64_t)++sy->index));
     const size_t n = (size_t)mb_spec_count(s);
     const int64_t N = m->cfg.d_state;
     const float scale = s->scale;

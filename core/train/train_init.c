@@ -10,9 +10,9 @@
  *
  * The random numbers are counter-based, so that they do not depend on the thread count or on
  * the order of evaluation: parameter j (its index in the table) has the key
- *   k_j = mix64(seed + (j + 1) * 0x9e3779b97f4a7c15)
- * and its i-th draw is u_j(i) = (mix64(k_j + (i + 1) * 0x9e3779b97f4a7c15) >> 11) * 2^-53,
- * uniform in [0, 1), where mix64 is SplitMix64's finalizer. A uniform element i is
+ *   k_j = mb_mix64(seed + (j + 1) * 0x9e3779b97f4a7c15)
+ * and its i-th draw is u_j(i) = (mb_mix64(k_j + (i + 1) * 0x9e3779b97f4a7c15) >> 11) * 2^-53,
+ * uniform in [0, 1), where mb_mix64 (mix64.h) is SplitMix64's finalizer. A uniform element i is
  * (2 u_j(i) - 1) b; a normal element i is Box-Muller of u_j(2i) and u_j(2i + 1):
  * sqrt(-2 ln(1 - u_j(2i))) cos(2 pi u_j(2i + 1)). Everything is computed in double and rounded
  * to float once. */
@@ -20,18 +20,13 @@
 #include <string.h>
 
 #include "train/train.h"
+#include "mix64.h"
 #include "api/alloc.h"
 
 #define GOLDEN 0x9e3779b97f4a7c15ULL
 
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
-static double draw(uint64_t key, uint64_t i) { return (double)(mix64(key + (i + 1) * GOLDEN) >> 11) * 0x1p-53; }
+static double draw(uint64_t key, uint64_t i) { return (double)(mb_mix64(key + (i + 1) * GOLDEN) >> 11) * 0x1p-53; }
 
 typedef enum init_kind { ZEROS, ONES, UNIFORM, NORMAL, DT_BIAS, A_LOG } init_kind;
 
@@ -75,7 +70,7 @@ static void init_values(const mamba_trainer_t *tr, uint64_t seed, float *host)
     for (size_t j = 0; j < tr->n_params; j++) {
         const mb_train_param *p = &tr->params[j];
         const char *nm = p->name;
-        const uint64_t key = mix64(seed + (j + 1) * GOLDEN);
+        const uint64_t key = mb_mix64(seed + (j + 1) * GOLDEN);
         init_kind kind = ZEROS;
         double scale = 0;
         if (j == tr->embed) {
