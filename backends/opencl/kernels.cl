@@ -35,20 +35,7 @@ __kernel void embed(__global const int *ids, ulong ids_off, __global const void 
         out[out_off + r * dim + i] = load_w(table, row + i, dt);
 }
 
-/* Sum over a work-group of at most 256 items. */
-inline float group_sum(float v, __local float *tmp)
-{
-    const uint l = get_local_id(0), n = get_local_size(0);
-    tmp[l] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = n / 2; s > 0; s >>= 1) {
-        if (l < s) tmp[l] += tmp[l + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float r = tmp[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
+/* group_sum: common.cl, compiled ahead of this file */
 
 /* One work-group per row: residual += x (when has_x); out = residual / rms * w. */
 __kernel void add_rmsnorm(__global float *res, ulong res_off, __global const float *x, ulong x_off, int has_x,

@@ -155,8 +155,8 @@ static void ocl_close(mb_device *d)
 static int build_program(mb_device *d)
 {
     cl_int e;
-    const char *src = mb_opencl_kernels;
-    d->prog = clCreateProgramWithSource(d->ctx, 1, &src, NULL, &e);
+    const char *src[2] = {mb_opencl_common_kernels, mb_opencl_kernels};
+    d->prog = clCreateProgramWithSource(d->ctx, 2, src, NULL, &e);
     OCL_CHECK(d, e, "clCreateProgramWithSource");
     /* NVIDIA's native_exp2 is ex2.approx (about 2 ulp) and its native_exp the same scaled, what
      * the CUDA backend uses within the same bounds; elsewhere the correctly rounded ones */

@@ -90,5 +90,6 @@ extern const mb_train_ops ocl_train_ops;
 
 extern const char mb_opencl_kernels[];
 extern const char mb_opencl_train_kernels[];
+extern const char mb_opencl_common_kernels[]; /* goes ahead of either program's source */
 
 #endif

@@ -38,8 +38,8 @@ static int train_program(mb_device *d)
 {
     if (d->train_prog) return 0;
     cl_int e;
-    const char *src = mb_opencl_train_kernels;
-    cl_program prog = clCreateProgramWithSource(d->ctx, 1, &src, NULL, &e);
+    const char *src[2] = {mb_opencl_common_kernels, mb_opencl_train_kernels};
+    cl_program prog = clCreateProgramWithSource(d->ctx, 2, src, NULL, &e);
     OCL_CHECK(d, e, "training kernels: clCreateProgramWithSource");
     e = clBuildProgram(prog, 1, &d->device, "-cl-std=CL1.2", NULL, NULL);
     if (e != CL_SUCCESS) {
