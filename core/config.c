@@ -1,9 +1,12 @@
 /* config.json of a Mamba checkpoint: Hugging Face MambaConfig (hidden_size, state_size ...)
  * or the original state-spaces layout (d_model, n_layer, ssm_cfg ...). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -182,4 +185,18 @@ mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg)
     }
     return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
                      "unknown model size '%s' (expected 130m, 370m, 790m, 1.4b or 2.8b)", size);
+}
+
+mamba_status_t mamba_config_load(const char *path, mamba_config_t *cfg)
+{
+    char *err = mb_tls_err();
+    if (!path || !cfg) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_config_load: path and cfg are required");
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return mb_seterr(err, MAMBA_ERR_IO, "%s: cannot read the config: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return mb_config_parse(path, cfg, err);
+    char file[4096];
+    if ((size_t)snprintf(file, sizeof file, "%s/config.json", path) >= sizeof file)
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "%s: path too long", path);
+    return mb_config_parse(file, cfg, err);
 }

@@ -203,6 +203,9 @@ MAMBA_API mamba_status_t mamba_model_load_files(mamba_context_t *ctx, const char
 MAMBA_API void mamba_config_init(mamba_config_t *cfg);
 /* Fill cfg for a standard size: "130m", "370m", "790m", "1.4b", "2.8b". */
 MAMBA_API mamba_status_t mamba_config_standard(const char *size, mamba_config_t *cfg);
+/* Read a Hugging Face config.json (path: the file, or a directory holding it) into cfg, the
+ * sizes it leaves out derived as mamba_model_load derives them. Errors: mamba_last_error(NULL). */
+MAMBA_API mamba_status_t mamba_config_load(const char *path, mamba_config_t *cfg);
 /* A model with seeded random weights of realistic scale (no checkpoint needed). Start cfg
  * from mamba_config_init or mamba_config_standard; it must give d_model, n_layer and
  * vocab_size, and sizes left 0 take Mamba's defaults. */
@@ -491,6 +494,10 @@ MAMBA_API mamba_status_t mamba_trainer_create_from_model(const mamba_model_t *mo
  * batch whose labels are all ignored adds nothing (loss 0) but counts as one in apply's mean. */
 MAMBA_API mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels,
                                                   size_t batch, size_t len, mamba_train_stats_t *stats);
+/* The forward alone: this batch's loss, tokens and correct under the current parameters
+ * (stats as accumulate gives them); the gradients and the step are untouched. */
+MAMBA_API mamba_status_t mamba_trainer_evaluate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels,
+                                                size_t batch, size_t len, mamba_train_stats_t *stats);
 /* One AdamW step on the mean of the accumulated batches' gradients (clipped to
  * max_grad_norm), then the gradients are cleared. stats (may be NULL) gets grad_norm, lr and
  * step (loss, tokens and correct: the batches accumulated since the last apply; loss is the
@@ -509,6 +516,8 @@ MAMBA_API mamba_status_t mamba_trainer_param_info(const mamba_trainer_t *tr, siz
 MAMBA_API mamba_status_t mamba_trainer_read_grad(mamba_trainer_t *tr, const char *name, float *out, size_t numel);
 MAMBA_API mamba_status_t mamba_trainer_read_param(mamba_trainer_t *tr, const char *name, float *out, size_t numel);
 MAMBA_API mamba_status_t mamba_trainer_config(const mamba_trainer_t *tr, mamba_config_t *cfg);
+/* Optimizer steps taken so far (those of a resumed run included); 0 for NULL. */
+MAMBA_API long mamba_trainer_steps_taken(const mamba_trainer_t *tr);
 /* Save a Hugging Face directory: config.json and model.safetensors (HF names, fp32, each file
  * written atomically), which mamba_model_load and transformers load, and beside them
  * optimizer.safetensors (AdamW's moments, the step, the options) so that training resumes
@@ -524,6 +533,42 @@ MAMBA_API mamba_status_t mamba_trainer_load(mamba_context_t *ctx, const char *di
 MAMBA_API mamba_status_t mamba_trainer_memory(const mamba_trainer_t *tr, uint64_t *param_bytes,
                                               uint64_t *activation_bytes);
 MAMBA_API void mamba_trainer_free(mamba_trainer_t *tr);
+
+/* ---- synthetic tasks (the Mamba paper's Section 4.1 and Appendix E.1) ----------------------
+ * Sequences generated from counters: position t of sequence s under seed is a pure function
+ * of (seed, s, t), so any piece of any sequence can be made alone (a 2^20-token evaluation
+ * never holds a whole sequence) and the data do not depend on how it is cut into batches.
+ *
+ * Selective copying: len tokens; the first len - n_memorize are the noise token 0 except at
+ *   n_memorize distinct random positions, which hold data tokens drawn from 1 .. vocab - 2;
+ *   the last n_memorize positions hold the marker vocab - 1, and the k-th of them is labelled
+ *   with the k-th data token in order of position (every other label ignored).
+ * Induction heads: len tokens drawn from 0 .. vocab - 2, except the trigger vocab - 1 at a
+ *   random position p <= len - 3 and again at the last position; the token after the first
+ *   trigger is the target, the only label (at the last position). The trigger appears
+ *   nowhere else. */
+typedef enum mamba_task_kind {
+    MAMBA_TASK_SELECTIVE_COPYING = 1,
+    MAMBA_TASK_INDUCTION_HEADS,
+} mamba_task_kind_t;
+
+typedef struct mamba_task {
+    mamba_task_kind_t kind;
+    size_t len;          /* tokens a sequence: selective copying 4096, induction heads 256      */
+    int vocab;           /* 16 (both)                                                          */
+    int n_memorize;      /* selective copying: 16 data tokens (ignored by induction heads)     */
+} mamba_task_t;
+
+/* The paper's settings for kind. */
+MAMBA_API mamba_status_t mamba_task_init(mamba_task_t *task, mamba_task_kind_t kind);
+/* Positions [start, start + count) of sequence seq: ids and labels (each count int32; labels
+ * may be NULL), labels -100 where ignored. Errors name the field: vocab < 3 (copying: < 4),
+ * len too short for the task, start + count > len. */
+MAMBA_API mamba_status_t mamba_task_fill(const mamba_task_t *task, uint64_t seed, uint64_t seq, size_t start,
+                                         size_t count, int32_t *ids, int32_t *labels);
+/* A kind's name ("selective-copying", "induction-heads") and back (0 when unknown). */
+MAMBA_API const char *mamba_task_name(mamba_task_kind_t kind);
+MAMBA_API mamba_task_kind_t mamba_task_from_name(const char *name);
 
 /* ---- measurement (what mamba-bench uses) ---------------------------------------------- */
 

@@ -14,16 +14,16 @@
 #include <unistd.h>
 
 #include "ckpt_rewrite.h"
+#include "cli_run.h"
 #include "testutil.h"
 
-#ifndef MAMBA_CLI
-#error "MAMBA_CLI must name the mamba executable"
-#endif
-
-static char out_buf[1 << 16], err_buf[1 << 16];
-static size_t out_len;
+#define out_buf cli_out
+#define err_buf cli_err
+#define out_len cli_out_len
+#define stdin_path cli_stdin
+#define slurp cli_slurp
+#define run(...) cli_run(dir, __VA_ARGS__)
 static char *dir;
-static const char *stdin_path; /* the next run's stdin, when set */
 
 static void setup(void) { dir = tmpdir_new(); }
 /* the text tests' model is small: one thread each for the many runs (OpenMP's idle threads
@@ -34,46 +34,6 @@ static void setup_text(void)
     setenv("OMP_NUM_THREADS", "1", 1);
 }
 static void teardown(void) { tmpdir_remove(dir); dir = NULL; }
-
-static size_t slurp(const char *path, char *buf, size_t cap)
-{
-    FILE *fp = fopen(path, "rb");
-    size_t n = fp ? fread(buf, 1, cap - 1, fp) : 0;
-    if (fp) fclose(fp);
-    buf[n] = 0;
-    return n;
-}
-
-/* Run the CLI with the given arguments (NULL-terminated); return its exit status. */
-static int run(const char *arg, ...)
-{
-    const char *argv[32] = {MAMBA_CLI};
-    int n = 1;
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a && n < 31; a = va_arg(ap, const char *)) argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    char out_path[4200], err_path[4200];
-    snprintf(out_path, sizeof out_path, "%s/stdout", dir);
-    snprintf(err_path, sizeof err_path, "%s/stderr", dir);
-    fflush(NULL); /* else the child's freopen writes this process's buffered output again */
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        if (!freopen(out_path, "w", stdout) || !freopen(err_path, "w", stderr)) _exit(127);
-        if (!freopen(stdin_path ? stdin_path : "/dev/null", "r", stdin)) _exit(127);
-        execv(MAMBA_CLI, (char *const *)argv);
-        _exit(127);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    stdin_path = NULL;
-    out_len = slurp(out_path, out_buf, sizeof out_buf);
-    slurp(err_path, err_buf, sizeof err_buf);
-    ck_assert_msg(WIFEXITED(status), "%s did not exit normally", argv[1]);
-    return WEXITSTATUS(status);
-}
 
 START_TEST(help_and_usage_errors)
 {

@@ -18,6 +18,9 @@ int cmd_serve(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Print "mamba CMD: message" to stderr; return code. */
 int cli_error(const char *cmd, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -33,5 +36,12 @@ mamba_model_t *cli_model(const char *cmd, mamba_context_t *ctx, const char *spec
 /* Copy a tensor of any float dtype into a malloc'd f32 array. */
 float *cli_tensor_f32(const mamba_tensor_t *t);
 double cli_now(void);
+struct option;
+/* The long name of the option whose val is c in a getopt_long table ("?" if none). */
+const char *cli_option_name(const struct option *opts, int c);
+/* Integer tensor name of f (path names it in messages) as malloc'd int32 (rows, len): int64 or
+ * int32 of shape (L) or (rows, L), every value in [lo, hi). 0 after printing the error. */
+int cli_read_i32(const char *cmd, const char *path, const mamba_tensor_file_t *f, const char *name, int64_t lo,
+                 int64_t hi, int32_t **out, size_t *rows, size_t *len);
 
 #endif

@@ -1,5 +1,6 @@
 /* Helpers shared by the subcommands: number parsing, contexts and models. */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -136,4 +137,11 @@ double cli_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *cli_option_name(const struct option *opts, int c)
+{
+    for (; opts->name; opts++)
+        if (opts->val == c) return opts->name;
+    return "?";
 }

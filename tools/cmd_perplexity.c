@@ -257,41 +257,13 @@ static int read_ids(const char *path, size_t vocab, int32_t **out, size_t *rows,
     mamba_tensor_file_t *f;
     if (mamba_tensor_file_open(path, &f) != MAMBA_OK)
         return cli_error("perplexity", EXIT_RUNTIME, "%s", mamba_last_error(NULL));
-    mamba_tensor_t t;
-    int rc = EXIT_RUNTIME;
     int32_t *ids = NULL;
-    if (mamba_tensor_file_find(f, "input_ids", &t) != MAMBA_OK) {
-        cli_error("perplexity", EXIT_RUNTIME, "%s", mamba_last_error(NULL));
-        goto done;
-    }
-    if ((t.dtype != MAMBA_I64 && t.dtype != MAMBA_I32) || t.ndim < 1 || t.ndim > 2) {
-        cli_error("perplexity", EXIT_RUNTIME,
-                  "%s: input_ids must be int64 or int32 of shape (rows, L) or (L), found %s with %d dims", path,
-                  mamba_dtype_name(t.dtype), t.ndim);
-        goto done;
-    }
-    *rows = t.ndim == 2 ? (size_t)t.shape[0] : 1;
-    *len = (size_t)t.shape[t.ndim - 1];
+    int rc = EXIT_RUNTIME;
+    if (!cli_read_i32("perplexity", path, f, "input_ids", 0, (int64_t)vocab, &ids, rows, len)) goto done;
     if (*rows == 0 || *len < 2) {
         cli_error("perplexity", EXIT_RUNTIME, "%s: input_ids has %zu rows of %zu tokens: nothing to score (a row needs 2)",
                   path, *rows, *len);
         goto done;
-    }
-    ids = malloc(*rows * *len * sizeof *ids);
-    if (!ids) {
-        cli_error("perplexity", EXIT_RUNTIME, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < *rows * *len; i++) {
-        int64_t v;
-        if (t.dtype == MAMBA_I64) memcpy(&v, (const char *)t.data + 8 * i, 8);
-        else { int32_t w; memcpy(&w, (const char *)t.data + 4 * i, 4); v = w; }
-        if (v < 0 || (uint64_t)v >= vocab) {
-            cli_error("perplexity", EXIT_RUNTIME, "%s: input_ids[%zu, %zu] = %lld is out of range [0, %zu)", path,
-                      i / *len, i % *len, (long long)v, vocab);
-            goto done;
-        }
-        ids[i] = (int32_t)v;
     }
     *out = ids;
     ids = NULL;

@@ -1,4 +1,5 @@
-/* The `mamba` command: info, forward, generate, chat, perplexity, scan, tokenize, detokenize, serve. */
+/* The `mamba` command: info, forward, generate, chat, perplexity, scan, tokenize, detokenize, serve,
+ * train, grad, eval. */
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,9 @@ static const char usage[] =
     "  tokenize   the token ids of a text\n"
     "  detokenize the text of token ids\n"
     "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
+    "  train      train a model: the paper's synthetic tasks or a tokenized text\n"
+    "  grad       the loss and every parameter's gradient on one batch\n"
+    "  eval       a trained model's accuracy on a synthetic task at many lengths\n"
     "\n"
     "'mamba COMMAND --help' describes each command. Exit status: 0 success, 1 runtime error,\n"
     "2 usage error.\n";
@@ -41,7 +45,7 @@ int main(int argc, char **argv)
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"info", cmd_info}, {"forward", cmd_forward}, {"generate", cmd_generate}, {"perplexity", cmd_perplexity},
         {"scan", cmd_scan}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
-        {"chat", cmd_chat}, {"serve", cmd_serve},
+        {"chat", cmd_chat}, {"serve", cmd_serve}, {"train", cmd_train}, {"grad", cmd_grad}, {"eval", cmd_eval},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);

@@ -48,12 +48,14 @@ typedef struct mb_scan_bwd_plan {
         off_carry, total;
 } mb_scan_bwd_plan;
 
-/* 16 doubled while its square is below len, at most 512: about sqrt(len), which balances the
+#define MB_SCAN_BWD_MAX_CHUNK 512
+
+/* 16 doubled while its square is below len, at most MB_SCAN_BWD_MAX_CHUNK: about sqrt(len), which balances the
  * boundary states (len / chunk_len) against the history (chunk_len). */
 static inline size_t mb_scan_bwd_chunk_len(size_t len)
 {
     size_t c = 16;
-    while (c * c < len && c < 512) c *= 2;
+    while (c * c < len && c < MB_SCAN_BWD_MAX_CHUNK) c *= 2;
     return c;
 }
 

@@ -328,10 +328,12 @@ static mamba_status_t check_batch(mamba_trainer_t *tr, const int32_t *ids, const
     return MAMBA_OK;
 }
 
-mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
-                                        size_t len, mamba_train_stats_t *stats)
+/* Forward, loss and (when backward) the backward of one batch: this batch's mean loss and
+ * counts into *loss, *correct and *n_valid. */
+static mamba_status_t run_batch(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
+                                size_t len, int with_backward, double *loss_out, uint64_t *correct_out,
+                                size_t *n_valid_out)
 {
-    if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_accumulate: trainer is NULL");
     mamba_context_t *ctx = tr->ctx;
     size_t n_valid = 0;
     mamba_status_t st = check_batch(tr, ids, labels, batch, len, &n_valid);
@@ -355,7 +357,7 @@ mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids,
         /* the mean over the counted tokens: each row's gradient scaled by 1 / n_valid */
         MB_TRY_BE(ctx, p.t->cross_entropy(ctx->dev, act(&p, p.a.logits), R, p.V, act(&p, p.a.labels), 1.0f / (float)n_valid,
                                           act(&p, p.a.loss), act(&p, p.a.correct)), "cross-entropy");
-        if ((st = backward(&p)) != MAMBA_OK) return st;
+        if (with_backward && (st = backward(&p)) != MAMBA_OK) return st;
         float *row_loss = tr->host_loss;
         int32_t *row_ok = tr->host_correct;
         MB_TRY_BE(ctx, ctx->dv->download(ctx->dev, row_loss, act(&p, p.a.loss), R * 4), "download of the losses");
@@ -367,17 +369,50 @@ mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids,
         }
         loss /= (double)n_valid;
     }
+    *loss_out = loss;
+    *correct_out = correct;
+    *n_valid_out = n_valid;
+    return MAMBA_OK;
+}
+
+static void fill_stats(const mamba_trainer_t *tr, double loss, uint64_t correct, size_t n_valid,
+                       mamba_train_stats_t *stats)
+{
+    if (!stats) return;
+    memset(stats, 0, sizeof *stats);
+    stats->loss = loss;
+    stats->tokens = n_valid;
+    stats->correct = correct;
+    stats->lr = 0;
+    stats->step = tr->step;
+}
+
+mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
+                                        size_t len, mamba_train_stats_t *stats)
+{
+    if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_accumulate: trainer is NULL");
+    double loss;
+    uint64_t correct;
+    size_t n_valid;
+    const mamba_status_t st = run_batch(tr, ids, labels, batch, len, 1, &loss, &correct, &n_valid);
+    if (st != MAMBA_OK) return st;
     tr->n_micro++;
     tr->loss_sum += loss;
     tr->tokens += n_valid;
     tr->correct += correct;
-    if (stats) {
-        memset(stats, 0, sizeof *stats);
-        stats->loss = loss;
-        stats->tokens = n_valid;
-        stats->correct = correct;
-        stats->lr = 0;
-        stats->step = tr->step;
-    }
+    fill_stats(tr, loss, correct, n_valid, stats);
+    return MAMBA_OK;
+}
+
+mamba_status_t mamba_trainer_evaluate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
+                                      size_t len, mamba_train_stats_t *stats)
+{
+    if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_evaluate: trainer is NULL");
+    double loss;
+    uint64_t correct;
+    size_t n_valid;
+    const mamba_status_t st = run_batch(tr, ids, labels, batch, len, 0, &loss, &correct, &n_valid);
+    if (st != MAMBA_OK) return st;
+    fill_stats(tr, loss, correct, n_valid, stats);
     return MAMBA_OK;
 }

@@ -299,3 +299,5 @@ mamba_status_t mamba_trainer_memory(const mamba_trainer_t *tr, uint64_t *param_b
     if (activation_bytes) *activation_bytes = tr->act ? tr->act_layout.total : 0;
     return MAMBA_OK;
 }
+
+long mamba_trainer_steps_taken(const mamba_trainer_t *tr) { return tr ? tr->step : 0; }
