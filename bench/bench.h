@@ -17,7 +17,7 @@ typedef struct device_row {
     double gemm_gflops;   /* on the model's own prefill GEMM shapes; 0 when not measured   */
 } device_row;
 
-typedef enum { MODE_SCAN, MODE_PREFILL, MODE_DECODE, MODE_TOKENIZE } bench_mode;
+typedef enum { MODE_SCAN, MODE_PREFILL, MODE_DECODE, MODE_TOKENIZE, MODE_SCAN_BWD, MODE_TRAIN, MODE_COUNT } bench_mode;
 
 typedef struct result {
     char backend[16];
@@ -25,9 +25,9 @@ typedef struct result {
     bench_mode mode;
     char model[64];        /* tokenize: the text file's name */
     mamba_dtype_t dtype;
-    mamba_dtype_t compute_dtype;   /* what the GEMMs compute in (see --compute)            */
+    mamba_dtype_t compute_dtype;   /* what the GEMMs multiply in: mamba_model_compute_dtype */
     size_t batch, seqlen, tokens;
-    size_t shape[4];       /* scan */
+    size_t shape[4];       /* scan, scan-bwd */
     int all_logits;        /* prefill: logits of every position (1: into mamba_alloc_host's
                               memory, 2: into malloc'd memory) */
     double median_ms, min_ms;
@@ -39,6 +39,9 @@ typedef struct result {
     double max_abs_err, nmse;  /* < 0: not checked */
     size_t text_bytes, n_docs; /* tokenize: the text (tokens: the ids it gives)           */
     double load_ms, mb_per_s;  /* tokenize: loading the tokenizer; text bytes / time       */
+    double loss;               /* train: the last timed step's                              */
+    uint64_t param_bytes, activation_bytes; /* train: mamba_trainer_memory's                 */
+    int steps, warmup_steps;   /* train: timed and untimed steps                            */
 } result;
 
 void report_table(const device_row *devs, size_t n_devs, const result *res, size_t n_res);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -14,8 +15,9 @@
 static const char usage[] =
     "usage: mamba-bench [OPTIONS]\n"
     "\n"
-    "Measure the selective scan, prefill and decoding on one or more backends, on the same\n"
-    "shapes and weights, against each device's measured copy/read bandwidth and GEMM FLOP/s.\n"
+    "Measure the selective scan and its backward, prefill, decoding and training steps on one\n"
+    "or more backends, on the same shapes and weights, against each device's measured\n"
+    "copy/read bandwidth and GEMM FLOP/s.\n"
     "With no option: the synthetic 130m on the best backend found: the scan on\n"
     "(1,1536,2048,16), a prefill of 2048 tokens, and 128 decoded tokens after a 2048-token prompt.\n"
     "\n"
@@ -23,13 +25,24 @@ static const char usage[] =
     "                     auto (default: the one 'auto' picks)\n"
     "  --model=M          130m (default), 370m, 790m, 1.4b, 2.8b (synthetic weights, seed 0),\n"
     "                     or a Hugging Face checkpoint directory\n"
-    "  --mode=LIST        scan,prefill,decode or all (default all); or tokenize alone:\n"
-    "                     the tokenizer's encoding speed (one thread, one call a document);\n"
-    "                     or serve alone: load a running `mamba serve` (--mode=serve --help)\n"
+    "  --mode=LIST        scan,scan-bwd,prefill,decode,train or all (default all: scan,\n"
+    "                     prefill,decode; scan-bwd and train run when named);\n"
+    "                     or tokenize alone: the tokenizer's encoding speed (one thread, one\n"
+    "                     call a document); or serve alone: load a running `mamba serve`\n"
+    "                     (--mode=serve --help)\n"
+    "                     scan-bwd: the scan's backward (every gradient) on device-resident\n"
+    "                     inputs of the forward's layout and options; bytes as a fused\n"
+    "                     backward moves them (reads u, delta, z, dout, B, C; writes du,\n"
+    "                     ddelta, dz, dB, dC)\n"
+    "                     train: mamba_trainer_step on seeded random ids and labels of\n"
+    "                     --batch x --seqlen, a trainer of --model's config (seed 0) or of\n"
+    "                     --train-config; tokens/s, ms a step (host clock), the last loss,\n"
+    "                     the trainer's memory; --warmup steps untimed, --repeat timed\n"
     "  --tokenizer=FILE   tokenize: a tokenizer.json (or a directory holding one)\n"
     "  --text=FILE        tokenize: JSON lines of {\"text\": ...} documents, or one document\n"
-    "  --batch=LIST       batch sizes for prefill and decode (default 1), e.g. 1,2,4,8\n"
-    "  --seqlen=N         prompt length of prefill and decode (default 2048)\n"
+    "  --batch=LIST       batch sizes for prefill, decode and train (default 1), e.g. 1,2,4,8\n"
+    "  --seqlen=N         prompt length of prefill and decode, sequence length of train\n"
+    "                     (default 2048)\n"
     "  --tokens=N         tokens decoded after the prompt (default 128)\n"
     "  --dtype=T          f32 (default), f16, bf16: the synthetic weights' dtype\n"
     "  --compute=C        auto (default: 16-bit weights compute on the tensor cores in their\n"
@@ -37,14 +50,19 @@ static const char usage[] =
     "                     weights; as MAMBA_COMPUTE=f32)\n"
     "  --threads=N        CPU threads (default: all)\n"
     "  --warmup=N         untimed runs before the timed ones (default 1)\n"
-    "  --repeat=N         timed runs (default 5 for scan, 3 for prefill and decode)\n"
-    "  --scan-shape=B,D,L,N  the scan's shape; default: (1,1536,2048,16) when --mode is\n"
-    "                     not given, else the five standard shapes\n"
+    "  --repeat=N         timed runs (default 5 for scan and scan-bwd, 3 for prefill, decode\n"
+    "                     and train)\n"
+    "  --scan-shape=B,D,L,N  the shape of scan and scan-bwd; several separated by ';' or the\n"
+    "                     option repeated; default: (1,1536,2048,16) when --mode is not given,\n"
+    "                     else the five standard shapes (1,1536,2048,16) (8,1536,2048,16)\n"
+    "                     (1,2048,8192,16) (4,5120,2048,16) (1,1536,65536,16)\n"
+    "  --train-config=D,L,V  train: a model of d_model D, L layers, vocabulary V (Mamba's\n"
+    "                     defaults otherwise) instead of --model's\n"
     "  --all-logits       prefill returns the logits of every position (mamba_forward), not\n"
     "                     only of the last, into memory from mamba_alloc_host\n"
     "  --pageable-logits  with --all-logits: into malloc'd memory instead\n"
     "  --check            compare each backend's outputs with the CPU backend's (max abs\n"
-    "                     error, NMSE); exit 1 when a bound is passed\n"
+    "                     error, NMSE; scan-bwd: du); exit 1 when a bound is passed (not train)\n"
     "  --json=FILE        write the figures as JSON\n"
     "  --help\n"
     "\n"
@@ -55,6 +73,8 @@ static const size_t standard_scans[][4] = {
     {1, 1536, 2048, 16}, {8, 1536, 2048, 16}, {1, 2048, 8192, 16}, {4, 5120, 2048, 16}, {1, 1536, 65536, 16},
 };
 
+#define MAX_SCAN_SHAPES 32
+
 /* Check bounds against the CPU backend (the test suites' bounds). */
 #define SCAN_REL_BOUND 1e-5
 #define LOGIT_BOUND 1e-3
@@ -64,14 +84,15 @@ typedef struct options {
     size_t n_backends;
     int all_backends;
     const char *model;
-    int modes[3];
+    int modes[MODE_COUNT];         /* by bench_mode; tokenize has its own flag */
     size_t batches[64], n_batches;
     size_t seqlen, tokens;
     mamba_dtype_t dtype;
     int compute_f32;               /* --compute=f32 */
     int threads, warmup, repeat;
-    size_t scan_shape[4];
-    int have_scan_shape, mode_given;
+    size_t scan_shapes[MAX_SCAN_SHAPES][4], n_scan_shapes;
+    int mode_given;
+    int train_cfg[3], have_train_cfg; /* --train-config=d_model,n_layer,vocab */
     int check;
     int all_logits, pageable_logits;
     const char *json;
@@ -130,10 +151,11 @@ static int parse_options(int argc, char **argv, options *o)
         {"json", required_argument, 0, 'j'}, {"all-logits", no_argument, 0, 'A'},
         {"pageable-logits", no_argument, 0, 'P'}, {"tokenizer", required_argument, 0, 'K'},
         {"text", required_argument, 0, 'X'}, {"compute", required_argument, 0, 'C'},
+        {"train-config", required_argument, 0, 'G'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = "130m";
-    o->modes[0] = o->modes[1] = o->modes[2] = 1;
+    o->modes[MODE_SCAN] = o->modes[MODE_PREFILL] = o->modes[MODE_DECODE] = 1;
     o->batches[0] = 1;
     o->n_batches = 1;
     o->seqlen = 2048;
@@ -166,21 +188,27 @@ static int parse_options(int argc, char **argv, options *o)
         case 'm': o->model = optarg; break;
         case 'M': {
             o->mode_given = 1;
-            if (strcmp(optarg, "all") == 0) break;
-            o->modes[0] = o->modes[1] = o->modes[2] = 0;
+            memset(o->modes, 0, sizeof o->modes);
+            o->tokenize = 0;
             char *copy = strdup(optarg), *save = NULL;
-            int ok = 1;
+            int ok = 1, any = 0;
             for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                if (strcmp(t, "scan") == 0) o->modes[MODE_SCAN] = 1;
+                any = 1;
+                if (strcmp(t, "all") == 0) o->modes[MODE_SCAN] = o->modes[MODE_PREFILL] = o->modes[MODE_DECODE] = 1;
+                else if (strcmp(t, "scan") == 0) o->modes[MODE_SCAN] = 1;
+                else if (strcmp(t, "scan-bwd") == 0) o->modes[MODE_SCAN_BWD] = 1;
                 else if (strcmp(t, "prefill") == 0) o->modes[MODE_PREFILL] = 1;
                 else if (strcmp(t, "decode") == 0) o->modes[MODE_DECODE] = 1;
+                else if (strcmp(t, "train") == 0) o->modes[MODE_TRAIN] = 1;
                 else if (strcmp(t, "tokenize") == 0) o->tokenize = 1;
                 else ok = 0;
             }
             free(copy);
-            if (!ok || !(o->modes[0] || o->modes[1] || o->modes[2] || o->tokenize) ||
-                (o->tokenize && (o->modes[0] || o->modes[1] || o->modes[2])))
-                return fail("--mode=%s: expected scan, prefill, decode (comma-separated), all, or tokenize alone", optarg) + 1;
+            int model_modes = 0;
+            for (int m = 0; m < MODE_COUNT; m++) model_modes |= o->modes[m];
+            if (!ok || !any || (o->tokenize && model_modes))
+                return fail("--mode=%s: expected scan, scan-bwd, prefill, decode, train (comma-separated), all, or "
+                            "tokenize alone", optarg) + 1;
             break;
         }
         case 'B':
@@ -219,11 +247,26 @@ static int parse_options(int argc, char **argv, options *o)
             if (!parse_size_list(optarg, v, 1, &n, 1, 1000)) return fail("--repeat=%s: expected an integer 1..1000", optarg) + 1;
             o->repeat = (int)v[0];
             break;
-        case 's':
-            if (!parse_size_list(optarg, v, 4, &n, 1, (size_t)1 << 24) || n != 4 || v[3] > 256)
-                return fail("--scan-shape=%s: expected B,D,L,N (positive integers, N <= 256)", optarg) + 1;
-            memcpy(o->scan_shape, v, sizeof o->scan_shape);
-            o->have_scan_shape = 1;
+        case 's': {
+            /* shapes separated by ';', and the option repeated: all of them, in order */
+            char *copy = strdup(optarg), *save = NULL;
+            int ok = 1;
+            for (char *t = strtok_r(copy, ";", &save); t && ok; t = strtok_r(NULL, ";", &save)) {
+                ok = parse_size_list(t, v, 4, &n, 1, (size_t)1 << 24) && n == 4 && v[3] <= 256 &&
+                     o->n_scan_shapes < MAX_SCAN_SHAPES;
+                if (ok) memcpy(o->scan_shapes[o->n_scan_shapes++], v, sizeof o->scan_shapes[0]);
+            }
+            free(copy);
+            if (!ok || !o->n_scan_shapes)
+                return fail("--scan-shape=%s: expected B,D,L,N (positive integers, N <= 256), several separated by ';' "
+                            "(at most %d shapes)", optarg, MAX_SCAN_SHAPES) + 1;
+            break;
+        }
+        case 'G':
+            if (!parse_size_list(optarg, v, 3, &n, 1, (size_t)1 << 20) || n != 3)
+                return fail("--train-config=%s: expected d_model,n_layer,vocab (positive integers)", optarg) + 1;
+            for (int k = 0; k < 3; k++) o->train_cfg[k] = (int)v[k];
+            o->have_train_cfg = 1;
             break;
         case 'c': o->check = 1; break;
         case 'A': o->all_logits = 1; break;
@@ -347,7 +390,9 @@ static void fill_ids(int32_t *ids, size_t n, int vocab, uint64_t seed)
     }
 }
 
-static int bench_scan(target *ts, size_t nt, const options *o, const size_t shape[4], result *res, size_t *n_res)
+/* The scan (backward 0) or its backward (1) on one shape; --check compares out, or du. */
+static int bench_scan(target *ts, size_t nt, const options *o, const size_t shape[4], int backward, result *res,
+                      size_t *n_res)
 {
     const size_t B = shape[0], D = shape[1], L = shape[2], N = shape[3];
     const size_t out_n = B * L * D;
@@ -359,16 +404,18 @@ static int bench_scan(target *ts, size_t nt, const options *o, const size_t shap
         if (!ref || !out) {
             free(ref);
             free(out);
-            return fail("out of memory for --check of scan %zux%zux%zux%zu", B, D, L, N);
+            return fail("out of memory for --check of %s %zux%zux%zux%zu", backward ? "scan-bwd" : "scan", B, D, L, N);
         }
     }
     int bad = 0;
     double *ms = malloc((size_t)repeat * sizeof *ms);
     for (size_t i = 0; i < nt; i++) {
         target *t = &ts[i];
-        progress("scan %zux%zux%zux%zu on %s", B, D, L, N, t->dev.backend);
+        progress("%s %zux%zux%zux%zu on %s", backward ? "scan-bwd" : "scan", B, D, L, N, t->dev.backend);
         mamba_memory_reset_peak(t->ctx);
-        if (mamba_bench_scan(t->ctx, B, D, L, N, o->warmup, repeat, ms, o->check ? out : NULL) != MAMBA_OK) {
+        mamba_status_t st = backward ? mamba_bench_scan_backward(t->ctx, B, D, L, N, o->warmup, repeat, ms, o->check ? out : NULL)
+                                     : mamba_bench_scan(t->ctx, B, D, L, N, o->warmup, repeat, ms, o->check ? out : NULL);
+        if (st != MAMBA_OK) {
             free(ms); free(ref); free(out);
             return fail("%s", mamba_last_error(t->ctx));
         }
@@ -376,11 +423,14 @@ static int bench_scan(target *ts, size_t nt, const options *o, const size_t shap
         memset(r, 0, sizeof *r);
         snprintf(r->backend, sizeof r->backend, "%s", t->dev.backend);
         snprintf(r->device, sizeof r->device, "%s", t->dev.name);
-        r->mode = MODE_SCAN;
+        r->mode = backward ? MODE_SCAN_BWD : MODE_SCAN;
         memcpy(r->shape, shape, sizeof r->shape);
         stats(ms, repeat, &r->median_ms, &r->min_ms);
-        /* HBM traffic of a fused scan: read u, delta, z, B, C; write out */
-        double bytes = 4.0 * (4.0 * (double)(B * L * D) + 2.0 * (double)(B * L * N));
+        /* HBM traffic of a fused scan: read u, delta, z, B, C; write out. Of a fused backward
+         * (as mamba_ssm's, which also recomputes the forward on chip): read u, delta, z, dout,
+         * B, C; write du, ddelta, dz, dB, dC (dA, dD, ddelta_bias are per channel: left out) */
+        const double bld = (double)(B * L * D), bln = (double)(B * L * N);
+        double bytes = backward ? 4.0 * (7.0 * bld + 4.0 * bln) : 4.0 * (4.0 * bld + 2.0 * bln);
         r->gbps = bytes / (r->median_ms * 1e6);
         r->roofline_pct = 100.0 * r->gbps / t->dev.copy_gbps;
         r->limit = "copy";
@@ -523,8 +573,14 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
         snprintf(r->model, sizeof r->model, "%s", o->model);
         r->mode = mode;
         r->dtype = mi.dtype;
-        /* 16-bit GEMMs: the CUDA backend's, unless --compute=f32 */
-        r->compute_dtype = !o->compute_f32 && strcmp(t->dev.backend, "cuda") == 0 ? mi.dtype : MAMBA_F32;
+        /* the rows of one pass: a prefill's chunk of every sequence (2048 tokens each, the
+         * context's default prefill_chunk), a decoding step's batch */
+        const size_t rows = mode == MODE_PREFILL ? batch * (L < 2048 ? L : 2048) : batch;
+        if (mamba_model_compute_dtype(t->model, rows, &r->compute_dtype) != MAMBA_OK) {
+            rc = fail("%s", mamba_last_error(NULL));
+            (*n_res)--;
+            break;
+        }
         r->batch = batch;
         r->seqlen = L;
         r->tokens = mode == MODE_DECODE ? T : 0;
@@ -565,6 +621,107 @@ static int bench_model(target *ts, size_t nt, const options *o, bench_mode mode,
     return rc ? rc : bad ? -1 : 0;
 }
 
+/* The trainer of --train-config, of --model's size, or from --model's checkpoint directory. */
+static mamba_trainer_t *make_trainer(mamba_context_t *ctx, const options *o)
+{
+    mamba_trainer_t *tr = NULL;
+    mamba_config_t cfg;
+    struct stat sb;
+    if (o->have_train_cfg) {
+        mamba_config_init(&cfg);
+        cfg.d_model = o->train_cfg[0];
+        cfg.n_layer = o->train_cfg[1];
+        cfg.vocab_size = o->train_cfg[2];
+        if (mamba_trainer_create(ctx, &cfg, 0, NULL, &tr) != MAMBA_OK) fail("%s", mamba_last_error(ctx));
+    } else if (stat(o->model, &sb) == 0) {
+        if (mamba_trainer_load(ctx, o->model, NULL, &tr) != MAMBA_OK) fail("%s", mamba_last_error(ctx));
+    } else if (mamba_config_standard(o->model, &cfg) != MAMBA_OK) {
+        fail("--model=%s: not a checkpoint directory nor a size (130m, 370m, 790m, 1.4b, 2.8b)", o->model);
+    } else if (mamba_trainer_create(ctx, &cfg, 0, NULL, &tr) != MAMBA_OK) {
+        fail("%s", mamba_last_error(ctx));
+    }
+    return tr;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Training steps (mamba_trainer_step: forward, backward, AdamW) on one batch of seeded random
+ * ids and labels: warmup untimed steps, then repeat timed ones, by the host's clock (a step
+ * returns its loss, so it has waited for the device). */
+static int bench_train(target *ts, mamba_trainer_t **trs, size_t nt, const options *o, size_t batch, result *res,
+                       size_t *n_res)
+{
+    mamba_config_t cfg;
+    mamba_trainer_config(trs[0], &cfg);
+    const size_t L = o->seqlen, n = batch * L;
+    const int repeat = o->repeat ? o->repeat : 3;
+    int32_t *ids = malloc(n * sizeof *ids), *labels = malloc(n * sizeof *labels);
+    double *ms = calloc((size_t)repeat, sizeof *ms);
+    if (!ids || !labels || !ms) {
+        free(ids); free(labels); free(ms);
+        return fail("out of memory for batch %zu x %zu tokens", batch, L);
+    }
+    fill_ids(ids, n, cfg.vocab_size, 12345);
+    fill_ids(labels, n, cfg.vocab_size, 54321);
+    int rc = 0;
+    for (size_t i = 0; i < nt && rc == 0; i++) {
+        target *t = &ts[i];
+        mamba_memory_reset_peak(t->ctx);
+        mamba_train_stats_t s = {0};
+        for (int k = 0; k < o->warmup + repeat; k++) {
+            progress("train batch %zu on %s: step %d of %d", batch, t->dev.backend, k + 1, o->warmup + repeat);
+            const double t0 = now_ms();
+            mamba_status_t st = mamba_trainer_step(trs[i], ids, labels, batch, L, &s);
+            if (st == MAMBA_OK) st = mamba_context_synchronize(t->ctx);
+            if (st != MAMBA_OK) {
+                rc = fail("%s", mamba_last_error(t->ctx));
+                break;
+            }
+            if (k >= o->warmup) ms[k - o->warmup] = now_ms() - t0;
+        }
+        if (rc) break;
+        result *r = &res[(*n_res)++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->backend, sizeof r->backend, "%s", t->dev.backend);
+        snprintf(r->device, sizeof r->device, "%s", t->dev.name);
+        if (o->have_train_cfg)
+            snprintf(r->model, sizeof r->model, "d%d-l%d-v%d", cfg.d_model, cfg.n_layer, cfg.vocab_size);
+        else
+            snprintf(r->model, sizeof r->model, "%s", o->model);
+        r->mode = MODE_TRAIN;
+        /* the trainer's master weights and arithmetic are fp32 (mamba.h, "training") */
+        r->dtype = r->compute_dtype = MAMBA_F32;
+        r->batch = batch;
+        r->seqlen = L;
+        r->steps = repeat;
+        r->warmup_steps = o->warmup;
+        r->loss = s.loss;
+        stats(ms, repeat, &r->median_ms, &r->min_ms);
+        r->tokens_per_s = (double)n / (r->median_ms * 1e-3);
+        r->gbps = -1;
+        /* model FLOPs: the layers' four GEMMs and the LM head, three times (forward, the
+         * inputs' and the weights' gradients), against the fp32 GEMM rate on the layers' shapes */
+        const double per_tok = 2.0 * ((double)(2 * cfg.d_inner) * cfg.d_model +
+                                      (double)(cfg.dt_rank + 2 * cfg.d_state) * cfg.d_inner +
+                                      (double)cfg.d_inner * cfg.dt_rank + (double)cfg.d_model * cfg.d_inner) * cfg.n_layer +
+                               2.0 * (double)cfg.d_model * cfg.vocab_size;
+        const double gflops = 3.0 * per_tok * (double)n / (r->median_ms * 1e6);
+        r->roofline_pct = t->dev.gemm_gflops > 0 ? 100.0 * gflops / t->dev.gemm_gflops : 0;
+        r->limit = "GEMM";
+        uint64_t cur;
+        mamba_memory_usage(t->ctx, &cur, &r->peak_mem);
+        mamba_trainer_memory(trs[i], &r->param_bytes, &r->activation_bytes);
+        r->max_abs_err = r->nmse = -1;
+    }
+    free(ids); free(labels); free(ms);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
@@ -599,6 +756,7 @@ int main(int argc, char **argv)
     size_t nt = o.n_backends ? o.n_backends : 1;
     target ts[MAX_BACKENDS + 1];
     memset(ts, 0, sizeof ts);
+    mamba_trainer_t *trainers[MAX_BACKENDS + 1] = {0};
     int status = 0;
     result *res = calloc(4096, sizeof *res);
     size_t n_res = 0;
@@ -640,10 +798,11 @@ int main(int argc, char **argv)
         if ((status = measure_device(&ts[0])) != 0) goto done;
     }
     int check_failed = 0;
-    if (o.modes[MODE_SCAN]) {
-        size_t n_shapes = o.have_scan_shape ? 1 : o.mode_given ? 5 : 1;
+    for (int backward = 0; backward < 2; backward++) {
+        if (!o.modes[backward ? MODE_SCAN_BWD : MODE_SCAN]) continue;
+        size_t n_shapes = o.n_scan_shapes ? o.n_scan_shapes : o.mode_given ? 5 : 1;
         for (size_t k = 0; k < n_shapes; k++) {
-            int r = bench_scan(ts, nt, &o, o.have_scan_shape ? o.scan_shape : standard_scans[k], res, &n_res);
+            int r = bench_scan(ts, nt, &o, o.n_scan_shapes ? o.scan_shapes[k] : standard_scans[k], backward, res, &n_res);
             if (r > 0) { status = r; goto report; }
             if (r < 0) check_failed = 1;
         }
@@ -677,6 +836,28 @@ int main(int argc, char **argv)
             }
         }
     }
+    if (o.modes[MODE_TRAIN]) {
+        for (size_t i = 0; i < nt; i++) {
+            progress("creating the trainer on %s", ts[i].dev.backend);
+            if (!(trainers[i] = make_trainer(ts[i].ctx, &o))) { status = 1; goto report; }
+        }
+        mamba_config_t cfg;
+        mamba_trainer_config(trainers[0], &cfg);
+        uint64_t pb, ab;
+        mamba_trainer_memory(trainers[0], &pb, &ab);
+        printf("trainer: d_model %d, %d layers, vocab %d, %.1f MiB of parameters, gradients and moments\n", cfg.d_model,
+               cfg.n_layer, cfg.vocab_size, (double)pb / (1 << 20));
+        for (size_t b = 0; b < o.n_batches; b++) {
+            size_t rows = o.batches[b] * o.seqlen;
+            if (rows > 8192) rows = 8192 > o.batches[b] ? 8192 / o.batches[b] * o.batches[b] : o.batches[b];
+            for (size_t i = 0; i < nt; i++) {
+                progress("measuring GEMM FLOP/s on %s", ts[i].dev.backend);
+                if ((status = measure_gemm(&ts[i], &cfg, rows, MAMBA_F32)) != 0) goto report;
+            }
+            int r = bench_train(ts, trainers, nt, &o, o.batches[b], res, &n_res);
+            if (r) { status = r; goto report; }
+        }
+    }
     if (check_failed) status = fail("--check: a backend's outputs differ from the CPU's beyond the bounds (scan %g relative, logits %g)",
                                     SCAN_REL_BOUND, LOGIT_BOUND);
 report:
@@ -690,6 +871,7 @@ report:
     }
 done:
     for (size_t i = 0; i < nt; i++) {
+        mamba_trainer_free(trainers[i]);
         mamba_model_free(ts[i].model);
         mamba_context_free(ts[i].ctx);
     }

@@ -10,7 +10,14 @@
 
 const char *mode_name(bench_mode m)
 {
-    return m == MODE_SCAN ? "scan" : m == MODE_PREFILL ? "prefill" : m == MODE_DECODE ? "decode" : "tokenize";
+    switch (m) {
+    case MODE_SCAN: return "scan";
+    case MODE_SCAN_BWD: return "scan-bwd";
+    case MODE_PREFILL: return "prefill";
+    case MODE_DECODE: return "decode";
+    case MODE_TRAIN: return "train";
+    default: return "tokenize";
+    }
 }
 
 static void human_bytes(char *buf, size_t len, uint64_t b)
@@ -46,11 +53,13 @@ void report_table(const device_row *devs, size_t n_devs, const result *res, size
             continue;
         }
         char shape[64], thr[32], pct[32], mem[32], err[16] = "-", nm[16] = "-";
-        if (r->mode == MODE_SCAN)
+        if (r->mode == MODE_SCAN || r->mode == MODE_SCAN_BWD)
             snprintf(shape, sizeof shape, "%zux%zux%zux%zu", r->shape[0], r->shape[1], r->shape[2], r->shape[3]);
         else if (r->mode == MODE_PREFILL)
             snprintf(shape, sizeof shape, "b%zu L%zu%s", r->batch, r->seqlen, r->all_logits == 2 ? " all-logits pageable"
                                                                                   : r->all_logits ? " all-logits" : "");
+        else if (r->mode == MODE_TRAIN)
+            snprintf(shape, sizeof shape, "b%zu L%zu", r->batch, r->seqlen);
         else
             snprintf(shape, sizeof shape, "b%zu L%zu+%zu", r->batch, r->seqlen, r->tokens);
         if (r->gbps >= 0) snprintf(thr, sizeof thr, "%.1f GB/s", r->gbps);
@@ -61,8 +70,15 @@ void report_table(const device_row *devs, size_t n_devs, const result *res, size
             snprintf(err, sizeof err, "%.2g", r->max_abs_err);
             snprintf(nm, sizeof nm, "%.2g", r->nmse);
         }
-        printf("%-8s %-22s %-8s %11.3f %11.3f %16s %14s %10s %9s %9s\n", mode_name(r->mode), shape, r->backend,
+        printf("%-8s %-22s %-8s %11.3f %11.3f %16s %14s %10s %9s %9s", mode_name(r->mode), shape, r->backend,
                r->median_ms, r->min_ms, thr, pct, mem, err, nm);
+        if (r->mode == MODE_TRAIN) {
+            char pb[32], ab[32];
+            human_bytes(pb, sizeof pb, r->param_bytes);
+            human_bytes(ab, sizeof ab, r->activation_bytes);
+            printf("  %s: loss %.4f, trainer %s + %s activations", r->model, r->loss, pb, ab);
+        }
+        putchar('\n');
     }
 }
 
@@ -104,14 +120,14 @@ int report_json(const char *path, const device_row *devs, size_t n_devs, const r
             cJSON_AddItemToArray(rs, o);
             continue;
         }
-        int scan = r->mode == MODE_SCAN;
+        const int scan = r->mode == MODE_SCAN || r->mode == MODE_SCAN_BWD, train = r->mode == MODE_TRAIN;
         cJSON_AddStringToObject(o, "backend", r->backend);
         cJSON_AddStringToObject(o, "device", r->device);
         cJSON_AddStringToObject(o, "mode", mode_name(r->mode));
         cJSON_AddItemToObject(o, "model", scan ? cJSON_CreateNull() : cJSON_CreateString(r->model));
         cJSON_AddStringToObject(o, "dtype", mamba_dtype_name(scan ? MAMBA_F32 : r->dtype));
         cJSON_AddStringToObject(o, "weights_dtype", mamba_dtype_name(scan ? MAMBA_F32 : r->dtype));
-        /* the GEMMs' inputs; the CPU and the GEMV of a decoding step compute in fp32 */
+        /* what the layers' GEMMs multiply in (mamba_model_compute_dtype; the trainer: fp32) */
         cJSON_AddStringToObject(o, "compute_dtype", mamba_dtype_name(scan ? MAMBA_F32 : r->compute_dtype));
         cJSON_AddItemToObject(o, "batch", num_or_null((double)(scan ? r->shape[0] : r->batch), 1));
         cJSON_AddItemToObject(o, "seqlen", num_or_null((double)(scan ? r->shape[2] : r->seqlen), 1));
@@ -136,6 +152,16 @@ int report_json(const char *path, const device_row *devs, size_t n_devs, const r
         cJSON_AddNumberToObject(o, "peak_mem_bytes", (double)r->peak_mem);
         cJSON_AddItemToObject(o, "max_abs_err", num_or_null(r->max_abs_err, r->max_abs_err >= 0));
         cJSON_AddItemToObject(o, "nmse", num_or_null(r->nmse, r->max_abs_err >= 0));
+        /* the scans run on device-resident inputs (mamba_bench_scan, _scan_backward) */
+        if (scan) cJSON_AddBoolToObject(o, "includes_transfers", 0);
+        if (train) {
+            cJSON_AddNumberToObject(o, "loss", r->loss);
+            cJSON_AddNumberToObject(o, "param_bytes", (double)r->param_bytes);
+            cJSON_AddNumberToObject(o, "activation_bytes", (double)r->activation_bytes);
+            cJSON_AddNumberToObject(o, "steps", r->steps);
+            cJSON_AddNumberToObject(o, "warmup_steps", r->warmup_steps);
+            cJSON_AddStringToObject(o, "timing", "wall clock of mamba_trainer_step");
+        }
         cJSON_AddItemToArray(rs, o);
     }
     char *text = cJSON_Print(root);

@@ -159,51 +159,111 @@ mamba_status_t mamba_bench_gemm(mamba_context_t *ctx, size_t m, size_t n, size_t
     return st;
 }
 
-typedef struct scan_arg { mb_scan_op op; } scan_arg;
+typedef struct scan_arg { mb_scan_op op; mb_scan_bwd_op bwd; } scan_arg;
 static int run_scan(mamba_context_t *ctx, void *p) { return ctx->ops->scan(ctx->dev, &((scan_arg *)p)->op); }
+static int run_scan_bwd(mamba_context_t *ctx, void *p) { return ctx->ops->scan_backward(ctx->dev, &((scan_arg *)p)->bwd); }
+
+/* Slots of the one buffer of a benchmark scan: the forward's u, delta, z, out (B, L, D), BC
+ * (B, L, 2N), A (D, N), D, bias (D); the backward's du, ddelta, dz (B, L, D), dBC, dA, dD,
+ * dbias (out holds dout). */
+enum { S_U, S_DELTA, S_Z, S_OUT, S_BC, S_A, S_D, S_BIAS, S_DU, S_DDELTA, S_DZ, S_DBC, S_DA, S_DD, S_DBIAS, S_COUNT };
+
+/* The inputs of mamba_bench_scan and mamba_bench_scan_backward, in one device buffer (*buf),
+ * and the op over them: time-major u, delta, z, out; B and C side by side in (B, L, 2N). */
+static mamba_status_t scan_setup(mamba_context_t *ctx, size_t B, size_t D, size_t L, size_t N, int backward,
+                                 mb_buffer **buf, scan_arg *a)
+{
+    const size_t act = B * L * D * 4, bc = B * L * 2 * N * 4;
+    const size_t sizes[S_COUNT] = {act, act, act, act, bc, D * N * 4, D * 4, D * 4, act, act, act, bc, D * N * 4, D * 4, D * 4};
+    size_t off[S_COUNT], total = 0;
+    for (int i = 0; i < S_COUNT; i++) {
+        off[i] = total;
+        if (i < S_DU || backward) total += (sizes[i] + 255) / 256 * 256;
+    }
+    mamba_status_t st = alloc(ctx, total, buf, backward ? "scan backward inputs and gradients" : "scan inputs");
+    if (st != MAMBA_OK) return st;
+    mb_buffer *b = *buf;
+    mb_ptr p[S_COUNT];
+    for (int i = 0; i < S_COUNT; i++) p[i] = (mb_ptr){b, off[i]};
+    if ((st = upload_random(ctx, p[S_U], B * L * D, -2, 2, 11, MAMBA_F32)) != MAMBA_OK ||
+        (st = upload_random(ctx, p[S_DELTA], B * L * D, -4, 0, 12, MAMBA_F32)) != MAMBA_OK ||
+        (st = upload_random(ctx, p[S_Z], B * L * D, -3, 3, 13, MAMBA_F32)) != MAMBA_OK ||
+        (st = upload_random(ctx, p[S_BC], B * L * 2 * N, -1, 1, 14, MAMBA_F32)) != MAMBA_OK ||
+        (st = upload_random(ctx, p[S_A], D * N, -16, -0.5f, 15, MAMBA_F32)) != MAMBA_OK ||
+        (st = upload_random(ctx, p[S_D], D, 0.5f, 1.5f, 16, MAMBA_F32)) != MAMBA_OK ||
+        (st = upload_random(ctx, p[S_BIAS], D, -4, -1, 17, MAMBA_F32)) != MAMBA_OK ||
+        (backward && (st = upload_random(ctx, p[S_OUT], B * L * D, -1, 1, 18, MAMBA_F32)) != MAMBA_OK)) {
+        ctx->dv->free(ctx->dev, b);
+        *buf = NULL;
+        return st;
+    }
+    const ptrdiff_t sb = (ptrdiff_t)(L * D), st_ = (ptrdiff_t)D, bsb = (ptrdiff_t)(L * 2 * N), bst = (ptrdiff_t)(2 * N);
+    a->op = (mb_scan_op){
+        .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
+        .u = p[S_U], .u_sb = sb, .u_st = st_, .u_sd = 1,
+        .delta = p[S_DELTA], .delta_sb = sb, .delta_st = st_, .delta_sd = 1, .A = p[S_A],
+        .B = p[S_BC], .B_sb = bsb, .B_st = bst, .B_sn = 1,
+        .C = {b, off[S_BC] + N * 4}, .C_sb = bsb, .C_st = bst, .C_sn = 1,
+        .D = p[S_D], .z = p[S_Z], .z_sb = sb, .z_st = st_, .z_sd = 1, .delta_bias = p[S_BIAS], .delta_softplus = 1,
+        .out = p[S_OUT], .out_sb = sb, .out_st = st_, .out_sd = 1,
+    };
+    if (backward) {
+        a->bwd = (mb_scan_bwd_op){
+            .fwd = a->op,
+            .dout = p[S_OUT], .dout_sb = sb, .dout_st = st_, .dout_sd = 1,
+            .du = p[S_DU], .ddelta = p[S_DDELTA], .dz = p[S_DZ],
+            .dA = p[S_DA], .dB = p[S_DBC], .dC = {b, off[S_DBC] + N * 4},
+            .dD = p[S_DD], .ddelta_bias = p[S_DBIAS],
+        };
+        a->bwd.fwd.out = (mb_ptr){NULL, 0};
+    }
+    return MAMBA_OK;
+}
+
+static mamba_status_t check_scan_shape(mamba_context_t *ctx, const char *fn, size_t B, size_t D, size_t L, size_t N)
+{
+    if (!B || !D || !L || !N || N > 256)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "%s: shape (%zu, %zu, %zu, %zu), N at most 256", fn, B, D,
+                         L, N);
+    return MAMBA_OK;
+}
+
+/* warmup + repeat runs of the forward or the backward, timed, then the output (the forward's
+ * out, the backward's du; (B, L, D)) into out when it is not NULL. */
+static mamba_status_t scan_timed(mamba_context_t *ctx, size_t B, size_t D, size_t L, size_t N, int backward, int warmup,
+                                 int repeat, double *ms, float *out)
+{
+    mb_buffer *buf;
+    scan_arg a;
+    mamba_status_t st = scan_setup(ctx, B, D, L, N, backward, &buf, &a);
+    if (st != MAMBA_OK) return st;
+    st = timed(ctx, backward ? run_scan_bwd : run_scan, &a, warmup, repeat, ms, backward ? "scan backward" : "scan");
+    if (st == MAMBA_OK && out) {
+        int rc = ctx->dv->download(ctx->dev, out, backward ? a.bwd.du : a.op.out, B * L * D * 4);
+        if (rc == 0) rc = ctx->dv->sync(ctx->dev);
+        if (rc != 0) st = mb_backend_fail(ctx, rc, backward ? "scan backward du download" : "scan output download");
+    }
+    ctx->dv->free(ctx->dev, buf);
+    return st;
+}
 
 mamba_status_t mamba_bench_scan(mamba_context_t *ctx, size_t B, size_t D, size_t L, size_t N, int warmup, int repeat,
                                 double *ms, float *out)
 {
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
     mamba_status_t st = check_runs(ctx, warmup, repeat, ms);
-    if (st != MAMBA_OK) return st;
-    if (!B || !D || !L || !N || N > 256)
-        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_bench_scan: shape (%zu, %zu, %zu, %zu), N at most 256",
-                         B, D, L, N);
-    /* one buffer: u, delta, z, out (B, L, D); BC (B, L, 2N); A (D, N); D, bias (D) */
-    const size_t act = B * L * D * 4, bc = B * L * 2 * N * 4;
-    size_t off[9], total = 0;
-    const size_t sizes[9] = {act, act, act, act, bc, D * N * 4, D * 4, D * 4, 0};
-    for (int i = 0; i < 9; i++) { off[i] = total; total += (sizes[i] + 255) / 256 * 256; }
-    mb_buffer *buf;
-    if ((st = alloc(ctx, total, &buf, "scan inputs")) != MAMBA_OK) return st;
-    mb_ptr u = {buf, off[0]}, delta = {buf, off[1]}, z = {buf, off[2]}, o = {buf, off[3]}, BC = {buf, off[4]};
-    mb_ptr A = {buf, off[5]}, Dv = {buf, off[6]}, bias = {buf, off[7]};
-    if ((st = upload_random(ctx, u, B * L * D, -2, 2, 11, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, delta, B * L * D, -4, 0, 12, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, z, B * L * D, -3, 3, 13, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, BC, B * L * 2 * N, -1, 1, 14, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, A, D * N, -16, -0.5f, 15, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, Dv, D, 0.5f, 1.5f, 16, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, bias, D, -4, -1, 17, MAMBA_F32)) == MAMBA_OK) {
-        const ptrdiff_t sb = (ptrdiff_t)(L * D), st_ = (ptrdiff_t)D, bsb = (ptrdiff_t)(L * 2 * N), bst = (ptrdiff_t)(2 * N);
-        scan_arg a = {{
-            .batch = B, .dim = D, .len = L, .d_state = N, .n_groups = 1,
-            .u = u, .u_sb = sb, .u_st = st_, .u_sd = 1,
-            .delta = delta, .delta_sb = sb, .delta_st = st_, .delta_sd = 1, .A = A,
-            .B = BC, .B_sb = bsb, .B_st = bst, .B_sn = 1,
-            .C = {buf, off[4] + N * 4}, .C_sb = bsb, .C_st = bst, .C_sn = 1,
-            .D = Dv, .z = z, .z_sb = sb, .z_st = st_, .z_sd = 1, .delta_bias = bias, .delta_softplus = 1,
-            .out = o, .out_sb = sb, .out_st = st_, .out_sd = 1,
-        }};
-        st = timed(ctx, run_scan, &a, warmup, repeat, ms, "scan");
-        if (st == MAMBA_OK && out) {
-            int rc = ctx->dv->download(ctx->dev, out, o, act);
-            if (rc == 0) rc = ctx->dv->sync(ctx->dev);
-            if (rc != 0) st = mb_backend_fail(ctx, rc, "scan output download");
-        }
-    }
-    ctx->dv->free(ctx->dev, buf);
-    return st;
+    if (st == MAMBA_OK) st = check_scan_shape(ctx, "mamba_bench_scan", B, D, L, N);
+    return st == MAMBA_OK ? scan_timed(ctx, B, D, L, N, 0, warmup, repeat, ms, out) : st;
+}
+
+mamba_status_t mamba_bench_scan_backward(mamba_context_t *ctx, size_t B, size_t D, size_t L, size_t N, int warmup,
+                                         int repeat, double *ms, float *du)
+{
+    if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
+    mamba_status_t st = check_runs(ctx, warmup, repeat, ms);
+    if (st == MAMBA_OK) st = check_scan_shape(ctx, "mamba_bench_scan_backward", B, D, L, N);
+    if (st == MAMBA_OK && !ctx->ops->scan_backward)
+        st = mb_seterr(ctx->err, MAMBA_ERR_UNSUPPORTED, "mamba_bench_scan_backward: the %s backend has no scan backward",
+                       ctx->backend_name);
+    return st == MAMBA_OK ? scan_timed(ctx, B, D, L, N, 1, warmup, repeat, ms, du) : st;
 }

@@ -156,6 +156,19 @@ void mamba_model_free(mamba_model_t *m)
     ctx->n_models--;
 }
 
+mamba_status_t mamba_model_compute_dtype(const mamba_model_t *m, size_t rows, mamba_dtype_t *dtype)
+{
+    if (!m || !dtype || !rows)
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_model_compute_dtype: %s",
+                         !m ? "model is NULL" : !dtype ? "dtype is NULL" : "rows is 0");
+    /* the in_proj, the largest of a layer's GEMMs, speaks for them (they share the dtype) */
+    mb_fused_query in_q, out_q;
+    m->arch->fold_queries(m, rows, &in_q, &out_q);
+    const mb_fused_ops *f = m->ctx->fused;
+    *dtype = f && f->supports && f->supports(m->ctx->dev, MB_FUSED_GEMM16, &in_q) ? in_q.wdtype : MAMBA_F32;
+    return MAMBA_OK;
+}
+
 mamba_status_t mamba_model_info(const mamba_model_t *m, mamba_model_info_t *info)
 {
     if (!m || !info) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_model_info: NULL argument");

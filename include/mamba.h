@@ -214,6 +214,12 @@ MAMBA_API mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx,
                                                       mamba_dtype_t dtype, uint64_t seed,
                                                       mamba_model_t **out);
 MAMBA_API mamba_status_t mamba_model_info(const mamba_model_t *model, mamba_model_info_t *info);
+/* The dtype the model's layer GEMMs multiply in over a pass of rows rows (sequences x tokens
+ * of each in one chunk; a decoding step: its batch): the weights' 16-bit dtype where the
+ * context's backend runs such GEMMs on 16-bit inputs (CUDA past 8 rows, unless
+ * MAMBA_COMPUTE_F32), else MAMBA_F32 (fp32 weights; 16-bit weights widened or read by a
+ * GEMV with fp32 arithmetic). Sums and outputs are fp32 either way. */
+MAMBA_API mamba_status_t mamba_model_compute_dtype(const mamba_model_t *model, size_t rows, mamba_dtype_t *dtype);
 MAMBA_API void mamba_model_free(mamba_model_t *model);
 
 typedef enum mamba_logits_mode {
@@ -597,6 +603,13 @@ MAMBA_API mamba_status_t mamba_bench_gemm(mamba_context_t *ctx, size_t m, size_t
  * are a function of the shape alone. */
 MAMBA_API mamba_status_t mamba_bench_scan(mamba_context_t *ctx, size_t batch, size_t dim, size_t len,
                                           size_t d_state, int warmup, int repeat, double *ms, float *out);
+/* The scan's backward (the op mamba_scan_backward runs) on mamba_bench_scan's inputs and a
+ * random dout, all device-resident, every gradient computed (du, ddelta, dz, dA, dB, dC, dD,
+ * ddelta_bias): no host transfer in the timed runs, as mamba_scan_backward has. If du is not
+ * NULL it receives du of the last run, (batch, len, dim). MAMBA_ERR_UNSUPPORTED on backends
+ * without the backward. */
+MAMBA_API mamba_status_t mamba_bench_scan_backward(mamba_context_t *ctx, size_t batch, size_t dim, size_t len,
+                                                   size_t d_state, int warmup, int repeat, double *ms, float *du);
 
 /* ---- safetensors files ---------------------------------------------------------------- */
 

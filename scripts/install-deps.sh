@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config
   libopenblas-openmp-dev libcjson-dev libonig-dev libutf8proc-dev check
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev clinfo
-  libmicrohttpd-dev curl python3-venv
+  libmicrohttpd-dev curl python3-venv gnuplot-nox
   valgrind cppcheck clang clang-tidy libclang-rt-14-dev libomp-14-dev
 )
 missing=()

@@ -201,6 +201,43 @@ START_TEST(standard_configs_and_synthetic_models)
 }
 END_TEST
 
+/* The measurement entry points mamba-bench uses beside the timers: the scan's backward on
+ * device-resident inputs and what the GEMMs compute in. */
+START_TEST(bench_scan_backward_and_compute_dtype)
+{
+    mamba_context_t *ctx = cpu_context(0);
+    const size_t B = 2, D = 24, L = 70, N = 8, n = B * L * D;
+    float *du = malloc(n * sizeof *du), *again = malloc(n * sizeof *again);
+    double ms[3];
+    ck_assert_int_eq(mamba_bench_scan_backward(ctx, B, D, L, N, 1, 3, ms, du), MAMBA_OK);
+    ck_assert_int_eq(mamba_bench_scan_backward(ctx, B, D, L, N, 0, 1, ms, again), MAMBA_OK);
+    for (size_t i = 0; i < n; i++) ck_assert(isfinite(du[i]));
+    ck_assert_double_gt(max_abs(du, n), 0);
+    ck_assert_double_eq(max_abs_diff(du, again, n), 0); /* the inputs are the shape's alone */
+    ck_assert_int_eq(mamba_bench_scan_backward(ctx, B, D, L, 0, 0, 1, ms, NULL), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(mamba_last_error(ctx), "mamba_bench_scan_backward"));
+    ck_assert_int_eq(mamba_bench_scan_backward(ctx, B, D, L, N, 0, 0, ms, NULL), MAMBA_ERR_INVALID_ARGUMENT);
+    free(du);
+    free(again);
+
+    /* the CPU widens 16-bit weights for its GEMMs */
+    mamba_config_t s;
+    mamba_config_init(&s);
+    s.d_model = 32;
+    s.n_layer = 1;
+    s.vocab_size = 50;
+    mamba_model_t *mdl;
+    ck_assert_int_eq(mamba_model_create_synthetic(ctx, &s, MAMBA_BF16, 1, &mdl), MAMBA_OK);
+    mamba_dtype_t dt = MAMBA_I64;
+    ck_assert_int_eq(mamba_model_compute_dtype(mdl, 4096, &dt), MAMBA_OK);
+    ck_assert_int_eq(dt, MAMBA_F32);
+    ck_assert_int_eq(mamba_model_compute_dtype(mdl, 0, &dt), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(mamba_model_compute_dtype(NULL, 1, &dt), MAMBA_ERR_INVALID_ARGUMENT);
+    mamba_model_free(mdl);
+    mamba_context_free(ctx);
+}
+END_TEST
+
 static mamba_sampler_t *sampler(float temperature, int top_k, float top_p, uint64_t seed)
 {
     mamba_sampler_params_t p;
@@ -291,6 +328,7 @@ int main(void)
     tcase_add_test(tc, old_abi_module_refused);
     tcase_add_test(tc, standard_configs_and_synthetic_models);
     tcase_add_test(tc, sampling);
+    tcase_add_test(tc, bench_scan_backward_and_compute_dtype);
     suite_add_tcase(s, tc);
     return run_suite(s, 1);
 }

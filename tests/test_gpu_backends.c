@@ -459,6 +459,51 @@ START_TEST(half_weights_match_cpu)
 }
 END_TEST
 
+/* mamba_bench_scan_backward's inputs are a function of the shape alone: its du agrees with the
+ * CPU's; mamba_model_compute_dtype says what the GEMMs do (16 bits on CUDA past 8 rows with
+ * 16-bit weights and MAMBA_COMPUTE_AUTO; OpenCL widens) */
+START_TEST(bench_entry_points_match_cpu)
+{
+    const size_t B = 2, D = 96, L = 300, N = 16, n = B * L * D;
+    float *du[2] = {malloc(n * sizeof(float)), malloc(n * sizeof(float))};
+    double ms[2];
+    const char *names[2] = {"cpu", backend};
+    for (int j = 0; j < 2; j++) {
+        mamba_context_t *ctx = open_ctx(names[j], 0);
+        ck_assert_msg(mamba_bench_scan_backward(ctx, B, D, L, N, 0, 2, ms, du[j]) == MAMBA_OK, "%s",
+                      mamba_last_error(ctx));
+        ck_assert(ms[0] > 0 && ms[1] > 0);
+        mamba_context_free(ctx);
+    }
+    const double e = max_abs_diff(du[1], du[0], n), m = max_abs(du[0], n);
+    ck_assert_double_gt(m, 0);
+    ck_assert_msg(e <= SCAN_REL_BOUND * m, "du: err %g, bound %g", e, SCAN_REL_BOUND * m);
+    free(du[0]);
+    free(du[1]);
+
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 64;
+    c.n_layer = 1;
+    c.vocab_size = 100;
+    const int cuda = strcmp(backend, "cuda") == 0;
+    for (int k = 0; k < 3; k++) {
+        /* bf16 in 16 bits, bf16 widened, f32 */
+        gpu_compute = k == 1 ? MAMBA_COMPUTE_F32 : MAMBA_COMPUTE_AUTO;
+        const mamba_dtype_t dt = k == 2 ? MAMBA_F32 : MAMBA_BF16;
+        mamba_context_t *ctx;
+        mamba_model_t *mdl = synthetic_on(backend, &c, dt, 1, &ctx);
+        mamba_dtype_t one, many;
+        ck_assert_int_eq(mamba_model_compute_dtype(mdl, 1, &one), MAMBA_OK);
+        ck_assert_int_eq(mamba_model_compute_dtype(mdl, 2048, &many), MAMBA_OK);
+        ck_assert_int_eq(one, MAMBA_F32);
+        ck_assert_int_eq(many, cuda && k == 0 ? MAMBA_BF16 : MAMBA_F32);
+        close_model(mdl, ctx);
+    }
+    gpu_compute = MAMBA_COMPUTE_F32;
+}
+END_TEST
+
 /* Prefill GEMMs large enough for CUDA's tensor-core (3xTF32) kernel on a 132-SM GPU, with a
  * partial tile on every side: 3 x 101 rows (tiles of 128), k = 1000 (of 32), in_proj's 4000
  * and the lm_head's 5001 columns (of 64, the latter odd). Held to the CPU's logits. */
@@ -773,6 +818,7 @@ static int run_backend(const char *name)
     tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
     tcase_add_test(tc, large_gemms_match_cpu);
+    tcase_add_test(tc, bench_entry_points_match_cpu);
     tcase_add_loop_test(tc, decode_graph_survives_scratch_growth, 0, 3);
     tcase_add_loop_test(tc, state_sizes_match_cpu, 0, 3);
     tcase_add_test(tc, conv_rejects_bad_width);

@@ -228,6 +228,10 @@ typedef enum mb_fused_kind {
     MB_FUSED_GRAPHS,       /* graph_begin .. graph_free                                        */
     MB_FUSED_MIXER_STEP,   /* mixer_step for q->rows sequences of the shape in q                */
     MB_FUSED_GEMV,         /* gemv_fused for q->rows rows, q->n x q->k in q->wdtype, q->norm     */
+    /* not an op: 1 when the model ops' gemm of q->rows rows, q->n x q->k weights in q->wdtype,
+     * multiplies 16-bit inputs (the weights' dtype, fp32 sums), 0 when fp32 arithmetic; asked
+     * for what mamba_model_compute_dtype reports */
+    MB_FUSED_GEMM16,
 } mb_fused_kind;
 
 typedef struct mb_fused_query {

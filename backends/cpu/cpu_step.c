@@ -127,6 +127,7 @@ int cpu_fused_supports(mb_device *dev, mb_fused_kind kind, const mb_fused_query 
         return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && q->d_state <= CPU_MAX_STATE && q->width >= 1 &&
                mb_weight_dtype_ok(q->x_proj_dt) && mb_weight_dtype_ok(q->dt_proj_dt);
     case MB_FUSED_GEMV: return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && mb_weight_dtype_ok(q->wdtype);
+    case MB_FUSED_GEMM16: return 0; /* 16-bit weights are widened for CBLAS: fp32 arithmetic */
     }
     return 0;
 }

@@ -381,11 +381,11 @@ static void cu_graph_free(mb_device *d, void *g)
 
 static int cu_supports(mb_device *d, mb_fused_kind kind, const mb_fused_query *q)
 {
-    (void)d;
     switch (kind) {
     case MB_FUSED_GRAPHS: return 1;
     case MB_FUSED_MIXER_STEP: return cuda_step_supports(q);
     case MB_FUSED_GEMV: return cuda_gemv_supports(q);
+    case MB_FUSED_GEMM16: return cuda_gemm16_used(d, q);
     }
     return 0;
 }

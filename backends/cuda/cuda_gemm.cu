@@ -327,6 +327,11 @@ bool cuda_gemv_supports(const mb_fused_query *q)
            mb_weight_dtype_ok(q->wdtype) && (!q->norm || q->k % vec == 0);
 }
 
+bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q)
+{
+    return q->rows > GEMV_MAX_M && (q->wdtype == MAMBA_F16 || q->wdtype == MAMBA_BF16) && !dev->compute_f32;
+}
+
 int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {

@@ -88,6 +88,8 @@ int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
 bool cuda_step_supports(const mb_fused_query *q);
 bool cuda_gemv_supports(const mb_fused_query *q);
+/* whether cuda_gemm of q's rows and weights takes the 16-bit path (cuda_gemm16) */
+bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q);
 int cuda_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
 /* Make dev's GPU the calling thread's current one (every entry point calls it first). */
 void cuda_use_device(mb_device *dev);

@@ -400,6 +400,7 @@ static int ocl_supports(mb_device *d, mb_fused_kind kind, const mb_fused_query *
     case MB_FUSED_GRAPHS: return 0;
     case MB_FUSED_MIXER_STEP: return ocl_step_supports(q);
     case MB_FUSED_GEMV: return ocl_gemv_supports(q);
+    case MB_FUSED_GEMM16: return 0; /* 16-bit weights are widened: fp32 arithmetic */
     }
     return 0;
 }
