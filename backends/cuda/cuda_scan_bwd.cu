@@ -10,6 +10,7 @@
  *      order into the tile's partial sums; dA, dD, ddelta_bias and a constant dB/dC are kept
  *      per thread;
  *   3. bwd_fold_tv / bwd_fold_ch: each gradient element adds its partial sums in index order.
+ * For N <= 16 (Mamba's d_state), bwd_states16 and bwd_main16 do 1 and 2 with a lane per state.
  * No atomics: the same inputs give the same bits. */
 #include "api/scan_bwd.h"
 #include "cuda_internal.h"
@@ -181,6 +182,136 @@ template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const 
     if (p.want_dbias) p.s[p.accbias_off + bd] = accbias;
 }
 
+
+/* N <= 16: the same two passes with a lane per state (16 lanes a channel, two channels a
+ * warp), the sums over the states by shuffles. A thread per channel left 1,536 threads for
+ * (1, 1536, 2048, 16), 24 blocks of the H200's 132 SMs, each thread walking 16 states
+ * serially: 20.6 ms against the official kernel's 0.53 ms (measured). */
+#define BWD_LANES 16
+
+__device__ __forceinline__ float lanes_sum(float v)
+{
+#pragma unroll
+    for (int o = BWD_LANES / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, BWD_LANES);
+    return v;
+}
+
+__global__ void __launch_bounds__(128) bwd_states16(const bwd_params p)
+{
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t BD = (size_t)p.B * p.D, bd = tid / BWD_LANES;
+    const int n = (int)(tid % BWD_LANES);
+    if (bd >= BD || n >= p.N) return;
+    const int b = (int)(bd / p.D), d = (int)(bd % p.D), N = p.N, g = d / (p.D / p.G);
+    const float a = p.A[(size_t)d * N + n];
+    float h = p.s_in ? p.s_in[bd * N + n] : 0.0f;
+    const float bs = p.bias ? p.bias[d] : 0.0f;
+    const float *up = p.u + b * p.u_sb + d * p.u_sd, *dp = p.delta + b * p.d_sb + d * p.d_sd;
+    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg + n * p.B_sn;
+    float *H = p.s + p.H_off + (size_t)n * BD + bd;
+    for (int t = 0; t < p.L; t++) {
+        if (t % p.chunk_len == 0) H[(size_t)(t / p.chunk_len) * N * BD] = h;
+        float dsp;
+        const float dt = bwd_dt(dp[t * p.d_st] + bs, p.softplus, &dsp);
+        h = ex2(dt * LOG2E * a) * h + dt * up[t * p.u_st] * Bp[t * p.B_st];
+    }
+}
+
+__global__ void __launch_bounds__(BWD_LOCAL * BWD_LANES) bwd_main16(const bwd_params p)
+{
+    const int lid = threadIdx.x / BWD_LANES, n = threadIdx.x % BWD_LANES;
+    const int k = blockIdx.x, cls = blockIdx.y, b = blockIdx.z;
+    const int N = p.N, T = p.chunk_len;
+    const bool has_n = n < N;
+    const int nn = has_n ? n : 0;
+    const int within = k * BWD_LOCAL + lid;
+    const bool active = within < p.class_size;
+    const int d = cls * p.class_size + (active ? within : 0), g = d / (p.D / p.G);
+    const size_t BD = (size_t)p.B * p.D, bd = (size_t)b * p.D + d;
+    const size_t unit = ((size_t)b * p.n_classes + cls) * p.tiles + k, slot = unit * BWD_LOCAL + lid;
+    const float a = has_n ? p.A[(size_t)d * N + n] : 0.0f;
+    float carry = has_n && p.dso ? p.dso[bd * N + n] : 0.0f, gA = 0.0f, tB = 0.0f, tC = 0.0f, hc = 0.0f;
+    const float bs = p.bias ? p.bias[d] : 0.0f, Dd = p.Dv ? p.Dv[d] : 0.0f;
+    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg + nn * p.B_sn, *Cp = p.Cm + b * p.C_sb + g * p.C_sg + nn * p.C_sn;
+    const long long ub = b * p.u_sb + d * p.u_sd, db = b * p.d_sb + d * p.d_sd;
+    const long long zb = b * p.z_sb + d * p.z_sd, ob = b * p.o_sb + d * p.o_sd;
+    float *hist = p.s + p.hist_off + slot + (size_t)nn * p.n_slots;
+    float *contB = p.s + p.cB_off + slot + (size_t)nn * p.n_slots, *contC = p.s + p.cC_off + slot + (size_t)nn * p.n_slots;
+    const size_t step_stride = (size_t)N * p.n_slots;
+    float accD = 0.0f, accbias = 0.0f;
+    for (int c = p.n_chunks - 1; c >= 0; c--) {
+        const int t0 = c * T, t1 = min(p.L, t0 + T);
+        const float *Hc = p.s + p.H_off + (size_t)c * N * BD + (size_t)nn * BD + bd;
+        hc = has_n ? *Hc : 0.0f;
+        for (int t = t0; t < t1; t++) {
+            float dsp;
+            const float dt = bwd_dt(p.delta[db + t * p.d_st] + bs, p.softplus, &dsp);
+            if (has_n) {
+                hc = ex2(dt * LOG2E * a) * hc + dt * p.u[ub + t * p.u_st] * Bp[t * p.B_st];
+                hist[(size_t)(t - t0) * step_stride] = hc;
+            }
+        }
+        for (int t = t1 - 1; t >= t0; t--) {
+            float dsp;
+            const float dt = bwd_dt(p.delta[db + t * p.d_st] + bs, p.softplus, &dsp);
+            const float uu = p.u[ub + t * p.u_st], go = p.dout[ob + t * p.o_st], dtu = dt * uu;
+            float zz = 0.0f, sz = 0.0f, dy = go;
+            if (p.z) {
+                zz = p.z[zb + t * p.z_st];
+                sz = 1.0f / (1.0f + __expf(-zz));
+                dy = go * zz * sz;
+            }
+            /* h_{t-1}: the history's previous step, or the chunk's boundary state */
+            const float hp = !has_n ? 0.0f : t > t0 ? hist[(size_t)(t - 1 - t0) * step_stride] : *Hc;
+            const float bn = has_n ? Bp[t * p.B_st] : 0.0f, cn = has_n ? Cp[t * p.C_st] : 0.0f;
+            const float e = ex2(dt * LOG2E * a), gg = cn * dy + carry, ah = e * hp;
+            const float cB = active ? gg * dtu : 0.0f, cC = active ? dy * hc : 0.0f;
+            const float yv = lanes_sum(cn * hc), dua = lanes_sum(gg * bn), ddt = lanes_sum(gg * (a * ah + bn * uu));
+            gA += gg * dt * ah;
+            tB += cB;
+            tC += cC;
+            const size_t icont = (size_t)(t - t0) * step_stride;
+            if (has_n && p.tv_B) contB[icont] = cB;
+            if (has_n && p.tv_C) contC[icont] = cC;
+            carry = has_n ? e * gg : 0.0f;
+            hc = hp;
+            const float ddl = ddt * dsp;
+            accD += dy * uu;
+            accbias += ddl;
+            if (active && n == 0) {
+                if (p.du) p.du[ub + t * p.u_st] = dt * dua + Dd * dy;
+                if (p.ddl) p.ddl[db + t * p.d_st] = ddl;
+                if (p.dz) p.dz[zb + t * p.z_st] = go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz));
+            }
+        }
+        if (p.tv_B || p.tv_C) {
+            /* the tile's partial sums of the chunk: per (step, state), its channels in order */
+            __syncthreads();
+            for (int i = threadIdx.x; i < (t1 - t0) * N; i += blockDim.x) {
+                const size_t row = (size_t)i * p.n_slots + unit * BWD_LOCAL;
+                const size_t at = (unit * p.L + t0) * N + i;
+                float sB = 0.0f, sC = 0.0f;
+                for (int j = 0; j < BWD_LOCAL; j++) {
+                    if (p.tv_B) sB += p.s[p.cB_off + row + j];
+                    if (p.tv_C) sC += p.s[p.cC_off + row + j];
+                }
+                if (p.tv_B) p.s[p.PB_off + at] = sB;
+                if (p.tv_C) p.s[p.PC_off + at] = sC;
+            }
+            __syncthreads();
+        }
+    }
+    if (!active || !has_n) return;
+    if (p.want_dA) p.s[p.accA_off + bd * N + n] = gA;
+    if (p.tc_B) p.s[p.accB_off + bd * N + n] = tB;
+    if (p.tc_C) p.s[p.accC_off + bd * N + n] = tC;
+    if (p.dsi) p.dsi[bd * N + n] = carry;
+    if (n == 0) {
+        if (p.want_dD) p.s[p.accD_off + bd] = accD;
+        if (p.want_dbias) p.s[p.accbias_off + bd] = accbias;
+    }
+}
+
 /* A time-varying dB (which 0) or dC (1): one thread per element it addresses, the sum of the
  * tiles' partial sums over the batch (where its stride is 0) and the classes that read it */
 __global__ void bwd_fold_tv(const bwd_params p, int which, float *out)
@@ -242,6 +373,14 @@ static int fold_varying(mb_device *dev, const bwd_params &p, int which, mb_ptr o
 
 template <int MAXN> static int launch(mb_device *dev, const bwd_params &p)
 {
+    if (MAXN == 16) {
+        bwd_states16<<<blocks_of((size_t)p.B * p.D * BWD_LANES, 128), 128, 0, dev->stream>>>(p);
+        CU_LAUNCHED(dev, "scan backward states kernel");
+        bwd_main16<<<dim3((unsigned)p.tiles, (unsigned)p.n_classes, (unsigned)p.B), BWD_LOCAL * BWD_LANES, 0,
+                     dev->stream>>>(p);
+        CU_LAUNCHED(dev, "scan backward kernel");
+        return 0;
+    }
     bwd_states<MAXN><<<blocks_of((size_t)p.B * p.D, 128), 128, 0, dev->stream>>>(p);
     CU_LAUNCHED(dev, "scan backward states kernel");
     bwd_main<MAXN><<<dim3((unsigned)p.tiles, (unsigned)p.n_classes, (unsigned)p.B), BWD_LOCAL, 0, dev->stream>>>(p);
