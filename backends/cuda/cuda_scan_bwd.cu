@@ -40,6 +40,23 @@ __device__ __forceinline__ float bwd_dt(float raw, int softplus, float *dsp)
     return softplus_f(raw);
 }
 
+/* The tile's partial sums of a time-varying dB/dC over chunk [t0, t1): per (step, state), the
+ * contributions of its BWD_LOCAL channels added in channel order, by the block's threads. */
+__device__ void tile_partials(const bwd_params &p, size_t unit, int t0, int t1)
+{
+    for (int i = threadIdx.x; i < (t1 - t0) * p.N; i += blockDim.x) {
+        const size_t row = (size_t)i * p.n_slots + unit * BWD_LOCAL;
+        const size_t at = (unit * p.L + t0) * p.N + i;
+        float sB = 0.0f, sC = 0.0f;
+        for (int j = 0; j < BWD_LOCAL; j++) {
+            if (p.tv_B) sB += p.s[p.cB_off + row + j];
+            if (p.tv_C) sC += p.s[p.cC_off + row + j];
+        }
+        if (p.tv_B) p.s[p.PB_off + at] = sB;
+        if (p.tv_C) p.s[p.PC_off + at] = sC;
+    }
+}
+
 template <int MAXN> __global__ void __launch_bounds__(128) bwd_states(const bwd_params p)
 {
     const int bd = blockIdx.x * blockDim.x + threadIdx.x;
@@ -155,19 +172,8 @@ template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const 
             }
         }
         if (p.tv_B || p.tv_C) {
-            /* the tile's partial sums of the chunk: per (step, state), its threads in order */
             __syncthreads();
-            for (int i = lid; i < (t1 - t0) * N; i += BWD_LOCAL) {
-                const size_t row = (size_t)i * p.n_slots + unit * BWD_LOCAL;
-                const size_t at = (unit * p.L + t0) * N + i;
-                float sB = 0.0f, sC = 0.0f;
-                for (int j = 0; j < BWD_LOCAL; j++) {
-                    if (p.tv_B) sB += p.s[p.cB_off + row + j];
-                    if (p.tv_C) sC += p.s[p.cC_off + row + j];
-                }
-                if (p.tv_B) p.s[p.PB_off + at] = sB;
-                if (p.tv_C) p.s[p.PC_off + at] = sC;
-            }
+            tile_partials(p, unit, t0, t1);
             __syncthreads();
         }
     }
@@ -285,19 +291,8 @@ __global__ void __launch_bounds__(BWD_LOCAL * BWD_LANES) bwd_main16(const bwd_pa
             }
         }
         if (p.tv_B || p.tv_C) {
-            /* the tile's partial sums of the chunk: per (step, state), its channels in order */
             __syncthreads();
-            for (int i = threadIdx.x; i < (t1 - t0) * N; i += blockDim.x) {
-                const size_t row = (size_t)i * p.n_slots + unit * BWD_LOCAL;
-                const size_t at = (unit * p.L + t0) * N + i;
-                float sB = 0.0f, sC = 0.0f;
-                for (int j = 0; j < BWD_LOCAL; j++) {
-                    if (p.tv_B) sB += p.s[p.cB_off + row + j];
-                    if (p.tv_C) sC += p.s[p.cC_off + row + j];
-                }
-                if (p.tv_B) p.s[p.PB_off + at] = sB;
-                if (p.tv_C) p.s[p.PC_off + at] = sC;
-            }
+            tile_partials(p, unit, t0, t1);
             __syncthreads();
         }
     }

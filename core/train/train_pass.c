@@ -296,19 +296,19 @@ static mamba_status_t backward(const pass *p)
 
 /* ---- the call ---- */
 
-static mamba_status_t check_batch(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
-                                  size_t len, size_t *n_valid)
+static mamba_status_t check_batch(mamba_trainer_t *tr, const char *fn, const int32_t *ids, const int32_t *labels,
+                                  size_t batch, size_t len, size_t *n_valid)
 {
     char *err = tr->ctx->err;
     const int V = tr->cfg.vocab_size;
     if (!ids || !labels)
-        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_accumulate: ids and labels are required");
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "%s: ids and labels are required", fn);
     if (batch == 0 || len == 0)
-        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_accumulate: batch %zu and len %zu must be > 0",
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "%s: batch %zu and len %zu must be > 0", fn,
                          batch, len);
     /* rows index int32 ids on devices, and the logits are rows x vocab floats */
     if (batch > ((size_t)1 << 31) / len || batch * len > SIZE_MAX / 4 / (size_t)V)
-        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_accumulate: batch %zu x len %zu is too large",
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "%s: batch %zu x len %zu is too large", fn,
                          batch, len);
     size_t n = 0;
     for (size_t b = 0; b < batch; b++)
@@ -316,12 +316,12 @@ static mamba_status_t check_batch(mamba_trainer_t *tr, const int32_t *ids, const
             const int32_t id = ids[b * len + t], lb = labels[b * len + t];
             if (id < 0 || id >= V)
                 return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
-                                 "mamba_trainer_accumulate: ids[%zu] (sequence %zu, position %zu) = %d is out of range "
-                                 "[0, %d)", b * len + t, b, t, id, V);
+                                 "%s: ids[%zu] (sequence %zu, position %zu) = %d is out of range "
+                                 "[0, %d)", fn, b * len + t, b, t, id, V);
             if (lb >= V)
                 return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
-                                 "mamba_trainer_accumulate: labels[%zu] (sequence %zu, position %zu) = %d is not below "
-                                 "vocab_size %d (< 0: ignored)", b * len + t, b, t, lb, V);
+                                 "%s: labels[%zu] (sequence %zu, position %zu) = %d is not below "
+                                 "vocab_size %d (< 0: ignored)", fn, b * len + t, b, t, lb, V);
             n += lb >= 0;
         }
     *n_valid = n;
@@ -330,13 +330,13 @@ static mamba_status_t check_batch(mamba_trainer_t *tr, const int32_t *ids, const
 
 /* Forward, loss and (when backward) the backward of one batch: this batch's mean loss and
  * counts into *loss, *correct and *n_valid. */
-static mamba_status_t run_batch(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
-                                size_t len, int with_backward, double *loss_out, uint64_t *correct_out,
+static mamba_status_t run_batch(mamba_trainer_t *tr, const char *fn, const int32_t *ids, const int32_t *labels,
+                                size_t batch, size_t len, int with_backward, double *loss_out, uint64_t *correct_out,
                                 size_t *n_valid_out)
 {
     mamba_context_t *ctx = tr->ctx;
     size_t n_valid = 0;
-    mamba_status_t st = check_batch(tr, ids, labels, batch, len, &n_valid);
+    mamba_status_t st = check_batch(tr, fn, ids, labels, batch, len, &n_valid);
     if (st != MAMBA_OK) return st;
     double loss = 0;
     uint64_t correct = 0;
@@ -387,32 +387,34 @@ static void fill_stats(const mamba_trainer_t *tr, double loss, uint64_t correct,
     stats->step = tr->step;
 }
 
-mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
-                                        size_t len, mamba_train_stats_t *stats)
+/* accumulate (with_backward: the gradients and apply's running sums) or evaluate. */
+static mamba_status_t batch_call(mamba_trainer_t *tr, const char *fn, const int32_t *ids, const int32_t *labels,
+                                 size_t batch, size_t len, int with_backward, mamba_train_stats_t *stats)
 {
-    if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_accumulate: trainer is NULL");
+    if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "%s: trainer is NULL", fn);
     double loss;
     uint64_t correct;
     size_t n_valid;
-    const mamba_status_t st = run_batch(tr, ids, labels, batch, len, 1, &loss, &correct, &n_valid);
+    const mamba_status_t st = run_batch(tr, fn, ids, labels, batch, len, with_backward, &loss, &correct, &n_valid);
     if (st != MAMBA_OK) return st;
-    tr->n_micro++;
-    tr->loss_sum += loss;
-    tr->tokens += n_valid;
-    tr->correct += correct;
+    if (with_backward) {
+        tr->n_micro++;
+        tr->loss_sum += loss;
+        tr->tokens += n_valid;
+        tr->correct += correct;
+    }
     fill_stats(tr, loss, correct, n_valid, stats);
     return MAMBA_OK;
+}
+
+mamba_status_t mamba_trainer_accumulate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
+                                        size_t len, mamba_train_stats_t *stats)
+{
+    return batch_call(tr, "mamba_trainer_accumulate", ids, labels, batch, len, 1, stats);
 }
 
 mamba_status_t mamba_trainer_evaluate(mamba_trainer_t *tr, const int32_t *ids, const int32_t *labels, size_t batch,
                                       size_t len, mamba_train_stats_t *stats)
 {
-    if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_trainer_evaluate: trainer is NULL");
-    double loss;
-    uint64_t correct;
-    size_t n_valid;
-    const mamba_status_t st = run_batch(tr, ids, labels, batch, len, 0, &loss, &correct, &n_valid);
-    if (st != MAMBA_OK) return st;
-    fill_stats(tr, loss, correct, n_valid, stats);
-    return MAMBA_OK;
+    return batch_call(tr, "mamba_trainer_evaluate", ids, labels, batch, len, 0, stats);
 }
