@@ -44,6 +44,8 @@ __device__ __forceinline__ float bwd_dt(float raw, int softplus, float *dsp)
  * contributions of its BWD_LOCAL channels added in channel order, by the block's threads. */
 __device__ void tile_partials(const bwd_params &p, size_t unit, int t0, int t1)
 {
+    if (!p.tv_B && !p.tv_C) return;
+    __syncthreads();
     for (int i = threadIdx.x; i < (t1 - t0) * p.N; i += blockDim.x) {
         const size_t row = (size_t)i * p.n_slots + unit * BWD_LOCAL;
         const size_t at = (unit * p.L + t0) * p.N + i;
@@ -55,6 +57,16 @@ __device__ void tile_partials(const bwd_params &p, size_t unit, int t0, int t1)
         if (p.tv_B) p.s[p.PB_off + at] = sB;
         if (p.tv_C) p.s[p.PC_off + at] = sC;
     }
+    __syncthreads();
+}
+
+/* step t's du, ddelta and dz of one channel, those wanted */
+__device__ __forceinline__ void step_grads(const bwd_params &p, long long ub, long long db, long long zb, int t, float du,
+                                           float ddl, float dz)
+{
+    if (p.du) p.du[ub + t * p.u_st] = du;
+    if (p.ddl) p.ddl[db + t * p.d_st] = ddl;
+    if (p.dz) p.dz[zb + t * p.z_st] = dz;
 }
 
 template <int MAXN> __global__ void __launch_bounds__(128) bwd_states(const bwd_params p)
@@ -165,17 +177,10 @@ template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const 
             const float ddl = ddt * dsp;
             accD += dy * uu;
             accbias += ddl;
-            if (active) {
-                if (p.du) p.du[ub + t * p.u_st] = dt * dua + Dd * dy;
-                if (p.ddl) p.ddl[db + t * p.d_st] = ddl;
-                if (p.dz) p.dz[zb + t * p.z_st] = go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz));
-            }
+            if (active)
+                step_grads(p, ub, db, zb, t, dt * dua + Dd * dy, ddl, go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz)));
         }
-        if (p.tv_B || p.tv_C) {
-            __syncthreads();
-            tile_partials(p, unit, t0, t1);
-            __syncthreads();
-        }
+        tile_partials(p, unit, t0, t1);
     }
     if (!active) return;
     for (int n = 0; n < N && n < MAXN; n++) {
@@ -284,17 +289,10 @@ __global__ void __launch_bounds__(BWD_LOCAL * BWD_LANES) bwd_main16(const bwd_pa
             const float ddl = ddt * dsp;
             accD += dy * uu;
             accbias += ddl;
-            if (active && n == 0) {
-                if (p.du) p.du[ub + t * p.u_st] = dt * dua + Dd * dy;
-                if (p.ddl) p.ddl[db + t * p.d_st] = ddl;
-                if (p.dz) p.dz[zb + t * p.z_st] = go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz));
-            }
+            if (active && n == 0)
+                step_grads(p, ub, db, zb, t, dt * dua + Dd * dy, ddl, go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz)));
         }
-        if (p.tv_B || p.tv_C) {
-            __syncthreads();
-            tile_partials(p, unit, t0, t1);
-            __syncthreads();
-        }
+        tile_partials(p, unit, t0, t1);
     }
     if (!active || !has_n) return;
     if (p.want_dA) p.s[p.accA_off + bd * N + n] = gA;
