@@ -280,6 +280,7 @@ static const char *json_summary(void)
 static double nll_of(const float *row, size_t vocab, int32_t target)
 {
     double top = -INFINITY, sum = 0;
+    if (vocab == 0) return NAN;
     for (size_t i = 0; i < vocab; i++) top = fmax(top, row[i]);
     for (size_t i = 0; i < vocab; i++) sum += exp(row[i] - top);
     return top + log(sum) - row[target];

@@ -278,7 +278,7 @@ START_TEST(eval_matches_forward)
     t.len = 40;
     t.n_memorize = 4;
     int32_t ids[40], labels[40];
-    float *logits = malloc(40 * 16 * sizeof *logits);
+    float *logits = malloc((size_t)40 * 16 * sizeof *logits);
     size_t correct = 0, scored = 0;
     for (uint64_t s = 0; s < 10; s++) {
         ck_assert_int_eq(mamba_task_fill(&t, 5, s, 0, 40, ids, labels), MAMBA_OK);

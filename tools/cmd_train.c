@@ -289,7 +289,7 @@ static int parse_args(int argc, char **argv, train_args *a)
                          "--data %s: a text file needs --tokenizer (or a .safetensors file of input_ids)", a->data);
     if (a->memorize && mamba_task_from_name(a->task) != MAMBA_TASK_SELECTIVE_COPYING)
         return cli_error("train", EXIT_USAGE, "--memorize applies to --task selective-copying only");
-    if (a->schedule && strcmp(a->schedule, "constant") && strcmp(a->schedule, "cosine"))
+    if (a->schedule && strcmp(a->schedule, "constant") != 0 && strcmp(a->schedule, "cosine") != 0)
         return cli_error("train", EXIT_USAGE, "--schedule '%s': expected constant or cosine", a->schedule);
     return EXIT_OK;
 }
@@ -391,14 +391,13 @@ int cmd_train(int argc, char **argv)
                    .log_every = a.log_every, .stop_at = a.stop_at, .out = a.out, .json = a.json,
                    .progress = isatty(STDERR_FILENO), .passed_at = -1};
     mamba_context_t *ctx = NULL;
-    rc = EXIT_RUNTIME;
     if ((rc = setup_data(&a, &r)) != EXIT_OK) goto done;
     rc = EXIT_RUNTIME;
     if (!(ctx = cli_context("train", a.backend, (int)a.threads))) goto done;
     r.ctx = ctx;
     if ((rc = make_trainer(&a, ctx, &r.data, &r.tr)) != EXIT_OK) goto done;
     rc = EXIT_RUNTIME;
-    const size_t n = r.batch * r.data.len;
+    const size_t n = r.batch * r.data.len > 0 ? r.batch * r.data.len : 1;
     if (!(r.ids = malloc(n * sizeof *r.ids)) || !(r.labels = malloc(n * sizeof *r.labels))) {
         cli_error("train", EXIT_RUNTIME, "out of memory for a batch of %zu x %zu", r.batch, r.data.len);
         goto done;

@@ -129,6 +129,7 @@ static void channel_chunk(const bwd_job *j, size_t b, size_t d, size_t c, float 
     const mb_scan_bwd_plan *pl = &j->pl;
     const size_t N = f->d_state, D = f->dim, T = pl->chunk_len, BD = f->batch * D;
     const size_t t0 = c * T, t1 = t0 + T < f->len ? t0 + T : f->len;
+    if (t1 <= t0) return;
     const size_t g = d / (D / f->n_groups), bd = b * D + d;
     const float *a = v->A + d * N;
     const float *Hc = j->s + pl->off_H + (c * BD + bd) * N;
@@ -160,7 +161,8 @@ static void channel_chunk(const bwd_job *j, size_t b, size_t d, size_t c, float 
     float h[CPU_MAX_STATE];
     for (size_t n = 0; n < N; n++) h[n] = Hc[n];
     for (size_t t = t0; t < t1; t++) {
-        step(j, b, t, g, a, dtv[t - t0], uv[t - t0], h);
+        /* chunk_dt and the loop above filled dtv and uv up to nt */
+        step(j, b, t, g, a, dtv[t - t0], uv[t - t0], h); // NOLINT(clang-analyzer-core.CallAndMessage)
         memcpy(hist + (t - t0) * N, h, N * sizeof *h);
     }
     /* what is not wanted goes to a sink */

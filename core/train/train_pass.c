@@ -392,9 +392,9 @@ static mamba_status_t batch_call(mamba_trainer_t *tr, const char *fn, const int3
                                  size_t batch, size_t len, int with_backward, mamba_train_stats_t *stats)
 {
     if (!tr) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "%s: trainer is NULL", fn);
-    double loss;
-    uint64_t correct;
-    size_t n_valid;
+    double loss = 0;
+    uint64_t correct = 0;
+    size_t n_valid = 0;
     const mamba_status_t st = run_batch(tr, fn, ids, labels, batch, len, with_backward, &loss, &correct, &n_valid);
     if (st != MAMBA_OK) return st;
     if (with_backward) {
