@@ -60,7 +60,8 @@ int cuda_check(mb_device *dev, cudaError_t e, const char *what);
 /* Device scratch of at least bytes (reallocated outside any graph capture). */
 int cuda_scratch(mb_device *dev, size_t bytes, void **out);
 
-int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim, mb_ptr out);
+int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t vocab, size_t dim,
+               mb_ptr out);
 int cuda_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
                      mb_ptr out);
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op);

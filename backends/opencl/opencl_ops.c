@@ -24,8 +24,10 @@ static int launch(mb_device *d, int k, cl_uint dims, const size_t *global, const
 static int dt_code(mamba_dtype_t dt) { return dt == MAMBA_F16 ? 1 : dt == MAMBA_BF16 ? 2 : 0; }
 static size_t dt_size(mamba_dtype_t dt) { return dt == MAMBA_F16 || dt == MAMBA_BF16 ? 2 : 4; }
 
-int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
+int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t vocab, size_t dim,
+              mb_ptr out)
 {
+    (void)vocab; /* Q8_0 tables: not yet */
     cl_mem im = ocl_mem(ids), tm = ocl_mem(table), om = ocl_mem(out);
     cl_ulong io = ids.offset / 4, to = table.offset / dt_size(dt), oo = out.offset / 4, dm = dim;
     cl_int dc = dt_code(dt);
