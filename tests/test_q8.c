@@ -143,6 +143,20 @@ START_TEST(fixture_accuracy)
     const double d = nmse(st, fw, n);
     printf("%s %s: decoding vs its forward: nmse %.3g\n", backend, models[_i], d);
     ck_assert_double_le(d, 1e-8);
+    /* one sequence alone: the backends' batch-1 GEMV kernels */
+    mamba_state_t *one;
+    ck_assert_int_eq(mamba_state_create(m, 1, &one), MAMBA_OK);
+    float *lg = malloc(g.vocab * sizeof *lg);
+    double worst = 0;
+    for (size_t t = 0; t < g.len; t++) {
+        ck_assert_int_eq(mamba_step(one, &g.ids[t], lg), MAMBA_OK);
+        const double e1 = nmse(lg, fw + t * g.vocab, g.vocab);
+        worst = e1 > worst ? e1 : worst;
+    }
+    printf("%s %s: batch-1 decoding vs the forward: worst position's nmse %.3g\n", backend, models[_i], worst);
+    ck_assert_double_le(worst, 1e-8);
+    free(lg);
+    mamba_state_free(one);
     if (strcmp(backend, "cpu") != 0) {
         /* the CPU's Q8_0 forward: the same weights, bit for bit */
         mamba_context_t *cc = open_ctx("cpu", MAMBA_WEIGHTS_Q8);
