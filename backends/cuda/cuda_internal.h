@@ -89,6 +89,14 @@ int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
 bool cuda_step_supports(const mb_fused_query *q);
 bool cuda_gemv_supports(const mb_fused_query *q);
+/* Q8_0 weights (cuda_gemv_q8.cu): the decoding GEMV (nw: the fused RMSNorm's weights or NULL;
+ * accum: y +=), whether it takes those arguments, W dequantized to f32, the embedding. */
+bool cuda_gemv_q8_takes(size_t m, size_t k, const void *x, size_t lda, const void *w, const void *nw);
+int cuda_gemv_q8(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                 const float *bias, float *y, size_t ldy, const float *nw, float eps, int accum);
+int cuda_dequant_q8(mb_device *dev, const void *w, size_t n, size_t k, float *dst);
+int cuda_embed_q8(mb_device *dev, const int32_t *ids, size_t rows, const void *table, size_t vocab, size_t dim,
+                  float *out);
 int cuda_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
 /* Make dev's GPU the calling thread's current one (every entry point calls it first). */
 void cuda_use_device(mb_device *dev);
