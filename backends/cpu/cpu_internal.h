@@ -19,6 +19,9 @@ struct mb_device {
     size_t scratch_len;    /* floats */
     float *gemv_x;         /* the normalized input rows of gemv_fused */
     size_t gemv_x_len;     /* floats */
+    int16_t *gemv_xq;      /* Q8_0 GEMV: x in 16 bits, a scale a block of 32 (gemv_xs) */
+    float *gemv_xs;
+    size_t gemv_xq_len;    /* elements of gemv_xq */
     mb_mem_stats mem;      /* bytes held through alloc() */
     double timer_start;    /* seconds, monotonic */
 };
@@ -78,6 +81,8 @@ typedef struct cpu_gemv_job {
     int accumulate;
     int portable;   /* the portable kernel even where AVX-512 is there */
     const uint16_t *scales; /* Q8_0: the fp16 scales, (n, k / 32) (wdt Q8_0: w holds int8) */
+    const int16_t *xq;      /* Q8_0 on AVX-512: x (m, k) in 16 bits, xs (m, k / 32) its scales */
+    const float *xs;
 } cpu_gemv_job;
 void cpu_gemv_rows(const cpu_gemv_job *job, size_t r0, size_t r1);
 int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
