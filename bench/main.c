@@ -44,7 +44,8 @@ static const char usage[] =
     "  --seqlen=N         prompt length of prefill and decode, sequence length of train\n"
     "                     (default 2048)\n"
     "  --tokens=N         tokens decoded after the prompt (default 128)\n"
-    "  --dtype=T          f32 (default), f16, bf16: the synthetic weights' dtype\n"
+    "  --dtype=T          f32 (default), f16, bf16, q8: the synthetic weights' dtype; q8 (8-bit\n"
+    "                     weights, Q8_0) also quantizes a checkpoint's at load\n"
     "  --compute=C        auto (default: 16-bit weights compute on the tensor cores in their\n"
     "                     own dtype, fp32 weights in fp32) or f32 (fp32 arithmetic on any\n"
     "                     weights; as MAMBA_COMPUTE=f32)\n"
@@ -228,7 +229,8 @@ static int parse_options(int argc, char **argv, options *o)
             if (strcmp(optarg, "f32") == 0) o->dtype = MAMBA_F32;
             else if (strcmp(optarg, "f16") == 0) o->dtype = MAMBA_F16;
             else if (strcmp(optarg, "bf16") == 0) o->dtype = MAMBA_BF16;
-            else return fail("--dtype=%s: expected f32, f16 or bf16", optarg) + 1;
+            else if (strcmp(optarg, "q8") == 0) o->dtype = MAMBA_Q8;
+            else return fail("--dtype=%s: expected f32, f16, bf16 or q8", optarg) + 1;
             break;
         case 'C':
             if (strcmp(optarg, "auto") == 0) o->compute_f32 = 0;
@@ -766,6 +768,7 @@ int main(int argc, char **argv)
         co.backend = o.n_backends ? o.backends[i] : "auto";
         co.n_threads = o.threads;
         if (o.compute_f32) co.compute = MAMBA_COMPUTE_F32;
+        if (o.dtype == MAMBA_Q8) co.weights = MAMBA_WEIGHTS_Q8;
         if (mamba_context_create(&co, &ts[i].ctx) != MAMBA_OK) {
             status = fail("%s", mamba_last_error(NULL));
             nt = i;
@@ -788,6 +791,7 @@ int main(int argc, char **argv)
         co.backend = "cpu";
         co.n_threads = o.threads;
         if (o.compute_f32) co.compute = MAMBA_COMPUTE_F32;
+        if (o.dtype == MAMBA_Q8) co.weights = MAMBA_WEIGHTS_Q8;
         if (mamba_context_create(&co, &ts[0].ctx) != MAMBA_OK) {
             status = fail("%s", mamba_last_error(NULL));
             goto done;

@@ -87,6 +87,33 @@ static mamba_status_t upload_random(mamba_context_t *ctx, mb_ptr dst, size_t n, 
     return st;
 }
 
+/* A Q8_0 W (n, k): the values upload_random would give in f32, quantized. */
+static mamba_status_t upload_random_q8(mamba_context_t *ctx, mb_buffer *dst, size_t n, size_t k, float lo, float hi,
+                                       uint64_t seed)
+{
+    unsigned char *q = mb_calloc(1, mb_q8_bytes(n, k));
+    if (!q) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "bench: out of host memory");
+    unsigned char *scales = q + mb_q8_scales_offset(n, k);
+    for (size_t blk = 0; blk < n * k / MB_Q8_BLOCK; blk++) {
+        float f[MB_Q8_BLOCK];
+        for (size_t c = 0; c < MB_Q8_BLOCK; c++) {
+            uint64_t z = (seed + blk * MB_Q8_BLOCK + c) * 0x9e3779b97f4a7c15ULL;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+            z ^= z >> 27;
+            f[c] = lo + (hi - lo) * (float)(z >> 40) * (1.0f / 16777216.0f);
+        }
+        uint16_t h = 0;
+        (void)mb_q8_quantize_block(f, (int8_t *)q + blk * MB_Q8_BLOCK, &h); /* finite values in [lo, hi) */
+        memcpy(scales + 2 * blk, &h, 2);
+    }
+    mamba_status_t st = MAMBA_OK;
+    int rc = ctx->dv->upload(ctx->dev, (mb_ptr){dst, 0}, q, mb_q8_bytes(n, k));
+    if (rc == 0) rc = ctx->dv->sync(ctx->dev);
+    if (rc != 0) st = mb_backend_fail(ctx, rc, "bench upload");
+    free(q);
+    return st;
+}
+
 /* Run op() warmup + repeat times, timing the last repeat runs. */
 typedef int (*run_fn)(mamba_context_t *ctx, void *arg);
 static mamba_status_t timed(mamba_context_t *ctx, run_fn op, void *arg, int warmup, int repeat, double *ms,
@@ -143,15 +170,16 @@ mamba_status_t mamba_bench_gemm(mamba_context_t *ctx, size_t m, size_t n, size_t
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
     mamba_status_t st = check_runs(ctx, warmup, repeat, ms);
     if (st != MAMBA_OK) return st;
-    if (!m || !n || !k || (dt != MAMBA_F32 && dt != MAMBA_F16 && dt != MAMBA_BF16))
+    if (!m || !n || !k || (dt != MAMBA_F32 && dt != MAMBA_F16 && dt != MAMBA_BF16 && (dt != MAMBA_Q8 || k % 32)))
         return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_bench_gemm: m %zu n %zu k %zu dtype %s", m, n, k,
                          mamba_dtype_name(dt));
     gemm_arg g = {m, n, k, dt, NULL, NULL, NULL};
     if ((st = alloc(ctx, m * k * 4, &g.x, "gemm x")) == MAMBA_OK &&
-        (st = alloc(ctx, n * k * mb_dtype_size(dt), &g.w, "gemm W")) == MAMBA_OK &&
+        (st = alloc(ctx, mb_mat_bytes(dt, n, k), &g.w, "gemm W")) == MAMBA_OK &&
         (st = alloc(ctx, m * n * 4, &g.y, "gemm y")) == MAMBA_OK &&
         (st = upload_random(ctx, (mb_ptr){g.x, 0}, m * k, -1, 1, 2, MAMBA_F32)) == MAMBA_OK &&
-        (st = upload_random(ctx, (mb_ptr){g.w, 0}, n * k, -0.1f, 0.1f, 3, dt)) == MAMBA_OK)
+        (st = dt == MAMBA_Q8 ? upload_random_q8(ctx, g.w, n, k, -0.1f, 0.1f, 3)
+                             : upload_random(ctx, (mb_ptr){g.w, 0}, n * k, -0.1f, 0.1f, 3, dt)) == MAMBA_OK)
         st = timed(ctx, run_gemm, &g, warmup, repeat, ms, "gemm");
     if (g.x) ctx->dv->free(ctx->dev, g.x);
     if (g.w) ctx->dv->free(ctx->dev, g.w);

@@ -59,7 +59,8 @@ static mamba_status_t ckpt_add(ckpt *c, const char *path, char *err)
     return st;
 }
 
-typedef struct resolved { const char *path; mamba_tensor_t t; } resolved;
+/* A parameter's tensor in the checkpoint; a Q8_0 matrix has its scales in scale. */
+typedef struct resolved { const char *path; const ckpt_file *file; mamba_tensor_t t, scale; } resolved;
 
 static int ckpt_find(const ckpt *c, const char *name, resolved *r)
 {
@@ -75,6 +76,7 @@ static int ckpt_find(const ckpt *c, const char *name, resolved *r)
             mb_tensor_view(f->st, e, &r->t);
         }
         r->path = f->path;
+        r->file = f;
         return 1;
     }
     return 0;
@@ -131,6 +133,56 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
     if (k < len) snprintf(buf + k, len - k, ")");
 }
 
+#define Q8_META_KEY "libmamba.weights"
+#define Q8_META_VALUE "q8_0"
+
+/* The libmamba.weights tag of each safetensors file: absent, or q8_0. */
+static mamba_status_t check_tags(const ckpt *c, char *err)
+{
+    for (size_t i = 0; i < c->n_files; i++) {
+        const char *tag = c->files[i].st ? mamba_tensor_file_metadata(c->files[i].st, Q8_META_KEY) : NULL;
+        if (tag && strcmp(tag, Q8_META_VALUE) != 0)
+            return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: metadata '%s' is '%s', expected '%s' (or none)",
+                             c->files[i].path, Q8_META_KEY, tag, Q8_META_VALUE);
+    }
+    return MAMBA_OK;
+}
+
+/* An I8 tensor: a Q8_0 matrix, whose scales are NAME.scale (F16, (rows, cols / 32)) in the
+ * same file, tagged libmamba.weights = q8_0. */
+static mamba_status_t resolve_q8(const mb_spec *s, resolved *r, char *err)
+{
+    const ckpt_file *f = r->file;
+    const char *tag = f->st ? mamba_tensor_file_metadata(f->st, Q8_META_KEY) : NULL;
+    if (!tag)
+        return mb_seterr(err, MAMBA_ERR_FORMAT, "%s: tensor '%s' is I8 but the file's metadata has no '%s': '%s'",
+                         r->path, s->name, Q8_META_KEY, Q8_META_VALUE);
+    if (!s->q8_ok)
+        return mb_seterr(err, MAMBA_ERR_MODEL,
+                         "%s: tensor '%s' is Q8_0 (I8), which only in_proj, out_proj, the embedding and lm_head may be",
+                         r->path, s->name);
+    const size_t rows = mb_spec_rows(s), cols = mb_spec_cols(s);
+    if (cols % MB_Q8_BLOCK != 0)
+        return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' is Q8_0 with %zu columns, not a multiple of %d",
+                         r->path, s->name, cols, MB_Q8_BLOCK);
+    char name[MB_NAME_LEN + 8];
+    snprintf(name, sizeof name, "%s.scale", s->name);
+    const mb_tensor_entry *e = mb_tensor_file_lookup(f->st, name);
+    if (!e)
+        return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' is Q8_0 but its scales '%s' are missing", r->path,
+                         s->name, name);
+    mb_tensor_view(f->st, e, &r->scale);
+    const mamba_tensor_t *t = &r->scale;
+    if (t->dtype != MAMBA_F16 || t->ndim != 2 || t->shape[0] != (int64_t)rows ||
+        t->shape[1] != (int64_t)(cols / MB_Q8_BLOCK)) {
+        char got[96];
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' is %s %s, expected F16 (%zu, %zu): the scales of '%s'",
+                         r->path, name, mamba_dtype_name(t->dtype), got, rows, cols / MB_Q8_BLOCK, s->name);
+    }
+    return MAMBA_OK;
+}
+
 /* Find every parameter, check its shape and dtype; set each matrix's dtype to its stored one. */
 static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved *r, const char *cfg_path,
                               char *err)
@@ -158,9 +210,15 @@ static mamba_status_t resolve(const ckpt *c, mb_spec *specs, size_t n, resolved 
                              "%s: tensor '%s' has shape %s, but %s implies %s",
                              r[i].path, e->name, got, cfg_path, want);
         }
+        if (e->dtype == MAMBA_I8) {
+            mamba_status_t st = resolve_q8(s, &r[i], err);
+            if (st != MAMBA_OK) return st;
+            s->dtype = MAMBA_Q8;
+            continue;
+        }
         if (e->dtype != MAMBA_F32 && e->dtype != MAMBA_F16 && e->dtype != MAMBA_BF16)
-            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16",
-                             r[i].path, e->name, mamba_dtype_name(e->dtype));
+            return mb_seterr(err, MAMBA_ERR_MODEL, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16%s",
+                             r[i].path, e->name, mamba_dtype_name(e->dtype), s->q8_ok ? " (or I8 of Q8_0)" : "");
         s->dtype = e->dtype;
     }
     return MAMBA_OK;
@@ -202,6 +260,21 @@ static mamba_status_t fill_checkpoint(mamba_model_t *m, const mb_spec *s, void *
     const resolved *r = &lc->r[s - lc->specs];
     const mamba_tensor_t t = r->t;
     const size_t n = (size_t)mb_spec_count(s);
+    if (s->dtype == MAMBA_Q8) {
+        /* values, then the scales at their offset (api/dtype.h) */
+        const size_t rows = mb_spec_rows(s), cols = mb_spec_cols(s), ns = rows * (cols / MB_Q8_BLOCK);
+        const size_t bad = first_nonfinite(r->scale.data, MAMBA_F16, ns);
+        if (bad < ns)
+            return mb_seterr(m->ctx->err, MAMBA_ERR_MODEL, "%s: tensor '%s.scale' holds a non-finite value at index %zu",
+                             r->path, s->name, bad);
+        unsigned char *h = host;
+        const size_t off = mb_q8_scales_offset(rows, cols);
+        memcpy(h, t.data, n);
+        memset(h + n, 0, off - n);
+        memcpy(h + off, r->scale.data, 2 * ns);
+        *src = host;
+        return MAMBA_OK;
+    }
     /* one NaN or infinity in any parameter poisons every output: refuse it here, by name */
     const size_t bad = first_nonfinite(t.data, t.dtype, n);
     if (bad < n)
@@ -233,10 +306,10 @@ static mamba_status_t load(mamba_context_t *ctx, const char *dir, const char *cf
         goto out;
     }
     mb_specs_build(m, specs, &n);
-    if ((st = resolve(c, specs, n, r, cfg_path, err)) != MAMBA_OK) goto out;
+    if ((st = check_tags(c, err)) != MAMBA_OK || (st = resolve(c, specs, n, r, cfg_path, err)) != MAMBA_OK) goto out;
     if ((st = mb_model_text_load(m, dir, cfg_path, err)) != MAMBA_OK) goto out;
     load_ctx lc = {r, specs};
-    st = mb_model_fill(m, specs, n, fill_checkpoint, &lc);
+    st = mb_model_fill(m, specs, n, ctx->weights == MAMBA_WEIGHTS_Q8, fill_checkpoint, &lc);
 out:
     free(specs);
     free(r);

@@ -20,6 +20,8 @@ void mamba_context_options_init(mamba_context_options_t *o)
     o->portable_kernels = getenv("MAMBA_CPU_PORTABLE") != NULL;
     const char *compute = getenv("MAMBA_COMPUTE");
     if (compute && strcmp(compute, "f32") == 0) o->compute = MAMBA_COMPUTE_F32;
+    const char *weights = getenv("MAMBA_WEIGHTS");
+    if (weights && strcmp(weights, "q8") == 0) o->weights = MAMBA_WEIGHTS_Q8;
     o->profile = getenv("MAMBA_OPENCL_PROFILE") != NULL;
     if (o->profile) o->log_level = MAMBA_LOG_INFO; /* where the profile is reported */
 }
@@ -132,6 +134,12 @@ mamba_status_t mamba_context_create(const mamba_context_options_t *opts, mamba_c
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "compute = %d, expected MAMBA_COMPUTE_AUTO or _F32",
                          (int)o.compute);
     }
+    if (o.weights != MAMBA_WEIGHTS_STORED && o.weights != MAMBA_WEIGHTS_Q8) {
+        free(ctx);
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "weights = %d, expected MAMBA_WEIGHTS_STORED or _Q8",
+                         (int)o.weights);
+    }
+    ctx->weights = o.weights;
     const mb_open_options oo = {
         .n_threads = o.n_threads, .portable_kernels = o.portable_kernels, .gemm = (mb_gemm_mode)o.gemm,
         .compute_f32 = o.compute == MAMBA_COMPUTE_F32,

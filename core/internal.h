@@ -39,6 +39,7 @@ struct mamba_context {
     void *log_user;
     mamba_log_level_t log_level;
     size_t prefill_chunk;
+    mamba_weights_t weights;    /* the dtype of the models' large matrices (options.weights) */
     struct mb_host_block *host; /* mamba_alloc_host's blocks                              */
     size_t n_host, cap_host;
     int n_models;

@@ -226,7 +226,8 @@ static mamba_status_t enqueue_chunk(mb_runner *r, mamba_state_t *s, size_t seq0,
     const work_layout w = layout(m, R);
     mb_buffer *wk = r->work;
     const plan p = plan_for(r, k, T);
-    MB_TRY_BE(ctx, ops->embed(dev, at(wk, w.ids), R, m->embedding.p, m->embedding.dt, dm, at(wk, w.residual)),
+    MB_TRY_BE(ctx, ops->embed(dev, at(wk, w.ids), R, m->embedding.p, m->embedding.dt, (size_t)m->cfg.vocab_size, dm,
+                              at(wk, w.residual)),
               "embedding");
     const mb_layer_io base = {
         .ctx = ctx, .model = m, .batch = k, .T = T,

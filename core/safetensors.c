@@ -19,6 +19,7 @@ static int parse_dtype(const char *s, mamba_dtype_t *dt)
     static const struct { const char *name; mamba_dtype_t dt; } known[] = {
         {"F32", MAMBA_F32}, {"F16", MAMBA_F16}, {"BF16", MAMBA_BF16},
         {"I64", MAMBA_I64}, {"I32", MAMBA_I32}, {"F64", MAMBA_F64},
+        {"I8", MAMBA_I8},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(s, known[i].name) == 0) { *dt = known[i].dt; return 1; }
@@ -83,7 +84,7 @@ static mamba_status_t parse_entry(mamba_tensor_file_t *f, const cJSON *item, mb_
                          f->path, name);
     if (!parse_dtype(dt->valuestring, &e->dtype))
         return mb_seterr(err, MAMBA_ERR_FORMAT,
-                         "%s: tensor '%s': unknown or unsupported dtype '%s' (expected F32, F16, BF16, F64, I64 or I32)",
+                         "%s: tensor '%s': unknown or unsupported dtype '%s' (expected F32, F16, BF16, F64, I64, I32 or I8)",
                          f->path, name, dt->valuestring);
     int nd = cJSON_GetArraySize(shape);
     if (nd > MAMBA_MAX_DIMS)

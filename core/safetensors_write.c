@@ -65,6 +65,10 @@ mamba_status_t mamba_tensor_file_write(const char *path, const mamba_tensor_t *t
             return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
                              "%s: tensor %zu ('%s'): shape, dtype and nbytes disagree", path, i,
                              tensors[i].name ? tensors[i].name : "(null)");
+        if (tensors[i].dtype == MAMBA_Q8)
+            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
+                             "%s: tensor %zu ('%s'): Q8_0 is no safetensors dtype: write its I8 values and F16 "
+                             "scales as two tensors (mamba_model_save_weights)", path, i, tensors[i].name);
     }
     cJSON *root = build_header(tensors, n, meta, n_meta);
     char *json = root ? cJSON_PrintUnformatted(root) : NULL;

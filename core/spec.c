@@ -23,3 +23,7 @@ uint64_t mb_spec_count(const mb_spec *s)
     for (int i = 0; i < s->ndim; i++) n *= (uint64_t)s->shape[i];
     return n;
 }
+
+size_t mb_spec_rows(const mb_spec *s) { return s->ndim == 2 ? (size_t)s->shape[0] : (size_t)mb_spec_count(s); }
+
+size_t mb_spec_cols(const mb_spec *s) { return s->ndim == 2 ? (size_t)s->shape[1] : 1; }

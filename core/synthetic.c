@@ -55,8 +55,9 @@ mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx, const mamba_co
     if (!ctx) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "context is NULL");
     if (!cfg_in || !out) return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_model_create_synthetic: NULL argument");
     *out = NULL;
-    if (dtype != MAMBA_F32 && dtype != MAMBA_F16 && dtype != MAMBA_BF16)
-        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT, "synthetic weights dtype %s: expected F32, F16 or BF16",
+    if (dtype != MAMBA_F32 && dtype != MAMBA_F16 && dtype != MAMBA_BF16 && dtype != MAMBA_Q8)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT,
+                         "synthetic weights dtype %s: expected F32, F16, BF16 or Q8_0",
                          mamba_dtype_name(dtype));
     mamba_config_t cfg = *cfg_in;
     mamba_status_t st = mb_config_finish(&cfg, "synthetic config", ctx->err);
@@ -70,9 +71,12 @@ mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx, const mamba_co
         return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "synthetic model: out of memory for the tensor table");
     }
     mb_specs_build(m, specs, &n);
-    for (size_t i = 0; i < n; i++) specs[i].dtype = specs[i].is_matrix ? dtype : MAMBA_F32;
+    /* Q8_0: generated in f32 and quantized as a checkpoint's would be at load (the matrices
+     * that stay in high precision stay f32) */
+    const mamba_dtype_t gen = dtype == MAMBA_Q8 ? MAMBA_F32 : dtype;
+    for (size_t i = 0; i < n; i++) specs[i].dtype = specs[i].is_matrix ? gen : MAMBA_F32;
     synth sy = {seed, 0};
-    st = mb_model_fill(m, specs, n, fill_synthetic, &sy);
+    st = mb_model_fill(m, specs, n, dtype == MAMBA_Q8 || ctx->weights == MAMBA_WEIGHTS_Q8, fill_synthetic, &sy);
     free(specs);
     if (st != MAMBA_OK) {
         mamba_model_free(m);

@@ -19,10 +19,10 @@ size_t mb_specs_count(const mamba_model_t *m) { return m->arch->specs_count(&m->
 
 void mb_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n) { m->arch->specs_build(m, specs, n); }
 
-/* Assign each parameter a buffer and an offset in it: a matrix (in s->dtype) alone, the
+/* Assign each parameter a buffer and an offset in it: a matrix (in s->dev_dtype) alone, the
  * vectors (in f32) of a group together (a group's specs come one after another, matrices
  * between them). Returns the number of buffers; sizes[] their bytes. */
-static size_t pack(mb_spec *specs, size_t n, size_t *sizes, uint64_t *n_params)
+static size_t pack(mb_spec *specs, size_t n, int q8, size_t *sizes, uint64_t *n_params)
 {
     size_t nb = 0, group_buf = 0;
     int group = -1;
@@ -31,9 +31,14 @@ static size_t pack(mb_spec *specs, size_t n, size_t *sizes, uint64_t *n_params)
         mb_spec *s = &specs[i];
         if (s->skip) continue;
         if (!s->is_matrix) s->dtype = MAMBA_F32;
-        s->bytes = (size_t)mb_spec_count(s) * mb_dtype_size(s->dtype);
+        const size_t rows = mb_spec_rows(s), cols = mb_spec_cols(s);
+        s->bytes = mb_mat_bytes(s->dtype, rows, cols);
+        s->dev_dtype = s->dtype;
+        /* dt_proj (columns dt_rank, 48 for the 130m) and x_proj stay: see q8_ok */
+        if (q8 && s->q8_ok && cols % MB_Q8_BLOCK == 0 && s->dtype != MAMBA_Q8) s->dev_dtype = MAMBA_Q8;
+        s->dev_bytes = mb_mat_bytes(s->dev_dtype, rows, cols);
         *n_params += mb_spec_count(s);
-        const size_t padded = (s->bytes + ALIGN - 1) / ALIGN * ALIGN;
+        const size_t padded = (s->dev_bytes + ALIGN - 1) / ALIGN * ALIGN;
         if (!s->is_matrix && s->group == group) {
             s->buffer = group_buf;
             s->offset = sizes[group_buf];
@@ -93,20 +98,43 @@ static mamba_status_t alloc_buffers(mamba_model_t *m, const size_t *sizes, size_
 }
 
 /* Allocate the buffers, bind every pointer, and fill each parameter with fill(). */
-mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill_fn fill, void *user)
+/* src (s->bytes in s->dtype) quantized into host (s->dev_bytes); tmp: room for the f32 matrix. */
+static mamba_status_t quantize(mamba_context_t *ctx, const mb_spec *s, const void *src, void *host, float *tmp)
+{
+    const size_t rows = mb_spec_rows(s), cols = mb_spec_cols(s);
+    const float *w = src;
+    if (s->dtype != MAMBA_F32) { /* src is not tmp: only f32 sources are produced there */
+        mb_to_f32(tmp, src, s->dtype, rows * cols);
+        w = tmp;
+    }
+    const long bad = mb_q8_quantize(host, w, rows, cols);
+    if (bad < 0)
+        return mb_seterr(ctx->err, MAMBA_ERR_MODEL,
+                         "tensor '%s': row %ld cannot be quantized to Q8_0 (a value beyond 65504 * 127 in magnitude)",
+                         s->name, -1 - bad);
+    return MAMBA_OK;
+}
+
+mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, int q8, mb_fill_fn fill, void *user)
 {
     mamba_context_t *ctx = m->ctx;
     size_t *sizes = mb_calloc(n ? n : 1, sizeof *sizes);
     if (!sizes) return mb_seterr(ctx->err, MAMBA_ERR_OUT_OF_MEMORY, "out of memory for the weight buffers' table");
-    const size_t nb = pack(specs, n, sizes, &m->n_params);
+    const size_t nb = pack(specs, n, q8, sizes, &m->n_params);
     mamba_status_t st = alloc_buffers(m, sizes, nb);
     free(sizes);
     if (st != MAMBA_OK) return st;
-    size_t max_bytes = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!specs[i].skip && specs[i].bytes > max_bytes) max_bytes = specs[i].bytes;
+    size_t max_bytes = 0, max_tmp = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mb_spec *s = &specs[i];
+        if (s->skip) continue;
+        const size_t b = s->bytes > s->dev_bytes ? s->bytes : s->dev_bytes;
+        if (b > max_bytes) max_bytes = b;
+        if (2 * s->bytes > max_tmp) max_tmp = 2 * s->bytes;
+        if (s->dev_dtype != s->dtype && 4 * (size_t)mb_spec_count(s) > max_tmp) max_tmp = 4 * (size_t)mb_spec_count(s);
+    }
     void *host = mb_malloc(max_bytes ? max_bytes : 1);
-    float *tmp = mb_malloc(max_bytes ? max_bytes * 2 : 1); /* f32 staging for conversions */
+    float *tmp = mb_malloc(max_tmp ? max_tmp : 1); /* f32 staging for conversions */
     if (!host || !tmp) {
         free(host);
         free(tmp);
@@ -116,7 +144,7 @@ mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill
         mb_spec *s = &specs[i];
         if (s->skip) continue;
         const mb_ptr p = {m->buffers[s->buffer], s->offset};
-        if (s->mat) *s->mat = (mb_mat){p, s->dtype};
+        if (s->mat) *s->mat = (mb_mat){p, s->dev_dtype};
         if (s->vec) *s->vec = p;
         const void *src = NULL;
         st = fill(m, s, host, tmp, &src, user);
@@ -126,7 +154,12 @@ mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill
             for (size_t j = 0; j < s->bytes / 4; j++) a[j] = -expf(a[j]);
             src = a;
         }
-        const int rc = ctx->dv->upload(ctx->dev, p, src, s->bytes);
+        if (s->dev_dtype != s->dtype) {
+            /* src may be host (a synthetic 16-bit fill): it is widened into tmp before host is written */
+            if ((st = quantize(ctx, s, src, host, tmp)) != MAMBA_OK) break;
+            src = host;
+        }
+        const int rc = ctx->dv->upload(ctx->dev, p, src, s->dev_bytes);
         if (rc != 0) st = mb_backend_fail(ctx, rc, s->name);
     }
     free(host);

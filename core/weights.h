@@ -24,16 +24,19 @@ typedef struct mb_spec {
     int group;         /* vectors: the buffer they share (the layer's index + 1; 0 the model's) */
     int skip;          /* not part of this model (bias off, tied head)                      */
     int neg_exp;       /* store -exp(x): A from A_log                                       */
+    int q8_ok;         /* a matrix that MAMBA_WEIGHTS_Q8 quantizes (in_proj, out_proj, the
+                          embedding, lm_head) when its columns are a multiple of 32         */
     mb_mat *mat;
     mb_ptr *vec;
     /* resolved */
-    mamba_dtype_t dtype;
+    mamba_dtype_t dtype;     /* what fill() produces                                        */
+    mamba_dtype_t dev_dtype; /* on the device: dtype, or Q8_0 quantized from it at load       */
     size_t buffer;     /* index in the model's buffers                                      */
-    size_t offset, bytes;
+    size_t offset, bytes, dev_bytes;
 } mb_spec;
 
 /* Produce the bytes of s (s->bytes, in s->dtype) in host (or point *src at them). tmp has
- * room for 2*s->bytes. */
+ * room for 2*s->bytes, host for s->bytes. */
 typedef mamba_status_t (*mb_fill_fn)(mamba_model_t *m, const mb_spec *s, void *host, float *tmp,
                                      const void **src, void *user);
 
@@ -47,6 +50,10 @@ size_t mb_specs_count(const mamba_model_t *m);
 void mb_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n);
 /* A model of cfg's architecture (cfg finished: mb_config_finish), with no weights yet. */
 mamba_status_t mb_model_new(mamba_context_t *ctx, const mamba_config_t *cfg, mamba_model_t **out);
-mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, mb_fill_fn fill, void *user);
+/* q8: quantize the specs marked q8_ok (whose columns are a multiple of 32) to Q8_0. */
+mamba_status_t mb_model_fill(mamba_model_t *m, mb_spec *specs, size_t n, int q8, mb_fill_fn fill, void *user);
+/* Rows and columns of a matrix spec (a vector: count x 1). */
+size_t mb_spec_rows(const mb_spec *s);
+size_t mb_spec_cols(const mb_spec *s);
 
 #endif

@@ -54,6 +54,10 @@ typedef enum mamba_dtype {
     MAMBA_I64,
     MAMBA_I32,
     MAMBA_F64,
+    MAMBA_I8,
+    /* Weights in 8 bits (the name "Q8_0"): int8 values and an fp16 scale per block of 32
+     * along a row, w = q * scale; see mamba_context_options_t.weights */
+    MAMBA_Q8,
 } mamba_dtype_t;
 
 typedef enum mamba_log_level {
@@ -123,6 +127,15 @@ typedef enum mamba_compute {
     MAMBA_COMPUTE_F32,      /* fp32 arithmetic on 16-bit weights (widened), as before          */
 } mamba_compute_t;
 
+/* The weights' dtype on the device, for the models a context loads or creates. */
+typedef enum mamba_weights {
+    MAMBA_WEIGHTS_STORED = 0, /* as stored in the checkpoint (or asked of the synthetic model) */
+    MAMBA_WEIGHTS_Q8,         /* in_proj, out_proj, the embedding and lm_head quantized to
+                                 MAMBA_Q8 at load (scale = max|w| / 127 per block of 32, fp16;
+                                 q = round(w / scale)); x_proj, dt_proj, conv, A, D, the norms and
+                                 the biases keep their precision, as does the state              */
+} mamba_weights_t;
+
 typedef struct mamba_context_options {
     const char *backend;      /* "auto" (default), "cpu", "opencl[:i]", "cuda[:i]"      */
     int n_threads;            /* CPU threads; 0: the OpenMP default                     */
@@ -138,6 +151,7 @@ typedef struct mamba_context_options {
     int portable_kernels;     /* CPU: portable C kernels only, no AVX-512 intrinsics     */
     int profile;              /* OpenCL: each kernel's device time to the log (INFO)     */
     mamba_compute_t compute;  /* MAMBA_COMPUTE=f32 sets MAMBA_COMPUTE_F32                 */
+    mamba_weights_t weights;  /* MAMBA_WEIGHTS=q8 sets MAMBA_WEIGHTS_Q8                   */
 } mamba_context_options_t;
 
 /* Defaults, including the environment's (see above). */
@@ -220,6 +234,12 @@ MAMBA_API mamba_status_t mamba_model_info(const mamba_model_t *model, mamba_mode
  * MAMBA_COMPUTE_F32), else MAMBA_F32 (fp32 weights; 16-bit weights widened or read by a
  * GEMV with fp32 arithmetic). Sums and outputs are fp32 either way. */
 MAMBA_API mamba_status_t mamba_model_compute_dtype(const mamba_model_t *model, size_t rows, mamba_dtype_t *dtype);
+/* Write the model's weights to one safetensors file (atomically), as it holds them: matrices in
+ * their dtype on the device, vectors in f32 (A as A_log). A MAMBA_Q8 matrix NAME is two tensors,
+ * NAME (I8, (rows, cols)) and NAME.scale (F16, (rows, cols / 32)), and the file's metadata has
+ * "libmamba.weights": "q8_0"; mamba_model_load reads such a file back to the same bytes. With the
+ * source's config.json beside it the directory is a checkpoint (mamba convert does both). */
+MAMBA_API mamba_status_t mamba_model_save_weights(const mamba_model_t *model, const char *path);
 MAMBA_API void mamba_model_free(mamba_model_t *model);
 
 typedef enum mamba_logits_mode {

@@ -123,6 +123,32 @@ START_TEST(generate_matches_reference)
 }
 END_TEST
 
+/* convert --weights q8 writes a checkpoint that generates what --weights q8 generates from the
+ * original; bad --weights values are usage errors */
+START_TEST(convert_and_weights_q8)
+{
+    char out_dir[4200], path[4300];
+    snprintf(out_dir, sizeof out_dir, "%s/q8", dir);
+    ck_assert_msg(run("convert", "--weights", "q8", "--model", data_path(0, "models/tiny"), "--out", out_dir, NULL) == 0,
+                  "%s", err_buf);
+    ck_assert_ptr_nonnull(strstr(out_buf, "Q8_0"));
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(run("generate", "--model", out_dir, "--prompt-ids", "1,2,3", "-n", "8", NULL), 0);
+    char converted[1024];
+    snprintf(converted, sizeof converted, "%s", out_buf);
+    ck_assert_msg(run("generate", "--weights", "q8", "--model", data_path(0, "models/tiny"), "--prompt-ids", "1,2,3",
+                      "-n", "8", NULL) == 0, "%s", err_buf);
+    ck_assert_str_eq(out_buf, converted);
+    ck_assert_int_eq(run("generate", "--weights=q4", "--model", data_path(0, "models/tiny"), "--prompt-ids", "1", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err_buf, "q4"));
+    ck_assert_int_eq(run("convert", "--weights", "q8", "--model", out_dir, "--out", out_dir, NULL), 2);
+    ck_assert_int_eq(run("convert", "--model", out_dir, "--out", dir, NULL), 2);
+}
+END_TEST
+
 START_TEST(scan_matches_reference)
 {
     char out[4200];
@@ -1336,6 +1362,7 @@ int main(void)
     tcase_add_test(tc, info_lists_backends);
     tcase_add_test(tc, forward_matches_reference);
     tcase_add_test(tc, generate_matches_reference);
+    tcase_add_test(tc, convert_and_weights_q8);
     tcase_add_test(tc, scan_matches_reference);
     tcase_add_test(tc, scan_backward_matches_reference);
     tcase_add_test(tc, runtime_errors);

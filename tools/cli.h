@@ -21,6 +21,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 /* Print "mamba CMD: message" to stderr; return code. */
 int cli_error(const char *cmd, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -29,6 +30,9 @@ int cli_parse_float(const char *s, double lo, double hi, double *out);
 int cli_parse_dtype(const char *s, mamba_dtype_t *out);
 /* Parse "1,2,3" into a malloc'd array. Returns 0 on a malformed list. */
 int cli_parse_ids(const char *s, int32_t **ids, size_t *n);
+/* The weights of the models cli_context's contexts load: --weights q8 of any command, which
+ * main() takes out of the arguments (MAMBA_WEIGHTS=q8 too). */
+extern mamba_weights_t cli_weights;
 /* A context on backend (NULL: auto) with n_threads. Returns NULL after printing the error. */
 mamba_context_t *cli_context(const char *cmd, const char *backend, int n_threads);
 /* A model from a checkpoint directory or a standard size name (synthetic weights). */

@@ -79,10 +79,13 @@ int cli_parse_ids(const char *s, int32_t **ids, size_t *n)
     return 1;
 }
 
+mamba_weights_t cli_weights = MAMBA_WEIGHTS_STORED;
+
 mamba_context_t *cli_context(const char *cmd, const char *backend, int n_threads)
 {
     mamba_context_options_t o;
     mamba_context_options_init(&o);
+    if (cli_weights != MAMBA_WEIGHTS_STORED) o.weights = cli_weights;
     if (backend) o.backend = backend;
     o.n_threads = n_threads;
     mamba_context_t *ctx;

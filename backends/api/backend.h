@@ -27,7 +27,7 @@
 
 #include "mamba.h"
 
-#define MB_BACKEND_ABI_VERSION 5
+#define MB_BACKEND_ABI_VERSION 6
 #define MB_BACKEND_ENTRY "mamba_backend_register"
 
 typedef struct mb_device mb_device;   /* a backend's open device (opaque to the core) */
@@ -166,9 +166,10 @@ typedef struct mb_segments {
 } mb_segments;
 
 typedef struct mb_model_ops {
-    /* out[r, :] = table[ids[r], :] as f32; ids int32 on the device; table (vocab, dim). */
-    int (*embed)(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim,
-                 mb_ptr out);
+    /* out[r, :] = table[ids[r], :] as f32; ids int32 on the device; table (vocab, dim) in dtype
+     * (Q8_0: its scales follow the values, see api/dtype.h, hence vocab). */
+    int (*embed)(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t vocab,
+                 size_t dim, mb_ptr out);
     /* residual[r] += x[r] (x.buf NULL: skip); out[r] = rmsnorm(residual[r]) * weight.
      * All f32; rows contiguous with leading dimension dim. */
     int (*add_rmsnorm)(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim,
@@ -177,7 +178,8 @@ typedef struct mb_model_ops {
      * x[s] = x[s] / sqrt(mean(x[s]^2) + eps), with no weight (Falcon-Mamba's dt, B and C). */
     int (*rmsnorm_segments)(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
     /* y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]; x, y f32 with leading dims lda, ldy;
-     * W (n, k) contiguous in wdtype; bias f32 or none. */
+     * W (n, k) contiguous in wdtype (F32, F16, BF16, or Q8_0 with k a multiple of 32: api/dtype.h);
+     * bias f32 or none. */
     int (*gemm)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
                 mb_ptr bias, mb_ptr y, size_t ldy);
     int (*conv_silu)(mb_device *dev, const mb_conv_op *op);

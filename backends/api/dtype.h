@@ -16,6 +16,7 @@ static inline size_t mb_dtype_size(mamba_dtype_t dt)
     case MAMBA_F32: case MAMBA_I32: return 4;
     case MAMBA_F16: case MAMBA_BF16: return 2;
     case MAMBA_I64: case MAMBA_F64: return 8;
+    case MAMBA_I8: case MAMBA_Q8: return 1; /* Q8_0: the int8 values; with the scales: mb_q8_bytes */
     }
     return 0;
 }
@@ -29,6 +30,8 @@ static inline const char *mb_dtype_name(mamba_dtype_t dt)
     case MAMBA_I64: return "I64";
     case MAMBA_I32: return "I32";
     case MAMBA_F64: return "F64";
+    case MAMBA_I8: return "I8";
+    case MAMBA_Q8: return "Q8_0";
     }
     return "?";
 }
@@ -105,7 +108,7 @@ static inline void mb_to_f32(float *dst, const void *src, mamba_dtype_t dt, size
             dst[i] = (float)d;
         }
         break;
-    case MAMBA_I64: case MAMBA_I32: break;
+    case MAMBA_I64: case MAMBA_I32: case MAMBA_I8: case MAMBA_Q8: break;
     }
 }
 
@@ -122,8 +125,90 @@ static inline void mb_from_f32(void *dst, const float *src, mamba_dtype_t dt, si
             memcpy((char *)dst + 8 * i, &d, 8);
         }
         break;
-    case MAMBA_I64: case MAMBA_I32: break;
+    case MAMBA_I64: case MAMBA_I32: case MAMBA_I8: case MAMBA_Q8: break;
     }
+}
+
+/* ---- Q8_0 weights ---------------------------------------------------------------------------
+ * A matrix W (n, k), k a multiple of MB_Q8_BLOCK, in one allocation: the int8 values q (n, k)
+ * row-major, then, from the next multiple of 256 bytes, the fp16 scales s (n, k / 32) row-major;
+ * W[r, c] = q[r, c] * s[r, c / 32]. Values and scales apart, so that a row's int8 values are
+ * contiguous and 32-byte aligned for vector loads (k is a multiple of 32), and a block's scale
+ * is one 2-byte load beside them. */
+#define MB_Q8_BLOCK 32
+
+static inline size_t mb_q8_scales_offset(size_t n, size_t k) { return (n * k + 255) / 256 * 256; }
+static inline size_t mb_q8_bytes(size_t n, size_t k) { return mb_q8_scales_offset(n, k) + n * (k / MB_Q8_BLOCK) * 2; }
+
+/* Bytes of a matrix (n, k) in dt on the device. */
+static inline size_t mb_mat_bytes(mamba_dtype_t dt, size_t n, size_t k)
+{
+    return dt == MAMBA_Q8 ? mb_q8_bytes(n, k) : n * k * mb_dtype_size(dt);
+}
+
+/* One block: scale = max|w| / 127 rounded to fp16, q = round(w / scale) (half away from zero)
+ * in [-127, 127]; an all-zero block has scale 0 and q 0. Returns 0, or -1 when the scale does
+ * not fit an fp16 (max|w| above 65504 * 127) or w is not finite. */
+static inline int mb_q8_quantize_block(const float *w, int8_t *q, uint16_t *scale)
+{
+    float amax = 0;
+    for (int i = 0; i < MB_Q8_BLOCK; i++) {
+        const float a = w[i] < 0 ? -w[i] : w[i];
+        if (!(a <= 3.4e38f)) return -1;
+        if (a > amax) amax = a;
+    }
+    const uint16_t h = mb_f32_to_f16(amax / 127.0f);
+    if ((h & 0x7c00) == 0x7c00) return -1;
+    *scale = h;
+    const float d = mb_f16_to_f32(h);
+    for (int i = 0; i < MB_Q8_BLOCK; i++) {
+        float v = d > 0 ? w[i] / d : 0.0f;
+        v = v < 0 ? v - 0.5f : v + 0.5f;
+        int iv = (int)v; /* truncation toward zero of v +- 0.5: round half away from zero */
+        iv = iv > 127 ? 127 : iv < -127 ? -127 : iv;
+        q[i] = (int8_t)iv;
+    }
+    return 0;
+}
+
+/* Quantize W (n, k) f32 into dst (mb_q8_bytes(n, k)). Returns -1 - the row of the first block that
+ * cannot be quantized (see mb_q8_quantize_block), else 0. */
+static inline long mb_q8_quantize(void *dst, const float *w, size_t n, size_t k)
+{
+    int8_t *q = (int8_t *)dst;
+    unsigned char *sc = (unsigned char *)dst + mb_q8_scales_offset(n, k);
+    const size_t nb = k / MB_Q8_BLOCK;
+    memset(q + n * k, 0, mb_q8_scales_offset(n, k) - n * k);
+    for (size_t r = 0; r < n; r++)
+        for (size_t b = 0; b < nb; b++) {
+            uint16_t h;
+            if (mb_q8_quantize_block(w + r * k + b * MB_Q8_BLOCK, q + r * k + b * MB_Q8_BLOCK, &h) != 0)
+                return -1 - (long)r;
+            memcpy(sc + 2 * (r * nb + b), &h, 2);
+        }
+    return 0;
+}
+
+/* Row r of a Q8_0 matrix (n, k) at src as k floats. */
+static inline void mb_q8_row_to_f32(float *dst, const void *src, size_t n, size_t k, size_t r)
+{
+    const int8_t *q = (const int8_t *)src + r * k;
+    const unsigned char *sc = (const unsigned char *)src + mb_q8_scales_offset(n, k);
+    const size_t nb = k / MB_Q8_BLOCK;
+    for (size_t b = 0; b < nb; b++) {
+        const float d = mb_f16_to_f32(mb_u16_at(sc, r * nb + b));
+        for (int i = 0; i < MB_Q8_BLOCK; i++) dst[b * MB_Q8_BLOCK + i] = (float)q[b * MB_Q8_BLOCK + i] * d;
+    }
+}
+
+/* A matrix (n, k) in dt (any weight dtype, Q8_0 included) as f32. */
+static inline void mb_mat_to_f32(float *dst, const void *src, mamba_dtype_t dt, size_t n, size_t k)
+{
+    if (dt != MAMBA_Q8) {
+        mb_to_f32(dst, src, dt, n * k);
+        return;
+    }
+    for (size_t r = 0; r < n; r++) mb_q8_row_to_f32(dst + r * k, src, n, k, r);
 }
 
 #endif

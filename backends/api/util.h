@@ -59,6 +59,12 @@ static inline int mb_weight_dtype_ok(mamba_dtype_t dt)
     return dt == MAMBA_F32 || dt == MAMBA_F16 || dt == MAMBA_BF16;
 }
 
+/* The weight dtypes of GEMMs, GEMVs and the embedding: those and Q8_0 (k a multiple of 32). */
+static inline int mb_gemm_dtype_ok(mamba_dtype_t dt, size_t k)
+{
+    return mb_weight_dtype_ok(dt) || (dt == MAMBA_Q8 && k % 32 == 0);
+}
+
 /* How a GPU scan splits time: enough chunks that about want_threads channels x chunks run
  * (at_most: no more than want_threads unless one chunk is already more), a chunk at least 16
  * steps, at most 1024 chunks. */

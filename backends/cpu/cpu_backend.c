@@ -86,6 +86,8 @@ static void cpu_close(mb_device *d)
     if (!d) return;
     free(d->scratch);
     free(d->gemv_x);
+    free(d->gemv_xq);
+    free(d->gemv_xs);
     free(d);
 }
 

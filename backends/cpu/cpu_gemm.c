@@ -13,8 +13,8 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
     const float *x = cpu_at(x_p), *bias = cpu_at(bias_p);
     const float *w = cpu_at(w_p);
     float *y = cpu_at(y_p);
-    if (!mb_weight_dtype_ok(wdt))
-        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s", mb_dtype_name(wdt));
+    if (!mb_gemm_dtype_ok(wdt, k))
+        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s with k = %zu", mb_dtype_name(wdt), k);
     /* a decoding step's few rows: the GEMV that reads W once, in its stored dtype */
     if (m <= CPU_GEMV_MAX_ROWS)
         return cpu_gemv_fused(dev, m, n, k, x_p, lda, (mb_ptr){NULL, 0}, 0.0f, w_p, wdt, bias_p, y_p, ldy, 0);
@@ -27,9 +27,15 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t ld
         }
         const unsigned char *src = cpu_at(w_p);
         const size_t chunk = 65536;
+        if (wdt == MAMBA_Q8) {
+            /* Q8_0 dequantized whole, as a 16-bit W is widened: the GEMM then runs in fp32 */
 #pragma omp parallel for num_threads(dev->n_threads) schedule(static)
-        for (size_t i = 0; i < n * k; i += chunk)
-            mb_to_f32(dev->scratch + i, src + i * 2, wdt, n * k - i < chunk ? n * k - i : chunk);
+            for (size_t r = 0; r < n; r++) mb_q8_row_to_f32(dev->scratch + r * k, src, n, k, r);
+        } else {
+#pragma omp parallel for num_threads(dev->n_threads) schedule(static)
+            for (size_t i = 0; i < n * k; i += chunk)
+                mb_to_f32(dev->scratch + i, src + i * 2, wdt, n * k - i < chunk ? n * k - i : chunk);
+        }
         w = dev->scratch;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)lda, w, (int)k, 0.0f,

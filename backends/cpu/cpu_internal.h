@@ -15,10 +15,13 @@ struct mb_device {
     int n_threads;
     int portable;          /* mb_open_options.portable_kernels: no AVX-512 kernels */
     char err[512];
-    float *scratch;        /* f32 copy of a 16-bit weight matrix for GEMM */
+    float *scratch;        /* f32 copy of a 16-bit or Q8_0 weight matrix for GEMM */
     size_t scratch_len;    /* floats */
     float *gemv_x;         /* the normalized input rows of gemv_fused */
     size_t gemv_x_len;     /* floats */
+    int16_t *gemv_xq;      /* Q8_0 GEMV: x in 16 bits, a scale a block of 32 (gemv_xs) */
+    float *gemv_xs;
+    size_t gemv_xq_len;    /* elements of gemv_xq */
     mb_mem_stats mem;      /* bytes held through alloc() */
     double timer_start;    /* seconds, monotonic */
 };
@@ -53,7 +56,8 @@ static inline void cpu_rmsnorm_segments_row(float *x, const mb_segments *seg, fl
     }
 }
 
-int cpu_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim, mb_ptr out);
+int cpu_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t vocab, size_t dim,
+              mb_ptr out);
 int cpu_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
                     mb_ptr out);
 int cpu_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
@@ -63,7 +67,7 @@ int cpu_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda,
 int cpu_scan(mb_device *dev, const mb_scan_op *op);
 int cpu_scan_backward(mb_device *dev, const mb_scan_bwd_op *op);
 /* Rows [r0, r1) of a decoding GEMV: y[i, r] = (accumulate ? y[i, r] : 0) + x[i] . W[r, :]
- * + bias[r], for i < m <= CPU_GEMV_MAX_ROWS; W (n, k) in wdt (F32, F16 or BF16), read once
+ * + bias[r], for i < m <= CPU_GEMV_MAX_ROWS; W (n, k) in wdt (F32, F16, BF16, Q8_0), read once
  * for all m rows. Called from inside a parallel region (the mixer step's x_proj). */
 typedef struct cpu_gemv_job {
     size_t m, k;
@@ -76,6 +80,9 @@ typedef struct cpu_gemv_job {
     size_t ldy;
     int accumulate;
     int portable;   /* the portable kernel even where AVX-512 is there */
+    const uint16_t *scales; /* Q8_0: the fp16 scales, (n, k / 32) (wdt Q8_0: w holds int8) */
+    const int16_t *xq;      /* Q8_0 on AVX-512: x (m, k) in 16 bits, xs (m, k / 32) its scales */
+    const float *xs;
 } cpu_gemv_job;
 void cpu_gemv_rows(const cpu_gemv_job *job, size_t r0, size_t r1);
 int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,

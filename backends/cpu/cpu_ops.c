@@ -6,15 +6,20 @@
 #include "cpu_internal.h"
 #include "api/alloc.h"
 
-int cpu_embed(mb_device *dev, mb_ptr ids_p, size_t rows, mb_ptr table_p, mamba_dtype_t dtype, size_t dim,
-              mb_ptr out_p)
+int cpu_embed(mb_device *dev, mb_ptr ids_p, size_t rows, mb_ptr table_p, mamba_dtype_t dtype, size_t vocab,
+              size_t dim, mb_ptr out_p)
 {
     const int32_t *ids = cpu_at(ids_p);
     const unsigned char *table = cpu_at(table_p);
     float *out = cpu_at(out_p);
+    if (!mb_gemm_dtype_ok(dtype, dim))
+        return cpu_fail(dev, MAMBA_ERR_UNSUPPORTED, "embed: table of %s with %zu columns", mb_dtype_name(dtype), dim);
     const size_t es = mb_dtype_size(dtype);
 #pragma omp parallel for num_threads(dev->n_threads) schedule(static)
-    for (size_t r = 0; r < rows; r++) mb_to_f32(out + r * dim, table + (size_t)ids[r] * dim * es, dtype, dim);
+    for (size_t r = 0; r < rows; r++) {
+        if (dtype == MAMBA_Q8) mb_q8_row_to_f32(out + r * dim, table, vocab, dim, (size_t)ids[r]);
+        else mb_to_f32(out + r * dim, table + (size_t)ids[r] * dim * es, dtype, dim);
+    }
     return 0;
 }
 

@@ -85,10 +85,10 @@ int cpu_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
     if (!v.xz || !v.conv_w || !v.A || !v.conv_state || !v.ssm_state || !v.xdbl || !v.y || !v.xc || !x_proj || !dt_proj)
         return cpu_fail(dev, MAMBA_ERR_INVALID_ARGUMENT,
                         "mixer step: xz, conv_w, conv_state, x_proj, dt_proj, A, ssm_state, xdbl, y and scratch are required");
-    const cpu_gemv_job xproj = {B, D, v.xc, D, x_proj, op->x_proj_dt, NULL, v.xdbl, nd, 0, dev->portable};
+    const cpu_gemv_job xproj = {B, D, v.xc, D, x_proj, op->x_proj_dt, NULL, v.xdbl, nd, 0, dev->portable, NULL, NULL, NULL};
     /* dt_proj's output goes to y, which the scan then reads and overwrites */
     const cpu_gemv_job dtproj = {B, op->dt_rank, v.xdbl, nd, dt_proj, op->dt_proj_dt, cpu_at(op->dt_bias), v.y,
-                                 op->y_sb, 0, dev->portable};
+                                 op->y_sb, 0, dev->portable, NULL, NULL, NULL};
     const size_t conv_items = B * ((D + CONV_BLOCK - 1) / CONV_BLOCK);
     const size_t chan_blocks = (D + CHAN_BLOCK - 1) / CHAN_BLOCK;
     const size_t xproj_items = (nd + 3) / 4;
@@ -126,7 +126,7 @@ int cpu_fused_supports(mb_device *dev, mb_fused_kind kind, const mb_fused_query 
     case MB_FUSED_MIXER_STEP:
         return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && q->d_state <= CPU_MAX_STATE && q->width >= 1 &&
                mb_weight_dtype_ok(q->x_proj_dt) && mb_weight_dtype_ok(q->dt_proj_dt);
-    case MB_FUSED_GEMV: return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && mb_weight_dtype_ok(q->wdtype);
+    case MB_FUSED_GEMV: return q->rows >= 1 && q->rows <= CPU_GEMV_MAX_ROWS && mb_gemm_dtype_ok(q->wdtype, q->k);
     case MB_FUSED_GEMM16: return 0; /* 16-bit weights are widened for CBLAS: fp32 arithmetic */
     }
     return 0;

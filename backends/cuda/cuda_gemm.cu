@@ -313,6 +313,7 @@ static int gemv(mb_device *dev, size_t m, size_t n, size_t k, const float *x, si
 static int gemv_dtype(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
                       mamba_dtype_t wdt, const float *bias, float *y, size_t ldy, const gemv_fuse &f)
 {
+    if (wdt == MAMBA_Q8) return cuda_gemv_q8(dev, m, n, k, x, lda, w, bias, y, ldy, f.nw, f.eps, f.accum);
     if (wdt == MAMBA_F16) return gemv<__half>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
     if (wdt == MAMBA_BF16) return gemv<__nv_bfloat16>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
     return gemv<float>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
@@ -322,9 +323,9 @@ bool cuda_gemv_supports(const mb_fused_query *q)
 {
     /* with a norm the rows are read vectorized: k a multiple of a 16-byte load of W (the
      * buffers' 256-byte alignment gives the rest) */
-    const size_t vec = q->wdtype == MAMBA_F32 ? 4 : 8;
+    const size_t vec = q->wdtype == MAMBA_F32 ? 4 : q->wdtype == MAMBA_Q8 ? 32 : 8;
     return q->rows >= 1 && q->rows <= GEMV_MAX_M && q->n <= 0x7fffffff && q->k <= 0x7fffffff &&
-           mb_weight_dtype_ok(q->wdtype) && (!q->norm || q->k % vec == 0);
+           mb_gemm_dtype_ok(q->wdtype, q->k) && (!q->norm || q->k % vec == 0);
 }
 
 bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q)
@@ -336,7 +337,7 @@ int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {
     if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff ||
-        !mb_weight_dtype_ok(wdt))
+        !mb_gemm_dtype_ok(wdt, k))
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M,
                          n, k, (int)wdt);
     const gemv_fuse f = {(const float *)cu_at(norm_w), eps, accumulate};
@@ -363,13 +364,16 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
     const float *x = (const float *)cu_at(x_p), *bias = (const float *)cu_at(bias_p);
     float *y = (float *)cu_at(y_p);
     const void *w = cu_at(w_p);
-    if (!mb_weight_dtype_ok(wdt))
-        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
+    if (!mb_gemm_dtype_ok(wdt, k))
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s with k = %zu: expected F32, F16, BF16 or "
+                         "Q8_0 with k a multiple of 32", mb_dtype_name(wdt), k);
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
     if (m <= GEMV_MAX_M) return gemv_dtype(dev, m, n, k, x, lda, w, wdt, bias, y, ldy, gemv_fuse{nullptr, 0.0f, 0});
-    if (wdt != MAMBA_F32 && !dev->compute_f32) return cuda_gemm16(dev, m, n, k, x, lda, w, wdt, bias, y, ldy);
-    /* scratch: 16-bit weights widened to f32, then the tensor-core kernel's k-split sums */
+    /* Q8_0: dequantized to f32 and multiplied in fp32 (as compute f32 does 16-bit weights) */
+    if (wdt != MAMBA_F32 && wdt != MAMBA_Q8 && !dev->compute_f32)
+        return cuda_gemm16(dev, m, n, k, x, lda, w, wdt, bias, y, ldy);
+    /* scratch: 16-bit or 8-bit weights widened to f32, then the tensor-core kernel's k-split sums */
     const bool tc = cuda_gemm_3xtf32_fits(dev, m, n, k, x, lda, ldy) && (wdt != MAMBA_F32 || ((uintptr_t)w & 15) == 0);
     const size_t widened = wdt != MAMBA_F32 ? (n * k * sizeof(float) + 255) / 256 * 256 : 0;
     int splits = tc ? cuda_gemm_3xtf32_splits(dev, m, n, k) : 1;
@@ -383,8 +387,14 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
     const float *wf = (const float *)w;
     if (wdt != MAMBA_F32) {
         const unsigned blocks = (unsigned)(dev->sm_count * 8);
-        if (wdt == MAMBA_F16) widen_kernel<__half><<<blocks, 256, 0, dev->stream>>>((const __half *)w, n * k, (float *)s);
-        else widen_kernel<__nv_bfloat16><<<blocks, 256, 0, dev->stream>>>((const __nv_bfloat16 *)w, n * k, (float *)s);
+        if (wdt == MAMBA_Q8) {
+            int rc = cuda_dequant_q8(dev, w, n, k, (float *)s);
+            if (rc) return rc;
+        } else if (wdt == MAMBA_F16) {
+            widen_kernel<__half><<<blocks, 256, 0, dev->stream>>>((const __half *)w, n * k, (float *)s);
+        } else {
+            widen_kernel<__nv_bfloat16><<<blocks, 256, 0, dev->stream>>>((const __nv_bfloat16 *)w, n * k, (float *)s);
+        }
         CU_LAUNCHED(dev, "weight widening kernel");
         wf = (const float *)s;
     }

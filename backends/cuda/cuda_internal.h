@@ -60,7 +60,8 @@ int cuda_check(mb_device *dev, cudaError_t e, const char *what);
 /* Device scratch of at least bytes (reallocated outside any graph capture). */
 int cuda_scratch(mb_device *dev, size_t bytes, void **out);
 
-int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t dim, mb_ptr out);
+int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dtype, size_t vocab, size_t dim,
+               mb_ptr out);
 int cuda_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
                      mb_ptr out);
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op);
@@ -90,6 +91,14 @@ bool cuda_step_supports(const mb_fused_query *q);
 bool cuda_gemv_supports(const mb_fused_query *q);
 /* whether cuda_gemm of q's rows and weights takes the 16-bit path (cuda_gemm16) */
 bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q);
+/* Q8_0 weights (cuda_gemv_q8.cu): the decoding GEMV (nw: the fused RMSNorm's weights or NULL;
+ * accum: y +=), whether it takes those arguments, W dequantized to f32, the embedding. */
+bool cuda_gemv_q8_takes(size_t m, size_t k, const void *x, size_t lda, const void *w, const void *nw);
+int cuda_gemv_q8(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
+                 const float *bias, float *y, size_t ldy, const float *nw, float eps, int accum);
+int cuda_dequant_q8(mb_device *dev, const void *w, size_t n, size_t k, float *dst);
+int cuda_embed_q8(mb_device *dev, const int32_t *ids, size_t rows, const void *table, size_t vocab, size_t dim,
+                  float *out);
 int cuda_rmsnorm_segments(mb_device *dev, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps);
 /* Make dev's GPU the calling thread's current one (every entry point calls it first). */
 void cuda_use_device(mb_device *dev);

@@ -20,8 +20,13 @@ __global__ void embed_kernel(const int32_t *ids, const void *table, mamba_dtype_
     for (size_t i = threadIdx.x; i < dim; i += blockDim.x) out[r * dim + i] = load_as_f32(table, row + i, dt);
 }
 
-int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
+int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t vocab, size_t dim,
+               mb_ptr out)
 {
+    if (!mb_gemm_dtype_ok(dt, dim))
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "embed: table of %s with %zu columns", mb_dtype_name(dt), dim);
+    if (dt == MAMBA_Q8)
+        return cuda_embed_q8(dev, (const int32_t *)cu_at(ids), rows, cu_at(table), vocab, dim, (float *)cu_at(out));
     launch_pdl(dev, embed_kernel, dim3((unsigned)rows), dim3(256), (const int32_t *)cu_at(ids), cu_at(table), dt, dim,
                (float *)cu_at(out));
     CU_LAUNCHED(dev, "embedding kernel");

@@ -1,6 +1,9 @@
 /* OpenCL C 1.2 kernels of the OpenCL backend. Buffers are passed with element offsets (an
  * mb_ptr is a buffer and a byte offset, and sub-buffers would need aligned offsets). Weight
- * dtypes: 0 F32, 1 F16 (vload_half, core in 1.2), 2 BF16 (the high half of an f32). */
+ * dtypes: 0 F32, 1 F16 (vload_half, core in 1.2), 2 BF16 (the high half of an f32), 3 Q8_0 (int8
+ * values, element offsets in bytes, and an fp16 scale a block of 32 at halves sb + i / 32 of the
+ * same buffer: the kernels that read weights take sb, which the host derives from the matrix's
+ * offset and shape; see api/dtype.h). */
 
 /* EXP2: exp2 unless the host defines it as native_exp2 for a platform whose native exp2 is
  * accurate enough (NVIDIA: ex2.approx, about 2 ulp) */
@@ -17,9 +20,12 @@
 #define DT_F32 0
 #define DT_F16 1
 #define DT_BF16 2
+#define DT_Q8 3
 
-inline float load_w(__global const void *p, ulong i, int dt)
+inline float load_w(__global const void *p, ulong i, int dt, ulong sb)
 {
+    if (dt == DT_Q8)
+        return (float)((__global const char *)p)[i] * vload_half(sb + i / 32, (__global const half *)p);
     if (dt == DT_F16) return vload_half(i, (__global const half *)p);
     if (dt == DT_BF16) return as_float(((uint)((__global const ushort *)p)[i]) << 16);
     return ((__global const float *)p)[i];
@@ -27,12 +33,12 @@ inline float load_w(__global const void *p, ulong i, int dt)
 
 /* out[r, :] = table[ids[r], :] */
 __kernel void embed(__global const int *ids, ulong ids_off, __global const void *table, ulong table_off, int dt,
-                    ulong dim, __global float *out, ulong out_off)
+                    ulong sb, ulong dim, __global float *out, ulong out_off)
 {
     const ulong r = get_group_id(0);
     const ulong row = (ulong)ids[ids_off + r] * dim + table_off;
     for (ulong i = get_local_id(0); i < dim; i += get_local_size(0))
-        out[out_off + r * dim + i] = load_w(table, row + i, dt);
+        out[out_off + r * dim + i] = load_w(table, row + i, dt, sb);
 }
 
 /* group_sum: common.cl, compiled ahead of this file */
@@ -317,8 +323,12 @@ __kernel void scan_carry(scan_params p, __global const float *A, __global const 
 #define GEMV_MAX_M 8
 #define GEMV_ROWS 8
 
-inline float4 load_w4(__global const void *p, ulong i, int dt)
+/* i a multiple of 4: the four share a Q8_0 block */
+inline float4 load_w4(__global const void *p, ulong i, int dt, ulong sb)
 {
+    if (dt == DT_Q8)
+        return convert_float4(vload4(0, (__global const char *)p + i)) *
+               vload_half(sb + i / 32, (__global const half *)p);
     if (dt == DT_F16) return vload_half4(0, (__global const half *)p + i);
     if (dt == DT_BF16) return as_float4(convert_uint4(vload4(0, (__global const ushort *)p + i)) << 16);
     return vload4(0, (__global const float *)p + i);
@@ -338,7 +348,7 @@ inline void row_sums(__local float (*red)[GEMV_MAX_M][33], int r, int lane, int 
 }
 
 __kernel void gemv(int m, int n, int k, __global const float *x, ulong x_off, int lda, __global const void *w, ulong w_off,
-                   int dt, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
+                   int dt, ulong sb, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
                    int ldy, __global const float *nw, ulong nw_off, int has_norm, float eps, int accum)
 {
     __local float red[GEMV_ROWS][GEMV_MAX_M][33];
@@ -365,14 +375,14 @@ __kernel void gemv(int m, int n, int k, __global const float *x, ulong x_off, in
         const ulong wr = w_off + (ulong)row * k;
         if (vec) {
             for (int kk = lane * 4; kk < k; kk += 128) {
-                const float4 wv = load_w4(w, wr + kk, dt);
+                const float4 wv = load_w4(w, wr + kk, dt, sb);
                 const float4 g = has_norm ? vload4(0, nw + nw_off + kk) : (float4)(1.0f);
                 for (int i = 0; i < m; i++)
                     acc[i] += dot(wv, vload4(0, x + x_off + (ulong)i * lda + kk) * (g * inv[i]));
             }
         } else {
             for (int kk = lane; kk < k; kk += 32) {
-                const float wv = load_w(w, wr + kk, dt), g = has_norm ? nw[nw_off + kk] : 1.0f;
+                const float wv = load_w(w, wr + kk, dt, sb), g = has_norm ? nw[nw_off + kk] : 1.0f;
                 for (int i = 0; i < m; i++) acc[i] += wv * (x[x_off + (ulong)i * lda + kk] * g * inv[i]);
             }
         }
@@ -394,7 +404,7 @@ __kernel void gemv(int m, int n, int k, __global const float *x, ulong x_off, in
  * the same pass and the row's sum is scaled once at the end; no pass over x before the
  * weights. A work-group is 256 items. */
 __kernel void gemv1(int n, int k, int ipr, __global const float *x, ulong x_off, __global const void *w, ulong w_off,
-                    int dt, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
+                    int dt, ulong sb, __global const float *bias, ulong b_off, int has_bias, __global float *y, ulong y_off,
                     __global const float *nw, ulong nw_off, int has_norm, float eps, int accum)
 {
     __local float red[2][256];
@@ -412,10 +422,10 @@ __kernel void gemv1(int n, int k, int ipr, __global const float *x, ulong x_off,
                     ss += dot(xv, xv);
                     xv *= vload4(0, nw + nw_off + kk);
                 }
-                acc += dot(load_w4(w, wr + kk, dt), xv);
+                acc += dot(load_w4(w, wr + kk, dt, sb), xv);
             }
         } else {
-            for (int kk = lane; kk < k; kk += ipr) acc += load_w(w, wr + kk, dt) * x[x_off + kk];
+            for (int kk = lane; kk < k; kk += ipr) acc += load_w(w, wr + kk, dt, sb) * x[x_off + kk];
         }
     }
     red[0][l] = acc;
@@ -436,9 +446,9 @@ __kernel void gemv1(int n, int k, int ipr, __global const float *x, ulong x_off,
     }
 }
 
-__kernel void widen(__global const void *src, ulong src_off, int dt, ulong n, __global float *dst)
+__kernel void widen(__global const void *src, ulong src_off, int dt, ulong sb, ulong n, __global float *dst)
 {
-    for (ulong i = get_global_id(0); i < n; i += get_global_size(0)) dst[i] = load_w(src, src_off + i, dt);
+    for (ulong i = get_global_id(0); i < n; i += get_global_size(0)) dst[i] = load_w(src, src_off + i, dt, sb);
 }
 
 __kernel void add_bias(__global float *y, ulong y_off, ulong ldy, __global const float *bias, ulong b_off, ulong n)
@@ -530,7 +540,7 @@ __kernel void step_xproj(step_params p, __global const float *wf, __global const
     const ulong row = p.xw + (ulong)j * p.D;
 #pragma unroll 4
     for (int k = k0 + l; k < k1; k += 128) {
-        const float w = load_w(wx, row + k, p.xdt);
+        const float w = load_w(wx, row + k, p.xdt, 0);
 #pragma unroll
         for (int i = 0; i < STEP_ROWS; i++)
             if (i < nb) acc[i] += w * step_conv(&p, work, wf, state, b0 + i, k);
@@ -605,7 +615,7 @@ __kernel void step_scan(step_params p, __global const float *wf, __global const 
     if (live && lane < p.K - 1) state[s0 + (ulong)lane * p.D] = taps[l + 1];
     float sp = 0.0f;
     const ulong wr = p.dtw + (ulong)dd * p.R;
-    for (int r = lane; r < p.R; r += STEP_LANES) sp += load_w(wd, wr + r, p.ddt) * xl[r];
+    for (int r = lane; r < p.R; r += STEP_LANES) sp += load_w(wd, wr + r, p.ddt, 0) * xl[r];
     const float dt = softplus_f(lanes_sum(red, l, lane, sp) + wf[p.dtb + dd]), du = dt * u;
     const ulong h = p.ssm + ((ulong)b * p.D + dd) * p.N, ar = p.A + (ulong)dd * p.N;
     float yp = 0.0f;

@@ -70,7 +70,8 @@ int ocl_args(mb_device *d, cl_kernel k, const char *name, int n, ...);
 int ocl_scratch(mb_device *d, size_t bytes, cl_mem *out);
 static inline cl_mem ocl_mem(mb_ptr p) { return p.buf ? p.buf->mem : NULL; }
 
-int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out);
+int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t vocab, size_t dim,
+              mb_ptr out);
 int ocl_add_rmsnorm(mb_device *d, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, size_t dim, float eps, mb_ptr out);
 int ocl_conv_silu(mb_device *d, const mb_conv_op *op);
 int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt,

@@ -21,15 +21,32 @@ static int launch(mb_device *d, int k, cl_uint dims, const size_t *global, const
     return 0;
 }
 
-static int dt_code(mamba_dtype_t dt) { return dt == MAMBA_F16 ? 1 : dt == MAMBA_BF16 ? 2 : 0; }
-static size_t dt_size(mamba_dtype_t dt) { return dt == MAMBA_F16 || dt == MAMBA_BF16 ? 2 : 4; }
+static int dt_code(mamba_dtype_t dt) { return dt == MAMBA_F16 ? 1 : dt == MAMBA_BF16 ? 2 : dt == MAMBA_Q8 ? 3 : 0; }
+static size_t dt_size(mamba_dtype_t dt) { return dt == MAMBA_Q8 ? 1 : dt == MAMBA_F16 || dt == MAMBA_BF16 ? 2 : 4; }
 
-int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t dim, mb_ptr out)
+/* Q8_0 W (n, k) at w: the kernels' sb, from which block i / 32 of element i (a byte offset in
+ * the buffer) finds its scale (kernels.cl); 0 for other dtypes. */
+static int q8_sb(mb_device *d, mamba_dtype_t dt, mb_ptr w, size_t n, size_t k, cl_ulong *sb)
+{
+    *sb = 0;
+    if (dt != MAMBA_Q8) return 0;
+    if (w.offset % 32 || k % 32)
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "Q8_0 weights at byte offset %zu with k = %zu: both must be multiples "
+                        "of 32", w.offset, k);
+    *sb = (w.offset + mb_q8_scales_offset(n, k)) / 2 - w.offset / 32;
+    return 0;
+}
+
+int ocl_embed(mb_device *d, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtype_t dt, size_t vocab, size_t dim,
+              mb_ptr out)
 {
     cl_mem im = ocl_mem(ids), tm = ocl_mem(table), om = ocl_mem(out);
-    cl_ulong io = ids.offset / 4, to = table.offset / dt_size(dt), oo = out.offset / 4, dm = dim;
+    cl_ulong io = ids.offset / 4, to = table.offset / dt_size(dt), oo = out.offset / 4, dm = dim, sb;
     cl_int dc = dt_code(dt);
-    int rc = ocl_args(d, d->k[K_EMBED], "embed", 8, M(im), U(io), M(tm), U(to), I(dc), U(dm), M(om), U(oo));
+    if (!mb_gemm_dtype_ok(dt, dim))
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "embed: table of %s with %zu columns", mb_dtype_name(dt), dim);
+    int rc = q8_sb(d, dt, table, vocab, dim, &sb);
+    if (!rc) rc = ocl_args(d, d->k[K_EMBED], "embed", 9, M(im), U(io), M(tm), U(to), I(dc), U(sb), U(dm), M(om), U(oo));
     const size_t local = 64, global = rows * local;
     return rc ? rc : launch(d, K_EMBED, 1, &global, &local, "embedding kernel");
 }
@@ -85,6 +102,9 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
     cl_ulong xo = x.offset / 4, wo = w.offset / dt_size(wdt), yo = y.offset / 4, bo = bias.offset / 4, no = nw.offset / 4;
     cl_int ni = (cl_int)n, ki = (cl_int)k, dc = dt_code(wdt), hb = bias.buf != NULL, hn = nw.buf != NULL, ac = accum;
     cl_float e = eps;
+    cl_ulong sb;
+    const int rq = q8_sb(d, wdt, w, n, k, &sb);
+    if (rq) return rq;
     const size_t local = (size_t)32 * GEMV_ROWS;
     if (m == 1) {
         /* 8 rows a work-group of 256, or fewer with more items each when that leaves under
@@ -92,22 +112,22 @@ static int gemv(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda
         size_t rows = 8;
         while (rows > 1 && (n + rows - 1) / rows < 4 * (size_t)d->compute_units) rows /= 2;
         cl_int ipr = (cl_int)(256 / rows);
-        int rc = ocl_args(d, d->k[K_GEMV1], "gemv1", 18, I(ni), I(ki), I(ipr), M(xm), U(xo), M(wm), U(wo), I(dc),
-                          M(bm), U(bo), I(hb), M(ym), U(yo), M(nm), U(no), I(hn), F(e), I(ac));
+        int rc = ocl_args(d, d->k[K_GEMV1], "gemv1", 19, I(ni), I(ki), I(ipr), M(xm), U(xo), M(wm), U(wo), I(dc),
+                          U(sb), M(bm), U(bo), I(hb), M(ym), U(yo), M(nm), U(no), I(hn), F(e), I(ac));
         const size_t global1 = (n + rows - 1) / rows * 256;
         return rc ? rc : launch(d, K_GEMV1, 1, &global1, &local, "gemv kernel");
     }
     cl_int mi = (cl_int)m, ldai = (cl_int)lda, ldyi = (cl_int)ldy;
     const size_t global = (n + GEMV_ROWS - 1) / GEMV_ROWS * local;
-    int rc = ocl_args(d, d->k[K_GEMV], "gemv", 20, I(mi), I(ni), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc),
-                      M(bm), U(bo), I(hb), M(ym), U(yo), I(ldyi), M(nm), U(no), I(hn), F(e), I(ac));
+    int rc = ocl_args(d, d->k[K_GEMV], "gemv", 21, I(mi), I(ni), I(ki), M(xm), U(xo), I(ldai), M(wm), U(wo), I(dc),
+                      U(sb), M(bm), U(bo), I(hb), M(ym), U(yo), I(ldyi), M(nm), U(no), I(hn), F(e), I(ac));
     return rc ? rc : launch(d, K_GEMV, 1, &global, &local, "gemv kernel");
 }
 
 int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr nw, float eps, mb_ptr w,
                    mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)
 {
-    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) || !mb_weight_dtype_ok(wdt))
+    if (m < 1 || m > GEMV_MAX_M || n > 0x7fffffff || k > 0x7fffffff || (nw.buf && k % 4) || !mb_gemm_dtype_ok(wdt, k))
         return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "fused gemv: %zu rows (1..%d), %zu x %zu, dtype %d", m, GEMV_MAX_M, n,
                         k, (int)wdt);
     return gemv(d, m, n, k, x, lda, nw, eps, w, wdt, bias, y, ldy, accumulate);
@@ -116,8 +136,9 @@ int ocl_gemv_fused(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t 
 int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdt, mb_ptr bias,
              mb_ptr y, size_t ldy)
 {
-    if (!mb_weight_dtype_ok(wdt))
-        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %d is not F32, F16 or BF16", (int)wdt);
+    if (!mb_gemm_dtype_ok(wdt, k))
+        return ocl_fail(d, MAMBA_ERR_UNSUPPORTED, "gemm: weight dtype %s with k = %zu: expected F32, F16, BF16 or "
+                        "Q8_0 with k a multiple of 32", mb_dtype_name(wdt), k);
     cl_mem xm = ocl_mem(x), wm = ocl_mem(w), ym = ocl_mem(y), bm = bias.buf ? ocl_mem(bias) : xm;
     const size_t es = dt_size(wdt);
     cl_ulong xo = x.offset / 4, wo = w.offset / es, yo = y.offset / 4, bo = bias.offset / 4;
@@ -128,8 +149,9 @@ int ocl_gemm(mb_device *d, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, m
     if (wdt != MAMBA_F32) {
         if ((rc = ocl_scratch(d, n * k * 4, &wf)) != 0) return rc;
         cl_int dc = dt_code(wdt);
-        cl_ulong cnt = (cl_ulong)n * k;
-        if ((rc = ocl_args(d, d->k[K_WIDEN], "widen", 5, M(wm), U(wo), I(dc), U(cnt), M(wf))) != 0) return rc;
+        cl_ulong cnt = (cl_ulong)n * k, sb;
+        if ((rc = q8_sb(d, wdt, w, n, k, &sb)) != 0) return rc;
+        if ((rc = ocl_args(d, d->k[K_WIDEN], "widen", 6, M(wm), U(wo), I(dc), U(sb), U(cnt), M(wf))) != 0) return rc;
         const size_t local = 256, global = (size_t)d->compute_units * 8 * local;
         if ((rc = launch(d, K_WIDEN, 1, &global, &local, "widen kernel")) != 0) return rc;
         wf_off = 0;
@@ -288,7 +310,7 @@ int ocl_step_supports(const mb_fused_query *q)
 int ocl_gemv_supports(const mb_fused_query *q)
 {
     return q->rows >= 1 && q->rows <= GEMV_MAX_M && q->n <= 0x7fffffff && q->k <= 0x7fffffff &&
-           (!q->norm || q->k % 4 == 0) && mb_weight_dtype_ok(q->wdtype);
+           (!q->norm || q->k % 4 == 0) && mb_gemm_dtype_ok(q->wdtype, q->k);
 }
 
 int ocl_rmsnorm_segments(mb_device *d, mb_ptr x, size_t rows, size_t ld, const mb_segments *seg, float eps)

@@ -23,6 +23,7 @@ void mb_mamba1_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n)
     s = &specs[k++];
     mb_spec_set(s, "backbone.embeddings.weight", 2, c->vocab_size, dm, MB_INIT_UNIFORM, 0.02f * 1.7320508f, 1);
     s->mat = &m->embedding;
+    s->q8_ok = 1;
     for (int l = 0; l < c->n_layer; l++) {
         mb_mamba1_layer *w = &layers[l];
         const size_t first = k;
@@ -33,6 +34,7 @@ void mb_mamba1_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n)
         s = &specs[k++];
         mb_spec_set(s, LNAME("mixer.in_proj.weight"), 2, 2 * di, dm, MB_INIT_UNIFORM, 1.0f / sqrtf((float)dm), 1);
         s->mat = &w->in_proj;
+        s->q8_ok = 1;
         s = &specs[k++];
         mb_spec_set(s, LNAME("mixer.in_proj.bias"), 1, 2 * di, 0, MB_INIT_ZEROS, 0, 0);
         s->vec = &w->in_proj_bias;
@@ -67,6 +69,7 @@ void mb_mamba1_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n)
         mb_spec_set(s, LNAME("mixer.out_proj.weight"), 2, dm, di, MB_INIT_UNIFORM,
                     1.0f / sqrtf((float)di) / sqrtf((float)c->n_layer), 1);
         s->mat = &w->out_proj;
+        s->q8_ok = 1;
         s = &specs[k++];
         mb_spec_set(s, LNAME("mixer.out_proj.bias"), 1, dm, 0, MB_INIT_ZEROS, 0, 0);
         s->vec = &w->out_proj_bias;
@@ -81,6 +84,7 @@ void mb_mamba1_specs_build(mamba_model_t *m, mb_spec *specs, size_t *n)
     s = &specs[k++];
     mb_spec_set(s, "lm_head.weight", 2, c->vocab_size, dm, MB_INIT_UNIFORM, 0.02f * 1.7320508f, 1);
     s->mat = &m->lm_head;
+    s->q8_ok = 1;
     s->skip = c->tie_embeddings;
     *n = k;
 }

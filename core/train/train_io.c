@@ -404,7 +404,7 @@ mamba_status_t mamba_trainer_create_from_model(const mamba_model_t *model, const
     for (size_t i = 0; i < n; i++)
         if (!specs[i].skip) {
             const mamba_dtype_t dt = specs[i].mat ? specs[i].mat->dt : MAMBA_F32;
-            const size_t b = (size_t)mb_spec_count(&specs[i]) * mb_dtype_size(dt);
+            const size_t b = mb_mat_bytes(dt, mb_spec_rows(&specs[i]), mb_spec_cols(&specs[i]));
             if (b > max_bytes) max_bytes = b;
         }
     void *stage = specs ? mb_malloc(max_bytes) : NULL;
@@ -427,13 +427,13 @@ mamba_status_t mamba_trainer_create_from_model(const mamba_model_t *model, const
         const mb_train_param *p = &tr->params[j];
         const mb_ptr src = s->mat ? s->mat->p : *s->vec;
         const mamba_dtype_t dt = s->mat ? s->mat->dt : MAMBA_F32;
-        const int rc = ctx->dv->download(ctx->dev, stage, src, p->numel * mb_dtype_size(dt));
+        const int rc = ctx->dv->download(ctx->dev, stage, src, mb_mat_bytes(dt, mb_spec_rows(s), mb_spec_cols(s)));
         if (rc != 0) {
             st = mb_backend_fail(ctx, rc, s->name);
             break;
         }
         float *dst = host + p->off;
-        mb_to_f32(dst, stage, dt, p->numel);
+        mb_mat_to_f32(dst, stage, dt, mb_spec_rows(s), mb_spec_cols(s)); /* Q8_0: dequantized */
         /* the model keeps A = -exp(A_log): A_log = log(-A), exact to about an ulp */
         for (size_t k = 0; s->neg_exp && k < p->numel; k++) dst[k] = logf(-dst[k]);
         for (size_t k = 0; k < p->numel && st == MAMBA_OK; k++)

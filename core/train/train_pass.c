@@ -179,7 +179,8 @@ static mamba_status_t forward(const pass *p)
     mamba_context_t *ctx = p->ctx;
     mamba_trainer_t *tr = p->tr;
     const size_t L = (size_t)tr->cfg.n_layer, head = tr->lm_head != MB_TRAIN_NONE ? tr->lm_head : tr->embed;
-    MB_TRY_BE(ctx, p->ops->embed(p->dev, act(p, p->a.ids), p->R, param(p, tr->embed), MAMBA_F32, p->dm, res(p, 0)),
+    MB_TRY_BE(ctx, p->ops->embed(p->dev, act(p, p->a.ids), p->R, param(p, tr->embed), MAMBA_F32,
+                                 (size_t)tr->cfg.vocab_size, p->dm, res(p, 0)),
               "embedding");
     for (size_t l = 0; l < L; l++) {
         mamba_status_t st = mixer_to_y(p, l, 1);
