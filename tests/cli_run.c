@@ -1,6 +1,5 @@
 /* Running the `mamba` executable from a test (cli_run.h). */
 #include <check.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,14 +23,11 @@ size_t cli_slurp(const char *path, char *buf, size_t cap)
     return n;
 }
 
-int cli_run(const char *dir, const char *arg, ...)
+int cli_run_argv(const char *dir, const char *const *args)
 {
     const char *argv[48] = {MAMBA_CLI};
     int n = 1;
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a && n < 47; a = va_arg(ap, const char *)) argv[n++] = a;
-    va_end(ap);
+    for (const char *const *a = args; *a && n < 47; a++) argv[n++] = *a;
     argv[n] = NULL;
     char out_path[4200], err_path[4200];
     snprintf(out_path, sizeof out_path, "%s/stdout", dir);
