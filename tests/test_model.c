@@ -193,24 +193,6 @@ START_TEST(chunked_prefill_equals_one_shot)
 }
 END_TEST
 
-/* The logits of feeding g's ids one step at a time, in forward_all's layout. */
-static float *step_through(mamba_model_t *m, const golden *g)
-{
-    mamba_state_t *s;
-    ck_assert_int_eq(mamba_state_create(m, g->batch, &s), MAMBA_OK);
-    float *out = malloc(g->batch * g->len * g->vocab * sizeof *out), *logits = malloc(g->batch * g->vocab * sizeof *logits);
-    for (size_t t = 0; t < g->len; t++) {
-        int32_t ids[8];
-        ck_assert_uint_le(g->batch, 8);
-        for (size_t b = 0; b < g->batch; b++) ids[b] = g->ids[b * g->len + t];
-        ck_assert_int_eq(mamba_step(s, ids, logits), MAMBA_OK);
-        for (size_t b = 0; b < g->batch; b++)
-            memcpy(out + (b * g->len + t) * g->vocab, logits + b * g->vocab, g->vocab * sizeof *out);
-    }
-    free(logits);
-    mamba_state_free(s);
-    return out;
-}
 
 /* A context on the CPU, with its portable kernels only when asked (MAMBA_CPU_PORTABLE): on an
  * AVX-512 machine the decoding GEMV otherwise always takes its AVX-512 version. */
@@ -231,7 +213,7 @@ START_TEST(step_by_step_equals_forward)
     golden g = load_golden(model);
     mamba_context_t *ctx = cpu_context_kernels(portable);
     mamba_model_t *m = load_model(ctx, model_dir(model));
-    float *steps = step_through(m, &g);
+    float *steps = golden_step_through(m, &g);
     const double worst = max_abs_diff(steps, g.logits, g.batch * g.len * g.vocab);
     printf("%s step-by-step (%s kernels) vs reference forward: max abs err %.3g\n", model,
            portable ? "portable" : "fastest", worst);
@@ -385,7 +367,7 @@ START_TEST(half_precision_checkpoints)
         for (int portable = 0; portable < 2; portable++) {
             mamba_context_t *c2 = cpu_context_kernels(portable);
             mamba_model_t *m2 = load_model(c2, half_dir);
-            float *steps = step_through(m2, &g);
+            float *steps = golden_step_through(m2, &g);
             const double es = max_abs_diff(steps, h, n);
             printf("%s decoding (%s kernels) vs its forward: max abs err %.3g\n", mamba_dtype_name(dt),
                    portable ? "portable" : "fastest", es);

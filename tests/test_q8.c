@@ -55,24 +55,6 @@ static float *forward_all(mamba_model_t *m, const golden *g)
     return out;
 }
 
-/* The same logits one token at a time (the decoding GEMVs). */
-static float *step_through(mamba_model_t *m, const golden *g)
-{
-    mamba_state_t *s;
-    ck_assert_int_eq(mamba_state_create(m, g->batch, &s), MAMBA_OK);
-    float *out = malloc(g->batch * g->len * g->vocab * sizeof *out), *logits = malloc(g->batch * g->vocab * sizeof *logits);
-    for (size_t t = 0; t < g->len; t++) {
-        int32_t ids[8];
-        ck_assert_uint_le(g->batch, 8);
-        for (size_t b = 0; b < g->batch; b++) ids[b] = g->ids[b * g->len + t];
-        ck_assert_int_eq(mamba_step(s, ids, logits), MAMBA_OK);
-        for (size_t b = 0; b < g->batch; b++)
-            memcpy(out + (b * g->len + t) * g->vocab, logits + b * g->vocab, g->vocab * sizeof *out);
-    }
-    free(logits);
-    mamba_state_free(s);
-    return out;
-}
 
 /* The fraction of positions whose argmax (first on ties) agrees with ref's, over the positions
  * whose top-2 margin in ref is at least min_margin (*counted of them). */
@@ -135,7 +117,7 @@ START_TEST(fixture_accuracy)
     float *fw = forward_all(m, &g);
     snprintf(what, sizeof what, "%s forward", models[_i]);
     check_accuracy(what, fw, &g);
-    float *st = step_through(m, &g);
+    float *st = golden_step_through(m, &g);
     snprintf(what, sizeof what, "%s step by step", models[_i]);
     check_accuracy(what, st, &g);
     /* the same quantized weights through the GEMM (dequantized) and the GEMV (read in place; the
@@ -393,7 +375,7 @@ START_TEST(synthetic_and_portable)
         mamba_model_info_t info;
         mamba_model_info(m, &info);
         ck_assert_int_eq(info.dtype, MAMBA_Q8);
-        float *fw = forward_all(m, &g), *st = step_through(m, &g);
+        float *fw = forward_all(m, &g), *st = golden_step_through(m, &g);
         const size_t n = g.batch * g.len * g.vocab;
         printf("synthetic Q8_0 (%s): decoding vs forward nmse %.3g\n", portable ? "portable" : "fastest",
                nmse(st, fw, n));

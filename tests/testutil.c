@@ -236,3 +236,21 @@ void free_golden(golden *g)
     free(g->ids); free(g->prompt); free(g->gen); free(g->logits); free(g->gen_logits);
     mamba_tensor_file_close(g->f);
 }
+
+float *golden_step_through(mamba_model_t *m, const golden *g)
+{
+    mamba_state_t *s;
+    ck_assert_int_eq(mamba_state_create(m, g->batch, &s), MAMBA_OK);
+    float *out = malloc(g->batch * g->len * g->vocab * sizeof *out), *logits = malloc(g->batch * g->vocab * sizeof *logits);
+    for (size_t t = 0; t < g->len; t++) {
+        int32_t ids[8];
+        ck_assert_uint_le(g->batch, 8);
+        for (size_t b = 0; b < g->batch; b++) ids[b] = g->ids[b * g->len + t];
+        ck_assert_int_eq(mamba_step(s, ids, logits), MAMBA_OK);
+        for (size_t b = 0; b < g->batch; b++)
+            memcpy(out + (b * g->len + t) * g->vocab, logits + b * g->vocab, g->vocab * sizeof *out);
+    }
+    free(logits);
+    mamba_state_free(s);
+    return out;
+}

@@ -39,6 +39,9 @@ typedef struct golden {
 } golden;
 golden load_golden(const char *model);
 void free_golden(golden *g);
+/* The logits of feeding g's ids one step at a time (mamba_step), in the layout of g's logits
+ * (batch, len, vocab); malloc'd. */
+float *golden_step_through(mamba_model_t *m, const golden *g);
 
 /* A CPU context (one per test; prefill_chunk 0 = default). */
 mamba_context_t *cpu_context(size_t prefill_chunk);
