@@ -31,6 +31,7 @@ static const char usage[] =
     "  --threads N     CPU threads (default: all)\n";
 
 typedef struct eval_run {
+    mamba_context_t *ctx;
     mamba_model_t *model;
     mamba_state_t *state;
     mamba_task_t task;
@@ -61,7 +62,7 @@ static int fill(eval_run *r, uint64_t first, size_t nb, size_t start, size_t n)
 /* One group of nb sequences of length len: the prefix through the state, then the answer
  * positions with their logits. */
 static int run_group(eval_run *r, uint64_t first, size_t nb, size_t len, uint64_t *correct, uint64_t *scored,
-                     double t0, size_t done_before)
+                     double t0)
 {
     const size_t body = len - r->tail;
     if (mamba_state_reset(r->state) != MAMBA_OK) return cli_error("eval", EXIT_RUNTIME, "state reset failed");
@@ -70,10 +71,10 @@ static int run_group(eval_run *r, uint64_t first, size_t nb, size_t len, uint64_
         int rc = fill(r, first, nb, s, n);
         if (rc != EXIT_OK) return rc;
         if (mamba_prefill(r->state, r->ids, n, NULL) != MAMBA_OK)
-            return cli_error("eval", EXIT_RUNTIME, "length %zu: %s", len, mamba_last_error(NULL));
+            return cli_error("eval", EXIT_RUNTIME, "length %zu: %s", len, mamba_last_error(r->ctx));
         if (r->progress) {
             fprintf(stderr, "\reval length %zu: sequences %zu-%zu of %zu, %3.0f%% of their tokens (%.0f s)   ", len,
-                    done_before + 1, done_before + nb, r->samples, 100.0 * (double)(s + n) / (double)len,
+                    (size_t)first + 1, (size_t)first + nb, r->samples, 100.0 * (double)(s + n) / (double)len,
                     cli_now() - t0);
             fflush(stderr);
         }
@@ -81,12 +82,23 @@ static int run_group(eval_run *r, uint64_t first, size_t nb, size_t len, uint64_
     int rc = fill(r, first, nb, body, r->tail);
     if (rc != EXIT_OK) return rc;
     if (mamba_prefill_all(r->state, r->ids, r->tail, r->logits) != MAMBA_OK)
-        return cli_error("eval", EXIT_RUNTIME, "length %zu: %s", len, mamba_last_error(NULL));
+        return cli_error("eval", EXIT_RUNTIME, "length %zu: %s", len, mamba_last_error(r->ctx));
     for (size_t i = 0; i < nb * r->tail; i++) {
         if (r->labels[i] < 0) continue;
         *scored += 1;
         *correct += argmax(r->logits + i * r->vocab, r->vocab) == (size_t)r->labels[i];
     }
+    return EXIT_OK;
+}
+
+/* A state of nb sequences (the last group of a length may be smaller than --batch). */
+static int ensure_state(eval_run *r, size_t nb)
+{
+    if (r->state && mamba_state_batch(r->state) == nb) return EXIT_OK;
+    mamba_state_free(r->state);
+    r->state = NULL;
+    if (mamba_state_create(r->model, nb, &r->state) != MAMBA_OK)
+        return cli_error("eval", EXIT_RUNTIME, "%s", mamba_last_error(r->ctx));
     return EXIT_OK;
 }
 
@@ -100,21 +112,9 @@ static int eval_length(eval_run *r, size_t len, int json, int first_line)
     const double t0 = cli_now();
     for (size_t done = 0; done < r->samples; done += r->batch) {
         const size_t nb = r->samples - done < r->batch ? r->samples - done : r->batch;
-        if (nb != r->batch) {
-            /* the last, smaller group: a state of its own batch size */
-            mamba_state_free(r->state);
-            r->state = NULL;
-            if (mamba_state_create(r->model, nb, &r->state) != MAMBA_OK)
-                return cli_error("eval", EXIT_RUNTIME, "%s", mamba_last_error(NULL));
-        }
-        const int rc = run_group(r, done, nb, len, &correct, &scored, t0, done);
+        int rc = ensure_state(r, nb);
+        if (rc == EXIT_OK) rc = run_group(r, done, nb, len, &correct, &scored, t0);
         if (rc != EXIT_OK) return rc;
-    }
-    if (mamba_state_batch(r->state) != r->batch) {
-        mamba_state_free(r->state);
-        r->state = NULL;
-        if (mamba_state_create(r->model, r->batch, &r->state) != MAMBA_OK)
-            return cli_error("eval", EXIT_RUNTIME, "%s", mamba_last_error(NULL));
     }
     const double secs = cli_now() - t0, acc = scored ? (double)correct / (double)scored : 0;
     if (r->progress) fputs("\r\033[K", stderr);
@@ -212,6 +212,7 @@ int cmd_eval(int argc, char **argv)
     mamba_context_t *ctx = NULL;
     int rc = EXIT_RUNTIME;
     if (!(ctx = cli_context("eval", backend, (int)threads))) goto done;
+    r.ctx = ctx;
     if (mamba_model_load(ctx, model, &r.model) != MAMBA_OK) {
         cli_error("eval", EXIT_RUNTIME, "%s", mamba_last_error(ctx));
         goto done;
@@ -230,10 +231,6 @@ int cmd_eval(int argc, char **argv)
     r.logits = malloc(r.batch * r.tail * r.vocab * sizeof *r.logits);
     if (!r.ids || !r.labels || !r.logits) {
         cli_error("eval", EXIT_RUNTIME, "out of memory");
-        goto done;
-    }
-    if (mamba_state_create(r.model, r.batch, &r.state) != MAMBA_OK) {
-        cli_error("eval", EXIT_RUNTIME, "%s", mamba_last_error(ctx));
         goto done;
     }
     for (size_t i = 0; i < n_lens; i++) {

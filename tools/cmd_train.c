@@ -95,8 +95,11 @@ static int evaluate(train_run *r, double *acc, double *loss)
     for (size_t done = 0, k = 0; done < r->eval_samples; done += per, k++) {
         const size_t n = r->eval_samples - done < per ? r->eval_samples - done : per;
         mamba_train_stats_t s;
-        if (!train_data_batch(&r->eval, k, per, ids, labels) ||
-            mamba_trainer_evaluate(r->tr, ids, labels, n, L, &s) != MAMBA_OK) {
+        if (!train_data_batch(&r->eval, k, per, ids, labels)) {
+            rc = cli_error("train", EXIT_RUNTIME, "evaluation: %s", mamba_last_error(NULL));
+            break;
+        }
+        if (mamba_trainer_evaluate(r->tr, ids, labels, n, L, &s) != MAMBA_OK) {
             rc = cli_error("train", EXIT_RUNTIME, "evaluation: %s", mamba_last_error(r->ctx));
             break;
         }
@@ -283,8 +286,7 @@ static int parse_args(int argc, char **argv, train_args *a)
         return cli_error("train", EXIT_USAGE, "--task '%s': expected selective-copying, induction-heads or text", a->task);
     if (text != (a->data != NULL)) return cli_error("train", EXIT_USAGE, "--data goes with --task text, and only with it");
     if (a->tokenizer && !text) return cli_error("train", EXIT_USAGE, "--tokenizer applies to --task text only");
-    const size_t dl = a->data ? strlen(a->data) : 0;
-    if (text && !a->tokenizer && (dl < 12 || strcmp(a->data + dl - 12, ".safetensors") != 0))
+    if (text && !a->tokenizer && !train_data_is_ids_file(a->data))
         return cli_error("train", EXIT_USAGE,
                          "--data %s: a text file needs --tokenizer (or a .safetensors file of input_ids)", a->data);
     if (a->memorize && mamba_task_from_name(a->task) != MAMBA_TASK_SELECTIVE_COPYING)

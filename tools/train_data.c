@@ -36,11 +36,17 @@ int train_data_batch(const train_data *d, uint64_t index, size_t batch, int32_t 
     return 1;
 }
 
+int train_data_is_ids_file(const char *path)
+{
+    static const char ext[] = ".safetensors";
+    const size_t n = strlen(path), e = sizeof ext - 1;
+    return n > e && strcmp(path + n - e, ext) == 0;
+}
+
 int train_data_text(const char *cmd, const char *path, const mamba_tokenizer_t *tok, train_data *d)
 {
-    const size_t n = strlen(path);
     d->is_text = 1;
-    if (n > 12 && strcmp(path + n - 12, ".safetensors") == 0) {
+    if (train_data_is_ids_file(path)) {
         mamba_tensor_file_t *f;
         if (mamba_tensor_file_open(path, &f) != MAMBA_OK) {
             cli_error(cmd, EXIT_RUNTIME, "%s", mamba_last_error(NULL));

@@ -21,6 +21,8 @@ typedef struct train_data {
 /* Batch number index (batch sequences of d->len): ids and labels (batch * len each). Task
  * sequences are numbered index * batch + b; text windows start at seeded positions. */
 int train_data_batch(const train_data *d, uint64_t index, size_t batch, int32_t *ids, int32_t *labels);
+/* Whether --data names a .safetensors file of input_ids (else it is text for the tokenizer). */
+int train_data_is_ids_file(const char *path);
 /* Read --data: a safetensors file with input_ids, or text tokenized with tok (NULL: no text
  * possible). Every row of input_ids is joined into one stream. 0 after printing the error. */
 int train_data_text(const char *cmd, const char *path, const mamba_tokenizer_t *tok, train_data *d);
