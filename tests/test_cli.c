@@ -519,21 +519,6 @@ static mamba_tokenizer_t *neox(void)
     return tok;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    ck_assert_msg(fp != NULL, "cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    const long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    buf[n] = 0;
-    if (len) *len = (size_t)n;
-    return buf;
-}
-
 /* tiny's embedding grown to TEXT_VOCAB rows: its 64 and random ones of the same scale */
 static int widen_embedding(char *name, mamba_tensor_t *t, void **data, void *user)
 {
@@ -569,7 +554,7 @@ static const char *text_model(const char *name, int with_tokenizer)
     snprintf(path, sizeof paths[0], "%s/%s", dir, name);
     ck_assert_int_eq(mkdir(path, 0755), 0);
     size_t len;
-    char *cfg = read_file(data_path(0, "models/tiny/config.json"), &len);
+    char *cfg = read_file_all(data_path(0, "models/tiny/config.json"), &len);
     char *at = strstr(cfg, "\"vocab_size\": 64");
     ck_assert_ptr_nonnull(at);
     char *edited = malloc(len + 16);

@@ -208,19 +208,6 @@ START_TEST(quantize_known_matrix)
 }
 END_TEST
 
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(*len ? *len : 1);
-    ck_assert_uint_eq(fread(b, 1, *len, f), *len);
-    fclose(f);
-    return b;
-}
-
 /* Quantize model name at load, save it into dir (with its config): a Q8_0 checkpoint. */
 static void save_q8(const char *name, const char *dir)
 {
@@ -272,7 +259,7 @@ START_TEST(save_load_round_trip)
     snprintf(path_b, sizeof path_b, "%s/model.safetensors", b);
     ck_assert_msg(mamba_model_save_weights(m, path_b) == MAMBA_OK, "%s", mamba_last_error(ctx));
     size_t la, lb;
-    unsigned char *ba = read_all(path, &la), *bb = read_all(path_b, &lb);
+    char *ba = read_file_all(path, &la), *bb = read_file_all(path_b, &lb);
     ck_assert_uint_eq(la, lb);
     ck_assert_int_eq(memcmp(ba, bb, la), 0);
     free(ba);

@@ -192,19 +192,6 @@ static const char *tiny_config(int d_model, int vocab)
     return path;
 }
 
-static void *read_all(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    ck_assert_msg(fp != NULL, "%s", path);
-    fseek(fp, 0, SEEK_END);
-    *len = (size_t)ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    void *buf = malloc(*len ? *len : 1);
-    ck_assert_uint_eq(fread(buf, 1, *len, fp), *len);
-    fclose(fp);
-    return buf;
-}
-
 static double json_num(const char *text, const char *key)
 {
     const char *p = strstr(text, key);
@@ -240,7 +227,7 @@ START_TEST(train_resume_is_exact)
     char pa[4200], pb[4200];
     snprintf(pa, sizeof pa, "%s/model.safetensors", in_dir(0, "straight"));
     snprintf(pb, sizeof pb, "%s/model.safetensors", in_dir(2, "resumed"));
-    void *a = read_all(pa, &na), *b = read_all(pb, &nb);
+    char *a = read_file_all(pa, &na), *b = read_file_all(pb, &nb);
     ck_assert_uint_eq(na, nb);
     ck_assert_msg(memcmp(a, b, na) == 0, "a resumed run's weights differ from the straight run's");
     free(a);

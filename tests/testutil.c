@@ -120,15 +120,9 @@ void write_file(const char *path, const void *data, size_t len)
 
 void copy_file(const char *from, const char *to)
 {
-    FILE *fp = fopen(from, "rb");
-    ck_assert_msg(fp != NULL, "cannot open %s", from);
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)len, fp), (size_t)len);
-    fclose(fp);
-    write_file(to, buf, (size_t)len);
+    size_t len;
+    char *buf = read_file_all(from, &len);
+    write_file(to, buf, len);
     free(buf);
 }
 
@@ -253,4 +247,19 @@ float *golden_step_through(mamba_model_t *m, const golden *g)
     free(logits);
     mamba_state_free(s);
     return out;
+}
+
+char *read_file_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    ck_assert_msg(fp != NULL, "cannot open %s", path);
+    fseek(fp, 0, SEEK_END);
+    const long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    buf[n] = 0;
+    if (len) *len = (size_t)n;
+    return buf;
 }

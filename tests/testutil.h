@@ -46,6 +46,9 @@ float *golden_step_through(mamba_model_t *m, const golden *g);
 /* A CPU context (one per test; prefill_chunk 0 = default). */
 mamba_context_t *cpu_context(size_t prefill_chunk);
 
+/* All the bytes of path, NUL-terminated, malloc'd; *len (may be NULL) their count. Aborts the
+ * test when the file cannot be read. */
+char *read_file_all(const char *path, size_t *len);
 /* Copy a file. */
 void copy_file(const char *from, const char *to);
 /* Write bytes to path. */
