@@ -31,22 +31,6 @@ static void *xrealloc(void *p, size_t n)
     return q;
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    ck_assert_msg(fp != NULL, "cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    const long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(buf);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    buf[n] = '\0';
-    *len = (size_t)n;
-    return buf;
-}
-
 /* cJSON's strings end at a NUL: "\u0000" escapes become U+FDD0 (absent from the fixtures) for
  * the parse and NULs again after it. */
 static void hide_nuls(char *line)
@@ -80,7 +64,7 @@ static char *restore_nuls(const char *s, size_t *len)
 static tok_case *load_cases(const char *rel, size_t *count)
 {
     size_t len;
-    char *all = read_all(data_path(1, rel), &len);
+    char *all = read_file_all(data_path(1, rel), &len);
     size_t cap = 256, n = 0;
     tok_case *cases = calloc(cap, sizeof *cases);
     for (char *line = all, *next; line && *line; line = next) {
@@ -730,7 +714,7 @@ static void tiny_dir(const char *dir, const char *eos_line)
 {
     char path[4200];
     size_t len;
-    char *cfg = read_all(data_path(0, "models/tiny/config.json"), &len);
+    char *cfg = read_file_all(data_path(0, "models/tiny/config.json"), &len);
     char *at = strstr(cfg, "\"eos_token_id\": 0,");
     ck_assert_ptr_nonnull(at);
     const char *rest = at + strlen("\"eos_token_id\": 0,");

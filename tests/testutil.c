@@ -257,6 +257,7 @@ char *read_file_all(const char *path, size_t *len)
     const long n = ftell(fp);
     fseek(fp, 0, SEEK_SET);
     char *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
     ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
     fclose(fp);
     buf[n] = 0;
