@@ -1,8 +1,11 @@
 /* The encoder and decoder on arbitrary bytes with the GPT-NeoX tokenizer (its path comes from
  * MAMBA_FUZZ_TOKENIZER or the build). Invalid UTF-8 must be refused at the right offset; valid
  * text must give the same ids with and without the ASCII fast path, ids in range, and decode
- * back to its NFC form when special tokens are text. The bytes as ids must decode the same
- * through the stream as at once. */
+ * back to a text canonically equivalent to it when special tokens are text: both sides'
+ * utf8proc NFC equal. (Not the decoded text itself against utf8proc's NFC: the tokenizer's NFC
+ * is tokenizers' Unicode 9.0 one, which leaves code points assigned since alone, so that
+ * U+0301 U+1AC0 stays in that order where Unicode 15.0 reorders it.) The bytes as ids must
+ * decode the same through the stream as at once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,10 +90,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (mamba_detokenize(tok, a, na, NULL, 0, &len) != MAMBA_OK) abort();
             char *back = malloc(len + 1);
             if (mamba_detokenize(tok, a, na, back, len, &len) != MAMBA_OK) abort();
-            utf8proc_uint8_t *nfc = NULL;
-            const utf8proc_ssize_t nl = utf8proc_map(data, (utf8proc_ssize_t)size, &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-            if (nl < 0 || (size_t)nl != len || memcmp(nfc, back, len) != 0) abort();
+            utf8proc_uint8_t *nfc = NULL, *back_nfc = NULL;
+            const utf8proc_option_t nfc_opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+            const utf8proc_ssize_t nl = utf8proc_map(data, (utf8proc_ssize_t)size, &nfc, nfc_opt);
+            const utf8proc_ssize_t bl = utf8proc_map((const utf8proc_uint8_t *)back, (utf8proc_ssize_t)len, &back_nfc, nfc_opt);
+            if (nl < 0 || bl != nl || memcmp(nfc, back_nfc, (size_t)nl) != 0) abort();
             free(nfc);
+            free(back_nfc);
             free(back);
         }
         free(a);
