@@ -7,9 +7,14 @@
 
 #include "internal.h"
 #include "api/alloc.h"
+#include "api/vec_math.h"
 
-/* a candidate: its logit, its id, and (once computed) exp((logit - max) / temperature) */
-struct pair { double logit, q; int32_t idx; };
+/* a candidate: its logit, its id, and exp((logit - max) / temperature) */
+struct pair { float logit, q; int32_t idx; };
+
+/* The draw walks the kept tokens' weights in id order a block at a time: the block sums are
+ * made in the pass that writes the weights, so that only one block is walked token by token. */
+#define DRAW_BLOCK 256
 
 struct mamba_sampler {
     mamba_sampler_params_t p;   /* bias_ids and bias_values point at the sampler's copies */
@@ -23,7 +28,8 @@ struct mamba_sampler {
     size_t hist_len, hist_cap, hist_head;
     /* scratch of the vocabulary's size */
     size_t cap;
-    double *work, *prob;
+    float *work, *prob;
+    double *block_sum;
     struct pair *pairs;
     int32_t *count;
 };
@@ -109,6 +115,7 @@ void mamba_sampler_free(mamba_sampler_t *s)
     free(s->hist);
     free(s->work);
     free(s->prob);
+    free(s->block_sum);
     free(s->pairs);
     free(s->count);
     free(s);
@@ -186,49 +193,54 @@ static double next_unit(uint64_t *state)
 static mamba_status_t reserve_scratch(mamba_sampler_t *s, size_t vocab)
 {
     if (s->cap >= vocab) return MAMBA_OK;
-    double *work = mb_realloc(s->work, vocab * sizeof *work);
+    float *work = mb_realloc(s->work, vocab * sizeof *work);
     if (work) s->work = work;
-    double *prob = mb_realloc(s->prob, vocab * sizeof *prob);
+    float *prob = mb_realloc(s->prob, vocab * sizeof *prob);
     if (prob) s->prob = prob;
+    double *block_sum = mb_realloc(s->block_sum, (vocab / DRAW_BLOCK + 1) * sizeof *block_sum);
+    if (block_sum) s->block_sum = block_sum;
     struct pair *pairs = mb_realloc(s->pairs, vocab * sizeof *pairs);
     if (pairs) s->pairs = pairs;
     int32_t *count = mb_realloc(s->count, vocab * sizeof *count);
     if (count) s->count = count;
-    if (!work || !prob || !pairs || !count)
+    if (!work || !prob || !block_sum || !pairs || !count)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_OUT_OF_MEMORY, "mamba_sample: out of memory for a vocabulary of %zu", vocab);
     s->cap = vocab;
     return MAMBA_OK;
 }
 
-static mamba_status_t apply_bias(const mamba_sampler_t *s, double *w, size_t vocab)
+static mamba_status_t apply_bias(const mamba_sampler_t *s, float *w, size_t vocab)
 {
     for (size_t i = 0; i < s->p.n_bias; i++) {
         if ((size_t)s->bias_ids[i] >= vocab)
             return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
                              "mamba_sample: logit bias %zu: token id %d is out of range [0, %zu)", i,
                              (int)s->bias_ids[i], vocab);
-        w[s->bias_ids[i]] += (double)s->bias_values[i];
+        w[s->bias_ids[i]] += s->bias_values[i];
     }
     return MAMBA_OK;
 }
 
-static mamba_status_t apply_penalties(mamba_sampler_t *s, double *w, size_t vocab)
+static mamba_status_t apply_penalties(mamba_sampler_t *s, float *w, size_t vocab)
 {
     int32_t *count = s->count;
-    memset(count, 0, vocab * sizeof *count);
     for (size_t i = 0; i < s->hist_len; i++) {
         const int32_t id = s->hist[i];
         if ((size_t)id >= vocab)
             return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
                              "mamba_sample: history token id %d (accepted earlier) is out of range [0, %zu)", (int)id,
                              vocab);
-        count[id]++;
+        count[id] = 0;
     }
-    const double rep = s->p.repeat_penalty, pres = s->p.presence_penalty, freq = s->p.frequency_penalty;
-    for (size_t i = 0; i < vocab; i++) {
+    for (size_t i = 0; i < s->hist_len; i++) count[s->hist[i]]++;
+    const float rep = s->p.repeat_penalty, pres = s->p.presence_penalty, freq = s->p.frequency_penalty;
+    /* each token of the window once: its count is zeroed after it is applied */
+    for (size_t h = 0; h < s->hist_len; h++) {
+        const int32_t i = s->hist[h];
         if (!count[i]) continue;
         w[i] = w[i] > 0 ? w[i] / rep : w[i] * rep;
-        w[i] -= pres + freq * count[i];
+        w[i] -= pres + freq * (float)count[i];
+        count[i] = 0;
     }
     return MAMBA_OK;
 }
@@ -300,61 +312,170 @@ static size_t select_mass(struct pair *p, size_t n, double target)
     return lo ? lo : 1;
 }
 
+/* The largest value and whether any is +inf (and NaN when nan_too): one vectorized pass. */
+MB_CPU_CLONES static float scan_max(const float *w, size_t n, int nan_too, int *bad)
+{
+    float top = -INFINITY;
+    int b = 0;
+#pragma omp simd reduction(max : top) reduction(| : b)
+    for (size_t i = 0; i < n; i++) {
+        const float v = w[i];
+        b |= (v == INFINITY) | (nan_too & (v != v));
+        top = v > top ? v : top;
+    }
+    *bad = b;
+    return top;
+}
+
+static size_t first_bad(const float *w, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !isnan(w[i]) && w[i] != INFINITY) i++;
+    return i;
+}
+
+/* The first index of v in w (n - 1 when it is absent), a vectorized test a block at a time. */
+MB_CPU_CLONES static size_t first_equal(const float *w, size_t n, float v)
+{
+    size_t b0 = 0;
+    for (; b0 < n; b0 += DRAW_BLOCK) {
+        const size_t b1 = b0 + DRAW_BLOCK < n ? b0 + DRAW_BLOCK : n;
+        int hit = 0;
+#pragma omp simd reduction(| : hit)
+        for (size_t i = b0; i < b1; i++) hit |= w[i] == v;
+        if (hit) break;
+    }
+    size_t i = b0;
+    while (i + 1 < n && w[i] != v) i++;
+    return i;
+}
+
+/* prob[i] = exp((w[i] - top) / temperature) (0 for -inf), zeroed under floor_p; the block
+ * sums beside it; returns the total. */
+MB_CPU_CLONES static double weigh_all(mamba_sampler_t *s, const float *w, size_t vocab, float top, float inv_t, float floor_p)
+{
+    float *prob = s->prob;
+    double total = 0;
+    for (size_t b0 = 0, blk = 0; b0 < vocab; b0 += DRAW_BLOCK, blk++) {
+        const size_t b1 = b0 + DRAW_BLOCK < vocab ? b0 + DRAW_BLOCK : vocab;
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (size_t i = b0; i < b1; i++) {
+            float q = fexp((w[i] - top) * inv_t);
+            q = w[i] == -INFINITY || q < floor_p ? 0.0f : q;
+            prob[i] = q;
+            sum += q;
+        }
+        s->block_sum[blk] = sum;
+        total += sum;
+    }
+    return total;
+}
+
+/* The block sums of prob (set by a caller that wrote it sparsely); returns the total. */
+MB_CPU_CLONES static double sum_blocks(mamba_sampler_t *s, size_t vocab)
+{
+    double total = 0;
+    for (size_t b0 = 0, blk = 0; b0 < vocab; b0 += DRAW_BLOCK, blk++) {
+        const size_t b1 = b0 + DRAW_BLOCK < vocab ? b0 + DRAW_BLOCK : vocab;
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (size_t i = b0; i < b1; i++) sum += s->prob[i];
+        s->block_sum[blk] = sum;
+        total += sum;
+    }
+    return total;
+}
+
+/* The draw: the first token, in id order, at which the running sum of prob passes
+ * u * total. Walking in id order makes the token independent of the order the selections
+ * left the candidates in: the same seed gives the same token when tokens of no weight, or of
+ * ids after it, are added or removed. */
+static int32_t draw(mamba_sampler_t *s, size_t vocab, double total)
+{
+    const double r = next_unit(&s->rng) * total;
+    double acc = 0;
+    size_t last = 0, b0 = 0, blk = 0;
+    for (; b0 < vocab; b0 += DRAW_BLOCK, blk++) {
+        if (s->block_sum[blk] > 0) last = b0;
+        if (r < acc + s->block_sum[blk]) break;
+        acc += s->block_sum[blk];
+    }
+    if (b0 >= vocab) b0 = last; /* rounding left r past the end: the last block with weight */
+    const size_t b1 = b0 + DRAW_BLOCK < vocab ? b0 + DRAW_BLOCK : vocab;
+    size_t pick = b0;
+    for (size_t i = b0; i < b1; i++) {
+        if (s->prob[i] == 0) continue;
+        pick = i;
+        acc += s->prob[i];
+        if (r < acc) break;
+    }
+    return (int32_t)pick;
+}
+
+/* The candidates of weight prob[i] >= tau (tau > 0), or all finite tokens (tau 0), into
+ * pairs; their mass. */
+static size_t gather(mamba_sampler_t *s, const float *w, size_t vocab, float tau, double *mass)
+{
+    size_t n = 0;
+    double m = 0;
+    for (size_t i = 0; i < vocab; i++) {
+        const float q = s->prob[i];
+        if (w[i] == -INFINITY || q < tau) continue;
+        s->pairs[n++] = (struct pair){w[i], q, (int32_t)i};
+        m += q;
+    }
+    *mass = m;
+    return n;
+}
+
 /* The draw from w (the logits after bias and penalties), among its finite entries. Only the
  * candidates are never sorted: top-k and top-p select their sets in linear expected time, and
  * min-p needs only the largest. */
-static mamba_status_t choose(mamba_sampler_t *s, const double *w, size_t vocab, int32_t *token)
+static mamba_status_t choose(mamba_sampler_t *s, const float *w, size_t vocab, int32_t *token)
 {
-    size_t n = 0, best = vocab;
-    for (size_t i = 0; i < vocab; i++) {
-        if (w[i] == INFINITY)
-            return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is +inf after the penalties", i);
-        if (w[i] == -INFINITY) continue;
-        if (best == vocab || w[i] > w[best]) best = i;
-        s->pairs[n++] = (struct pair){w[i], 0.0, (int32_t)i};
-    }
-    if (n == 0)
+    int inf;
+    const float top = scan_max(w, vocab, 0, &inf);
+    if (inf)
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is +inf after the penalties",
+                         first_bad(w, vocab));
+    if (top == -INFINITY)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
                          "mamba_sample: every one of the %zu tokens is banned (logit -inf after the bias and penalties)",
                          vocab);
     if (s->p.temperature == 0 || s->p.top_k == 1) {
-        *token = (int32_t)best;
+        *token = (int32_t)first_equal(w, vocab, top);
         return MAMBA_OK;
     }
+    const float inv_t = 1.0f / s->p.temperature;
+    /* min-p: the largest probability is exp(0) = 1 in these units */
+    const float floor_p = s->p.min_p > 0 ? s->p.min_p : 0;
+    const int top_p = s->p.top_p > 0 && s->p.top_p < 1;
+    if (s->p.top_k == 0 && !top_p) {
+        *token = draw(s, vocab, weigh_all(s, w, vocab, top, inv_t, floor_p));
+        return MAMBA_OK;
+    }
+    /* top-k or top-p: the candidates are the tokens of weight >= tau when those are enough
+     * (at least k of them; for top-p, their mass alone reaches top_p of the total mass, where
+     * the total is over all when k does not cut): every token of smaller weight comes after
+     * them in the order, so the sets chosen from them are the sets chosen from all. Else all
+     * finite tokens. */
+    double total = weigh_all(s, w, vocab, top, inv_t, 0.0f), mass;
+    size_t n = gather(s, w, vocab, 1e-4f, &mass);
+    const size_t k = s->p.top_k > 0 ? (size_t)s->p.top_k : 0;
+    if ((k && n < k) || (top_p && !k && mass < s->p.top_p * total)) n = gather(s, w, vocab, 0.0f, &mass);
     struct pair *pairs = s->pairs;
-    if (s->p.top_k > 0 && (size_t)s->p.top_k < n) {
-        select_first(pairs, n, (size_t)s->p.top_k);
-        n = (size_t)s->p.top_k;
+    if (k && k < n) {
+        select_first(pairs, n, k);
+        n = k;
+        mass = 0;
+        for (size_t i = 0; i < n; i++) mass += pairs[i].q;
     }
-    double *prob = s->prob;
-    const double inv_t = 1.0 / s->p.temperature, top = w[best];
-    double sum = 0;
-    for (size_t i = 0; i < n; i++) sum += pairs[i].q = exp((pairs[i].logit - top) * inv_t);
-    if (s->p.top_p > 0 && s->p.top_p < 1) n = select_mass(pairs, n, s->p.top_p * sum);
-    /* min-p: the largest probability is exp(0) = 1 in these units. The draw walks the kept
-     * tokens in id order (prob is dense over the vocabulary), so that it does not depend on the
-     * order the selections left them in: the same seed gives the same token when tokens of no
-     * weight, or of ids after it, are added or removed. */
-    const double floor_p = s->p.min_p > 0 ? s->p.min_p : 0;
-    memset(prob, 0, vocab * sizeof *prob);
-    sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = pairs[i].q >= floor_p ? pairs[i].q : 0;
-        prob[pairs[i].idx] = q;
-        sum += q;
-    }
-    double r = next_unit(&s->rng) * sum, acc = 0;
-    size_t last = (size_t)pairs[0].idx;
-    for (size_t i = 0; i < vocab; i++) {
-        if (prob[i] == 0) continue;
-        last = i;
-        acc += prob[i];
-        if (r < acc) {
-            *token = (int32_t)i;
-            return MAMBA_OK;
-        }
-    }
-    *token = (int32_t)last;
+    if (top_p) n = select_mass(pairs, n, s->p.top_p * mass);
+    memset(s->prob, 0, vocab * sizeof *s->prob);
+    for (size_t i = 0; i < n; i++) s->prob[pairs[i].idx] = pairs[i].q >= floor_p ? pairs[i].q : 0;
+    total = sum_blocks(s, vocab);
+    *token = draw(s, vocab, total);
     return MAMBA_OK;
 }
 
@@ -364,26 +485,27 @@ mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t voca
     if (!s || !logits || !token) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: NULL argument");
     if (vocab == 0 || vocab > INT32_MAX)
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: vocab = %zu", vocab);
-    /* greedy with nothing to apply first: the argmax of the floats, the first on ties, in the
-     * pass that checks them (a server samples every sequence of a batch each step: converting
-     * 50,280 logits to doubles cost more than the step's share of the GPU's time) */
-    const int plain_greedy = (s->p.temperature == 0 || s->p.top_k == 1) && !s->penalties && s->p.n_bias == 0;
-    size_t best = 0;
-    for (size_t i = 0; i < vocab; i++) {
-        if (isnan(logits[i]) || logits[i] == INFINITY)
-            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s", i,
-                             isnan(logits[i]) ? "NaN" : "+inf");
-        if (logits[i] > logits[best]) best = i;
+    /* the logits checked and their largest found in one vectorized pass; greedy with nothing
+     * to apply first is then the first index of it (a server samples every sequence of a
+     * batch each step: a scalar pass over 50,280 logits cost more than the step's share of
+     * the GPU's time) */
+    int bad;
+    const float top = scan_max(logits, vocab, 1, &bad);
+    if (bad) {
+        const size_t i = first_bad(logits, vocab);
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s", i,
+                         isnan(logits[i]) ? "NaN" : "+inf");
     }
-    if (plain_greedy && logits[best] > -INFINITY) {
-        *token = (int32_t)best;
+    const int plain_greedy = (s->p.temperature == 0 || s->p.top_k == 1) && !s->penalties && s->p.n_bias == 0;
+    if (plain_greedy && top > -INFINITY) {
+        *token = (int32_t)first_equal(logits, vocab, top);
         return MAMBA_OK;
     }
     mamba_status_t st = reserve_scratch(s, vocab);
     if (st == MAMBA_OK && s->penalties) st = history_reserve(s, 1);
     if (st != MAMBA_OK) return st;
-    double *w = s->work;
-    for (size_t i = 0; i < vocab; i++) w[i] = logits[i];
+    float *w = s->work;
+    memcpy(w, logits, vocab * sizeof *w);
     if ((st = apply_bias(s, w, vocab)) != MAMBA_OK) return st;
     if (s->penalties && (st = apply_penalties(s, w, vocab)) != MAMBA_OK) return st;
     int32_t tok = 0;
