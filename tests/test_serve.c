@@ -474,6 +474,11 @@ START_TEST(endpoints_answer_in_openai_shapes)
     ck_assert_double_eq(metric(&s, "mamba_prompt_tokens_total"), 4 + (double)n_chat);
     ck_assert_double_eq(metric_settled(&s, "mamba_active_slots", 0), 0);
     ck_assert_double_eq(metric_settled(&s, "mamba_queue_length", 0), 0);
+    /* the loop's time: prompts were prefilled and steps made (a turn's own time is added when
+     * it ends, so it is only known to be counted too) */
+    ck_assert_double_gt(metric(&s, "mamba_model_prefill_seconds_total"), 0);
+    ck_assert_double_gt(metric(&s, "mamba_model_step_seconds_total"), 0);
+    ck_assert_double_gt(metric(&s, "mamba_loop_busy_seconds_total"), 0);
     /* the README's curl example */
     char url[128], out_path[4400];
     snprintf(url, sizeof url, "http://" HOST ":%d/v1/completions", s.port);

@@ -19,6 +19,7 @@ struct serve_metrics {
     status_count requests[SERVE_EP_COUNT][MAX_STATUSES];
     uint64_t prompt_tokens, generated_tokens, cache_hits, cache_misses, steps, step_sequences;
     size_t active_slots, queued, cache_bytes;
+    double seconds[SERVE_T_COUNT];
     uint64_t per_second[RATE_WINDOW];
     int64_t second[RATE_WINDOW]; /* which second each bucket counts */
 };
@@ -97,6 +98,14 @@ void serve_metrics_step(serve_metrics *m, size_t n)
     pthread_mutex_lock(&m->mu);
     m->steps++;
     m->step_sequences += n;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void serve_metrics_time(serve_metrics *m, serve_timer t, double seconds)
+{
+    if (t >= SERVE_T_COUNT) return;
+    pthread_mutex_lock(&m->mu);
+    m->seconds[t] += seconds;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -189,6 +198,16 @@ char *serve_metrics_text(serve_metrics *m, double now, size_t slots)
     add(&b, "# HELP mamba_decode_step_sequences_total Sequences of the batched decoding steps (over the steps: the mean batch).\n"
             "# TYPE mamba_decode_step_sequences_total counter\nmamba_decode_step_sequences_total %llu\n",
         (unsigned long long)m->step_sequences);
+    add(&b, "# HELP mamba_model_prefill_seconds_total Time in the model's prompt prefills.\n"
+            "# TYPE mamba_model_prefill_seconds_total counter\nmamba_model_prefill_seconds_total %.6f\n",
+        m->seconds[SERVE_T_PREFILL]);
+    add(&b, "# HELP mamba_model_step_seconds_total Time in the model's batched decoding steps.\n"
+            "# TYPE mamba_model_step_seconds_total counter\nmamba_model_step_seconds_total %.6f\n",
+        m->seconds[SERVE_T_STEP]);
+    add(&b, "# HELP mamba_loop_busy_seconds_total Time the decoding loop worked (the model's calls included; the rest "
+            "is sampling, detokenizing and streaming).\n"
+            "# TYPE mamba_loop_busy_seconds_total counter\nmamba_loop_busy_seconds_total %.6f\n",
+        m->seconds[SERVE_T_TURN]);
     add(&b, "# HELP mamba_active_slots Sequences being prefilled or decoded.\n"
             "# TYPE mamba_active_slots gauge\nmamba_active_slots %zu\n", m->active_slots);
     add(&b, "# HELP mamba_slots Sequences the server decodes at once (--slots).\n"

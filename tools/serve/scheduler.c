@@ -4,6 +4,7 @@
 #include "scheduler.h"
 
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,10 @@ typedef struct job {
     int32_t *gen;               /* sampled tokens (not the EOS)                              */
     size_t n_gen, gen_cap, gen_fed;
     int32_t next_id;            /* the last sampled token, which the next step feeds        */
+    /* a step's draw, made in parallel with the other jobs' before any is taken */
+    int32_t drawn;
+    mamba_status_t draw_status;
+    char draw_error[200];
 } job;
 
 struct serve_scheduler {
@@ -47,7 +52,9 @@ struct serve_scheduler {
     void *seq_buf;
     int32_t *key;               /* a cache key being built                                  */
     size_t key_cap;
-    float *logits, *prefill_logits, *masked;
+    float *logits, *prefill_logits; /* page-locked where the device has it (mamba_alloc_host) */
+    float *masked;              /* min-p's copy of a row: a vocabulary per sampling thread    */
+    int threads;
     job **slot;
     size_t n_dec, n_pre;
     size_t *seqs, *lens;
@@ -133,9 +140,12 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
         return 0;
     }
     s->seq_buf = malloc(s->seq_bytes);
-    s->logits = malloc(S * s->vocab * sizeof *s->logits);
-    s->prefill_logits = malloc(S * s->vocab * sizeof *s->prefill_logits);
-    s->masked = malloc(s->vocab * sizeof *s->masked);
+    /* a 64-sequence step's logits are 13 MB with the GPT-NeoX vocabulary: from the GPU into
+     * malloc'd memory they cross the bus at a fraction of its rate */
+    s->logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->logits);
+    s->prefill_logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->prefill_logits);
+    s->threads = omp_get_max_threads();
+    s->masked = malloc((size_t)s->threads * s->vocab * sizeof *s->masked);
     s->slot = calloc(S, sizeof(job *));
     s->seqs = malloc(S * sizeof *s->seqs);
     s->lens = malloc(S * sizeof *s->lens);
@@ -166,8 +176,8 @@ void serve_scheduler_free(serve_scheduler *s)
     prompt_cache_free(s->cache);
     free(s->seq_buf);
     free(s->key);
-    free(s->logits);
-    free(s->prefill_logits);
+    mamba_free_host(s->ctx, s->logits);
+    mamba_free_host(s->ctx, s->prefill_logits);
     free(s->masked);
     free(s->slot);
     free(s->seqs);
@@ -341,8 +351,9 @@ static int add_gen(job *j, int32_t t)
     return 1;
 }
 
-/* min_p: tokens less likely than min_p times the most likely one are dropped. */
-static const float *apply_min_p(serve_scheduler *s, const job *j, const float *row)
+/* min_p: tokens less likely than min_p times the most likely one are dropped (into masked,
+ * a vocabulary of the caller's). */
+static const float *apply_min_p(const serve_scheduler *s, const job *j, const float *row, float *masked)
 {
     if (j->min_p <= 0) return row;
     const size_t V = s->o.sample_vocab;
@@ -350,19 +361,27 @@ static const float *apply_min_p(serve_scheduler *s, const job *j, const float *r
     for (size_t i = 0; i < V; i++)
         if (row[i] > top) top = row[i];
     const float cut = top + (float)log(j->min_p);
-    for (size_t i = 0; i < V; i++) s->masked[i] = row[i] >= cut ? row[i] : -INFINITY;
-    return s->masked;
+    for (size_t i = 0; i < V; i++) masked[i] = row[i] >= cut ? row[i] : -INFINITY;
+    return masked;
 }
 
-/* Sample the job's next token from row and send what it adds. 1 when the job has ended (and
- * is freed). */
+/* The job's next token from row into j->drawn, the status and (on failure) the message into
+ * the job: this runs on a sampling thread, whose error message is its own. */
+static void draw_token(const serve_scheduler *s, job *j, const float *row, float *masked)
+{
+    j->draw_status = mamba_sample(j->sampler, apply_min_p(s, j, row, masked), s->o.sample_vocab, &j->drawn);
+    if (j->draw_status != MAMBA_OK) snprintf(j->draw_error, sizeof j->draw_error, "%s", mamba_last_error(NULL));
+}
+
+/* Take the job's drawn token and send what it adds; row (the logits it was drawn from) goes
+ * into the prompt cache when the job ends. 1 when the job has ended (and is freed). */
 static int take_token(serve_scheduler *s, job *j, const float *row)
 {
-    int32_t t;
-    if (mamba_sample(j->sampler, apply_min_p(s, j, row), s->o.sample_vocab, &t) != MAMBA_OK) {
+    const int32_t t = j->drawn;
+    if (j->draw_status != MAMBA_OK) {
         const size_t pos = position_of(s, j);
         vacate(s, pos);
-        fail_job(j, 500, "server_error", "sampling failed: %s", mamba_last_error(NULL));
+        fail_job(j, 500, "server_error", "sampling failed: %s", j->draw_error);
         return 1;
     }
     if (t == s->o.eos && !j->ignore_eos) {
@@ -472,6 +491,7 @@ static void admit(serve_scheduler *s, job *j)
         fail_all(s, "moving a sequence in the state");
         return;
     }
+    draw_token(s, j, s->prefill_logits, s->masked);
     take_token(s, j, s->prefill_logits);
 }
 
@@ -498,7 +518,10 @@ static void prefill(serve_scheduler *s)
         s->batch[k++] = j;
         budget -= n;
     }
-    if (mamba_prefill_seqs(s->state, k, s->seqs, s->ids, s->lens, s->prefill_logits) != MAMBA_OK) {
+    const double t0 = now_s();
+    const mamba_status_t st = mamba_prefill_seqs(s->state, k, s->seqs, s->ids, s->lens, s->prefill_logits);
+    serve_metrics_time(s->metrics, SERVE_T_PREFILL, now_s() - t0);
+    if (st != MAMBA_OK) {
         fail_all(s, "prefill");
         return;
     }
@@ -514,6 +537,7 @@ static void prefill(serve_scheduler *s)
             fail_all(s, "moving a sequence in the state");
             return;
         }
+        draw_token(s, j, row, s->masked);
         take_token(s, j, row);
     }
 }
@@ -527,12 +551,21 @@ static void step(serve_scheduler *s)
         s->step_ids[i] = s->slot[i]->next_id;
         s->batch[i] = s->slot[i];
     }
-    if (mamba_step_seqs(s->state, n, s->seqs, s->step_ids, s->logits) != MAMBA_OK) {
+    const double t0 = now_s();
+    const mamba_status_t st = mamba_step_seqs(s->state, n, s->seqs, s->step_ids, s->logits);
+    serve_metrics_time(s->metrics, SERVE_T_STEP, now_s() - t0);
+    if (st != MAMBA_OK) {
         fail_all(s, "decoding step");
         return;
     }
     serve_metrics_step(s->metrics, n);
     for (size_t i = 0; i < n; i++) s->batch[i]->gen_fed++;
+    /* every job's draw first, in parallel (each has its own sampler; a draw with temperature
+     * reads the whole vocabulary, and 64 of them one after another took longer than the GPU's
+     * step), then the tokens taken in order, which moves jobs in the state */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->threads) if (n >= 4)
+    for (size_t i = 0; i < n; i++)
+        draw_token(s, s->batch[i], s->logits + i * s->vocab, s->masked + (size_t)omp_get_thread_num() * s->vocab);
     const unsigned failures = s->failures;
     for (size_t i = 0; i < n && s->failures == failures; i++) take_token(s, s->batch[i], s->logits + i * s->vocab);
 }
@@ -573,11 +606,13 @@ static void *loop(void *arg)
             drain(s, now_s() >= deadline);
             if (s->n_dec + s->n_pre == 0) break;
         }
+        const double t0 = now_s();
         drop_cancelled(s);
         if (!stopping) admit_queued(s);
         prefill(s);
         step(s);
         publish(s);
+        serve_metrics_time(s->metrics, SERVE_T_TURN, now_s() - t0);
     }
     publish(s);
     return NULL;
