@@ -343,7 +343,8 @@ START_TEST(bad_q8_files)
 }
 END_TEST
 
-/* A synthetic Q8_0 model decodes as it forwards; the portable GEMV agrees with the AVX-512 one. */
+/* A synthetic Q8_0 model decodes as it forwards; the portable GEMV agrees with the AVX-512 or
+ * AVX2 one (whichever the machine runs). */
 START_TEST(synthetic_and_portable)
 {
     golden g = load_golden("small");
