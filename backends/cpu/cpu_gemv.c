@@ -107,13 +107,14 @@ static void gemv_rows_generic(const cpu_gemv_job *j, size_t r0, size_t r1)
 }
 
 #if MB_CPU_AVX512
-/* AVX-512 version, written with intrinsics: the portable version above, compiled for AVX-512,
- * read 54 GB/s on the development machine (AMD EPYC) where this reads 70, with the same inner
- * loop of four FMAs; which part of the rest made the difference was not pinned down (a
- * lane-by-lane reduction through the stack added to this version did not slow it). 16-bit
- * weights are widened in registers as they are loaded. */
-__attribute__((target("avx512f,fma"), always_inline)) static inline __m512 load_w16(const void *w, size_t i,
-                                                                                   mamba_dtype_t dt)
+/* The ISA kernels, written with intrinsics: the portable version above, compiled for AVX-512,
+ * read 54 GB/s on the (AVX-512) development machine where these read 70, with the same inner
+ * loop of four FMAs; which part of the rest made the difference was not pinned down. One row
+ * of W at a time: one contiguous stream for the prefetcher, four sums in flight. 16-bit
+ * weights are widened in registers as they are loaded. Each kernel is one row's dot product
+ * with one row of x, made for AVX-512 and for AVX2 from one template below. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline __m512 load_w_avx512(const void *w, size_t i,
+                                                                                       mamba_dtype_t dt)
 {
     if (dt == MAMBA_F32) return _mm512_loadu_ps((const float *)w + i);
     const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
@@ -121,122 +122,8 @@ __attribute__((target("avx512f,fma"), always_inline)) static inline __m512 load_
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* One row at a time: one contiguous stream for the prefetcher, four sums in flight. */
-__attribute__((target("avx512f,fma"), always_inline)) static inline void
-gemv_rows_avx512_dt(const cpu_gemv_job *j, size_t r0, size_t r1, mamba_dtype_t dt)
-{
-    const size_t k = j->k, k64 = k / 64 * 64, k16 = k / 16 * 16, row_bytes = k * (dt == MAMBA_F32 ? 4 : 2);
-    for (size_t r = r0; r < r1; r++) {
-        const void *wr = (const unsigned char *)j->w + r * row_bytes;
-        for (size_t i = 0; i < j->m; i++) {
-            const float *x = j->x + i * j->ldx;
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            size_t c = 0;
-            for (; c < k64; c += 64) {
-                a0 = _mm512_fmadd_ps(load_w16(wr, c, dt), _mm512_loadu_ps(x + c), a0);
-                a1 = _mm512_fmadd_ps(load_w16(wr, c + 16, dt), _mm512_loadu_ps(x + c + 16), a1);
-                a2 = _mm512_fmadd_ps(load_w16(wr, c + 32, dt), _mm512_loadu_ps(x + c + 32), a2);
-                a3 = _mm512_fmadd_ps(load_w16(wr, c + 48, dt), _mm512_loadu_ps(x + c + 48), a3);
-            }
-            for (; c < k16; c += 16) a0 = _mm512_fmadd_ps(load_w16(wr, c, dt), _mm512_loadu_ps(x + c), a0);
-            float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-            for (; c < k; c++) s += weight_f32(wr, c, dt) * x[c];
-            float *y = j->y + i * j->ldy + r;
-            *y = (j->accumulate ? *y : 0.0f) + s + (j->bias ? j->bias[r] : 0.0f);
-        }
-    }
-}
-
-/* Q8_0: x is quantized to 16 bits first, a block of 32 at a time (scale max|x| / 32767: its
- * rounding, 1.5e-5 of the block's largest, is far below the weights'), so that a block's 32
- * products are one vpmaddwd of int8 weights widened to int16 against it, exact in int32; the
- * block's sum, converted, is scaled by both scales. Four blocks in flight. Against int8 weights
- * widened to f32 (two conversions and two FMAs a block) the 130m's lm_head GEMV on one core of
- * the development machine went from 1.6-1.76 ms (24-25 GB/s) to 1.50-1.54 ms (27 GB/s; the bf16
- * GEMV's stream: 26-29 GB/s). */
-#define Q8_BLOCK_SUM(wq, xq) \
-    _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wq))), \
-                                         _mm512_loadu_si512((const void *)(xq))))
-
-__attribute__((target("avx512f,avx512bw,fma,f16c"))) static void gemv_rows_q8_avx512(const cpu_gemv_job *j, size_t r0,
-                                                                                    size_t r1)
-{
-    const size_t k = j->k, nb = k / MB_Q8_BLOCK, nb4 = nb / 4 * 4;
-    for (size_t r = r0; r < r1; r++) {
-        const int8_t *wr = (const int8_t *)j->w + r * k;
-        const uint16_t *sr = j->scales + r * nb;
-        for (size_t i = 0; i < j->m; i++) {
-            const int16_t *x = j->xq + i * k;
-            const float *xs = j->xs + i * nb;
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            size_t b = 0;
-            for (; b < nb4; b += 4) {
-                const int8_t *q = wr + b * MB_Q8_BLOCK;
-                const int16_t *xb = x + b * MB_Q8_BLOCK;
-                a0 = _mm512_fmadd_ps(Q8_BLOCK_SUM(q, xb), _mm512_set1_ps(_cvtsh_ss(sr[b]) * xs[b]), a0);
-                a1 = _mm512_fmadd_ps(Q8_BLOCK_SUM(q + 32, xb + 32), _mm512_set1_ps(_cvtsh_ss(sr[b + 1]) * xs[b + 1]), a1);
-                a2 = _mm512_fmadd_ps(Q8_BLOCK_SUM(q + 64, xb + 64), _mm512_set1_ps(_cvtsh_ss(sr[b + 2]) * xs[b + 2]), a2);
-                a3 = _mm512_fmadd_ps(Q8_BLOCK_SUM(q + 96, xb + 96), _mm512_set1_ps(_cvtsh_ss(sr[b + 3]) * xs[b + 3]), a3);
-            }
-            for (; b < nb; b++)
-                a0 = _mm512_fmadd_ps(Q8_BLOCK_SUM(wr + b * MB_Q8_BLOCK, x + b * MB_Q8_BLOCK),
-                                     _mm512_set1_ps(_cvtsh_ss(sr[b]) * xs[b]), a0);
-            const float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-            float *y = j->y + i * j->ldy + r;
-            *y = (j->accumulate ? *y : 0.0f) + s + (j->bias ? j->bias[r] : 0.0f);
-        }
-    }
-}
-#undef Q8_BLOCK_SUM
-
-/* The same with AVX2 (machines without AVX-512, as the development machine's Zen 3 became):
- * a block is two vpmaddwd of 16 int8 weights widened to int16 against 16 of x. */
-#define Q8_BLOCK_SUM2(wq, xq) \
-    _mm256_cvtepi32_ps(_mm256_add_epi32( \
-        _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wq))), \
-                          _mm256_loadu_si256((const __m256i *)(xq))), \
-        _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)((wq) + 16))), \
-                          _mm256_loadu_si256((const __m256i *)((xq) + 16)))))
-
-__attribute__((target("avx2,fma,f16c"))) static void gemv_rows_q8_avx2(const cpu_gemv_job *j, size_t r0, size_t r1)
-{
-    const size_t k = j->k, nb = k / MB_Q8_BLOCK, nb4 = nb / 4 * 4;
-    for (size_t r = r0; r < r1; r++) {
-        const int8_t *wr = (const int8_t *)j->w + r * k;
-        const uint16_t *sr = j->scales + r * nb;
-        for (size_t i = 0; i < j->m; i++) {
-            const int16_t *x = j->xq + i * k;
-            const float *xs = j->xs + i * nb;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            size_t b = 0;
-            for (; b < nb4; b += 4) {
-                const int8_t *q = wr + b * MB_Q8_BLOCK;
-                const int16_t *xb = x + b * MB_Q8_BLOCK;
-                a0 = _mm256_fmadd_ps(Q8_BLOCK_SUM2(q, xb), _mm256_set1_ps(_cvtsh_ss(sr[b]) * xs[b]), a0);
-                a1 = _mm256_fmadd_ps(Q8_BLOCK_SUM2(q + 32, xb + 32), _mm256_set1_ps(_cvtsh_ss(sr[b + 1]) * xs[b + 1]), a1);
-                a2 = _mm256_fmadd_ps(Q8_BLOCK_SUM2(q + 64, xb + 64), _mm256_set1_ps(_cvtsh_ss(sr[b + 2]) * xs[b + 2]), a2);
-                a3 = _mm256_fmadd_ps(Q8_BLOCK_SUM2(q + 96, xb + 96), _mm256_set1_ps(_cvtsh_ss(sr[b + 3]) * xs[b + 3]), a3);
-            }
-            for (; b < nb; b++)
-                a0 = _mm256_fmadd_ps(Q8_BLOCK_SUM2(wr + b * MB_Q8_BLOCK, x + b * MB_Q8_BLOCK),
-                                     _mm256_set1_ps(_cvtsh_ss(sr[b]) * xs[b]), a0);
-            const __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            const float s = _mm_cvtss_f32(h);
-            float *y = j->y + i * j->ldy + r;
-            *y = (j->accumulate ? *y : 0.0f) + s + (j->bias ? j->bias[r] : 0.0f);
-        }
-    }
-}
-#undef Q8_BLOCK_SUM2
-
-/* The 16-bit and f32 GEMV with AVX2 intrinsics, as the AVX-512 one: the portable version's
- * AVX2 clone widens 16-bit weights through a buffer, and bf16 decoding of the 130m ran at a
- * third of the Q8_0 speed with it. */
-__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 load_w8(const void *w, size_t i,
-                                                                                   mamba_dtype_t dt)
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 load_w_avx2(const void *w, size_t i,
+                                                                                       mamba_dtype_t dt)
 {
     if (dt == MAMBA_F32) return _mm256_loadu_ps((const float *)w + i);
     const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
@@ -244,56 +131,116 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 loa
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-gemv_rows_avx2_dt(const cpu_gemv_job *j, size_t r0, size_t r1, mamba_dtype_t dt)
+__attribute__((target("avx512f"), always_inline)) static inline float hsum_avx512(__m512 a0, __m512 a1, __m512 a2,
+                                                                                 __m512 a3)
 {
-    const size_t k = j->k, k32 = k / 32 * 32, k8 = k / 8 * 8, row_bytes = k * (dt == MAMBA_F32 ? 4 : 2);
-    for (size_t r = r0; r < r1; r++) {
-        const void *wr = (const unsigned char *)j->w + r * row_bytes;
-        for (size_t i = 0; i < j->m; i++) {
-            const float *x = j->x + i * j->ldx;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            size_t c = 0;
-            for (; c < k32; c += 32) {
-                a0 = _mm256_fmadd_ps(load_w8(wr, c, dt), _mm256_loadu_ps(x + c), a0);
-                a1 = _mm256_fmadd_ps(load_w8(wr, c + 8, dt), _mm256_loadu_ps(x + c + 8), a1);
-                a2 = _mm256_fmadd_ps(load_w8(wr, c + 16, dt), _mm256_loadu_ps(x + c + 16), a2);
-                a3 = _mm256_fmadd_ps(load_w8(wr, c + 24, dt), _mm256_loadu_ps(x + c + 24), a3);
-            }
-            for (; c < k8; c += 8) a0 = _mm256_fmadd_ps(load_w8(wr, c, dt), _mm256_loadu_ps(x + c), a0);
-            const __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            float s = _mm_cvtss_f32(h);
-            for (; c < k; c++) s += weight_f32(wr, c, dt) * x[c];
-            float *y = j->y + i * j->ldy + r;
-            *y = (j->accumulate ? *y : 0.0f) + s + (j->bias ? j->bias[r] : 0.0f);
-        }
-    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void gemv_rows_avx2(const cpu_gemv_job *j, size_t r0, size_t r1)
+__attribute__((target("avx2"), always_inline)) static inline float hsum_avx2(__m256 a0, __m256 a1, __m256 a2,
+                                                                            __m256 a3)
 {
-    switch (j->wdt) {
-    case MAMBA_Q8: gemv_rows_q8_avx2(j, r0, r1); break;
-    case MAMBA_F16: gemv_rows_avx2_dt(j, r0, r1, MAMBA_F16); break;
-    case MAMBA_BF16: gemv_rows_avx2_dt(j, r0, r1, MAMBA_BF16); break;
-    default: gemv_rows_avx2_dt(j, r0, r1, MAMBA_F32); break;
-    }
+    const __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
 }
 
-/* one copy of the loop per dtype, so that the dtype test leaves the inner loop */
-__attribute__((target("avx512f,fma"))) static void gemv_rows_avx512(const cpu_gemv_job *j, size_t r0, size_t r1)
+/* Q8_0: x is quantized to 16 bits first, a block of 32 at a time (scale max|x| / 32767: its
+ * rounding, 1.5e-5 of the block's largest, is far below the weights'), so that a block's 32
+ * products are vpmaddwd of int8 weights widened to int16 against it (one with AVX-512, two
+ * with AVX2), exact in int32; the block's sum, converted, is scaled by both scales. Four
+ * blocks in flight. Against int8 weights widened to f32 (two conversions and two FMAs a block)
+ * the 130m's lm_head GEMV on one core of the AVX-512 machine went from 1.6-1.76 ms (24-25
+ * GB/s) to 1.50-1.54 ms (27 GB/s; the bf16 GEMV's stream: 26-29 GB/s). */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512 q8_block_avx512(const int8_t *wq,
+                                                                                               const int16_t *xq)
 {
-    switch (j->wdt) {
-    case MAMBA_Q8: gemv_rows_q8_avx512(j, r0, r1); break;
-    case MAMBA_F16: gemv_rows_avx512_dt(j, r0, r1, MAMBA_F16); break;
-    case MAMBA_BF16: gemv_rows_avx512_dt(j, r0, r1, MAMBA_BF16); break;
-    default: gemv_rows_avx512_dt(j, r0, r1, MAMBA_F32); break;
-    }
+    return _mm512_cvtepi32_ps(
+        _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)wq)), _mm512_loadu_si512(xq)));
 }
+
+__attribute__((target("avx2"), always_inline)) static inline __m256 q8_block_avx2(const int8_t *wq, const int16_t *xq)
+{
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wq)),
+                                         _mm256_loadu_si256((const __m256i *)xq));
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wq + 16))),
+                                         _mm256_loadu_si256((const __m256i *)(xq + 16)));
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi));
+}
+
+/* Row r of W (dtype DT) against row i of x, L lanes a vector. */
+#define DEFINE_DOT(NAME, TARGET, VT, L, ISA, T, DT)                                                 \
+    __attribute__((target(TARGET))) static float NAME(const cpu_gemv_job *j, size_t r, size_t i)  \
+    {                                                                                              \
+        const size_t k = j->k, k4 = k / (4 * L) * (4 * L), k1 = k / L * L;                        \
+        const void *wr = (const unsigned char *)j->w + r * k * (DT == MAMBA_F32 ? 4 : 2);          \
+        const float *x = j->x + i * j->ldx;                                                        \
+        VT a0 = ISA##_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                     \
+        size_t c = 0;                                                                              \
+        for (; c < k4; c += 4 * L) {                                                               \
+            a0 = ISA##_fmadd_ps(load_w_##T(wr, c, DT), ISA##_loadu_ps(x + c), a0);               \
+            a1 = ISA##_fmadd_ps(load_w_##T(wr, c + L, DT), ISA##_loadu_ps(x + c + L), a1);       \
+            a2 = ISA##_fmadd_ps(load_w_##T(wr, c + 2 * L, DT), ISA##_loadu_ps(x + c + 2 * L), a2); \
+            a3 = ISA##_fmadd_ps(load_w_##T(wr, c + 3 * L, DT), ISA##_loadu_ps(x + c + 3 * L), a3); \
+        }                                                                                          \
+        for (; c < k1; c += L) a0 = ISA##_fmadd_ps(load_w_##T(wr, c, DT), ISA##_loadu_ps(x + c), a0); \
+        float s = hsum_##T(a0, a1, a2, a3);                                                      \
+        for (; c < k; c++) s += weight_f32(wr, c, DT) * x[c];                                      \
+        return s;                                                                                  \
+    }
+
+/* Row r of Q8_0 W against row i of x in 16 bits (job.xq, job.xs). */
+#define DEFINE_DOT_Q8(NAME, TARGET, VT, ISA, T)                                                     \
+    __attribute__((target(TARGET))) static float NAME(const cpu_gemv_job *j, size_t r, size_t i)  \
+    {                                                                                              \
+        const size_t k = j->k, nb = k / MB_Q8_BLOCK, nb4 = nb / 4 * 4;                             \
+        const int8_t *w = (const int8_t *)j->w + r * k;                                            \
+        const uint16_t *sw = j->scales + r * nb;                                                   \
+        const int16_t *x = j->xq + i * k;                                                          \
+        const float *sx = j->xs + i * nb;                                                          \
+        VT a0 = ISA##_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                     \
+        size_t b = 0;                                                                              \
+        for (; b < nb4; b += 4) {                                                                  \
+            const size_t o = b * MB_Q8_BLOCK;                                                      \
+            a0 = ISA##_fmadd_ps(q8_block_##T(w + o, x + o), ISA##_set1_ps(_cvtsh_ss(sw[b]) * sx[b]), a0); \
+            a1 = ISA##_fmadd_ps(q8_block_##T(w + o + 32, x + o + 32),                            \
+                                ISA##_set1_ps(_cvtsh_ss(sw[b + 1]) * sx[b + 1]), a1);              \
+            a2 = ISA##_fmadd_ps(q8_block_##T(w + o + 64, x + o + 64),                            \
+                                ISA##_set1_ps(_cvtsh_ss(sw[b + 2]) * sx[b + 2]), a2);              \
+            a3 = ISA##_fmadd_ps(q8_block_##T(w + o + 96, x + o + 96),                            \
+                                ISA##_set1_ps(_cvtsh_ss(sw[b + 3]) * sx[b + 3]), a3);              \
+        }                                                                                          \
+        for (; b < nb; b++)                                                                        \
+            a0 = ISA##_fmadd_ps(q8_block_##T(w + b * MB_Q8_BLOCK, x + b * MB_Q8_BLOCK),          \
+                                ISA##_set1_ps(_cvtsh_ss(sw[b]) * sx[b]), a0);                      \
+        return hsum_##T(a0, a1, a2, a3);                                                         \
+    }
+
+DEFINE_DOT(dot_f32_avx512, "avx512f,fma", __m512, 16, _mm512, avx512, MAMBA_F32)
+DEFINE_DOT(dot_f16_avx512, "avx512f,fma", __m512, 16, _mm512, avx512, MAMBA_F16)
+DEFINE_DOT(dot_bf16_avx512, "avx512f,fma", __m512, 16, _mm512, avx512, MAMBA_BF16)
+DEFINE_DOT_Q8(dot_q8_avx512, "avx512f,avx512bw,fma,f16c", __m512, _mm512, avx512)
+DEFINE_DOT(dot_f32_avx2, "avx2,fma,f16c", __m256, 8, _mm256, avx2, MAMBA_F32)
+DEFINE_DOT(dot_f16_avx2, "avx2,fma,f16c", __m256, 8, _mm256, avx2, MAMBA_F16)
+DEFINE_DOT(dot_bf16_avx2, "avx2,fma,f16c", __m256, 8, _mm256, avx2, MAMBA_BF16)
+DEFINE_DOT_Q8(dot_q8_avx2, "avx2,fma,f16c", __m256, _mm256, avx2)
+#undef DEFINE_DOT
+#undef DEFINE_DOT_Q8
 #endif
+
+typedef float (*gemv_dot)(const cpu_gemv_job *j, size_t r, size_t i);
+
+/* y for rows [r0, r1) of W and every row of x, one dot product each. */
+static void gemv_rows_by(const cpu_gemv_job *j, size_t r0, size_t r1, gemv_dot dot)
+{
+    for (size_t r = r0; r < r1; r++)
+        for (size_t i = 0; i < j->m; i++) {
+            float *y = j->y + i * j->ldy + r;
+            *y = (j->accumulate ? *y : 0.0f) + dot(j, r, i) + (j->bias ? j->bias[r] : 0.0f);
+        }
+}
 
 /* Whether cpu_gemv_rows runs the AVX-512 kernels (Q8_0: with x in 16 bits, job.xq). */
 static int use_avx512(int portable, mamba_dtype_t wdt)
@@ -337,19 +284,32 @@ static void quantize_x16(const float *x, size_t m, size_t k, size_t ld, int16_t 
         }
 }
 
-void cpu_gemv_rows(const cpu_gemv_job *j, size_t r0, size_t r1)
+/* The ISA kernel for the job's dtype, NULL for the portable version. */
+static gemv_dot isa_dot(const cpu_gemv_job *j)
 {
 #if MB_CPU_AVX512
-    if (use_avx512(j->portable, j->wdt) && (j->wdt != MAMBA_Q8 || j->xq)) {
-        gemv_rows_avx512(j, r0, r1);
-        return;
-    }
-    if (use_avx2(j->portable, j->wdt) && (j->wdt != MAMBA_Q8 || j->xq)) {
-        gemv_rows_avx2(j, r0, r1);
-        return;
-    }
+    if (j->wdt == MAMBA_Q8 && !j->xq) return NULL;
+    if (use_avx512(j->portable, j->wdt))
+        return j->wdt == MAMBA_Q8    ? dot_q8_avx512
+               : j->wdt == MAMBA_F16  ? dot_f16_avx512
+               : j->wdt == MAMBA_BF16 ? dot_bf16_avx512
+                                      : dot_f32_avx512;
+    if (use_avx2(j->portable, j->wdt))
+        return j->wdt == MAMBA_Q8    ? dot_q8_avx2
+               : j->wdt == MAMBA_F16  ? dot_f16_avx2
+               : j->wdt == MAMBA_BF16 ? dot_bf16_avx2
+                                      : dot_f32_avx2;
+#else
+    (void)j;
 #endif
-    gemv_rows_generic(j, r0, r1);
+    return NULL;
+}
+
+void cpu_gemv_rows(const cpu_gemv_job *j, size_t r0, size_t r1)
+{
+    const gemv_dot dot = isa_dot(j);
+    if (dot) gemv_rows_by(j, r0, r1, dot);
+    else gemv_rows_generic(j, r0, r1);
 }
 
 int cpu_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t lda, mb_ptr norm_p, float eps,
