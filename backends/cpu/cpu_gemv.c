@@ -53,6 +53,9 @@ static inline const float *weight_cols(const cpu_gemv_job *j, size_t row, size_t
 #pragma omp simd
             for (size_t c = 0; c < MB_Q8_BLOCK; c++) ob[c] = (float)qb[c] * d;
         }
+        /* (callers pass whole blocks; a partial one would be widened here) */
+        for (size_t c = nc / MB_Q8_BLOCK * MB_Q8_BLOCK; c < nc; c++)
+            buf[c] = (float)q[c] * f16_to_f32_fast(sc[c / MB_Q8_BLOCK]);
         return buf;
     }
     const uint16_t *src = (const uint16_t *)j->w + row * j->k + c0;
@@ -174,18 +177,18 @@ __attribute__((target("avx2"), always_inline)) static inline __m256 q8_block_avx
 #define DEFINE_DOT(NAME, TARGET, VT, L, ISA, T, DT)                                                 \
     __attribute__((target(TARGET))) static float NAME(const cpu_gemv_job *j, size_t r, size_t i)  \
     {                                                                                              \
-        const size_t k = j->k, k4 = k / (4 * L) * (4 * L), k1 = k / L * L;                        \
-        const void *wr = (const unsigned char *)j->w + r * k * (DT == MAMBA_F32 ? 4 : 2);          \
+        const size_t k = j->k, l = (L), k4 = k / (4 * l) * (4 * l), k1 = k / l * l;                 \
+        const void *wr = (const unsigned char *)j->w + r * k * ((DT) == MAMBA_F32 ? 4 : 2);        \
         const float *x = j->x + i * j->ldx;                                                        \
         VT a0 = ISA##_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                     \
         size_t c = 0;                                                                              \
-        for (; c < k4; c += 4 * L) {                                                               \
+        for (; c < k4; c += 4 * l) {                                                               \
             a0 = ISA##_fmadd_ps(load_w_##T(wr, c, DT), ISA##_loadu_ps(x + c), a0);               \
-            a1 = ISA##_fmadd_ps(load_w_##T(wr, c + L, DT), ISA##_loadu_ps(x + c + L), a1);       \
-            a2 = ISA##_fmadd_ps(load_w_##T(wr, c + 2 * L, DT), ISA##_loadu_ps(x + c + 2 * L), a2); \
-            a3 = ISA##_fmadd_ps(load_w_##T(wr, c + 3 * L, DT), ISA##_loadu_ps(x + c + 3 * L), a3); \
+            a1 = ISA##_fmadd_ps(load_w_##T(wr, c + l, DT), ISA##_loadu_ps(x + c + l), a1);       \
+            a2 = ISA##_fmadd_ps(load_w_##T(wr, c + 2 * l, DT), ISA##_loadu_ps(x + c + 2 * l), a2); \
+            a3 = ISA##_fmadd_ps(load_w_##T(wr, c + 3 * l, DT), ISA##_loadu_ps(x + c + 3 * l), a3); \
         }                                                                                          \
-        for (; c < k1; c += L) a0 = ISA##_fmadd_ps(load_w_##T(wr, c, DT), ISA##_loadu_ps(x + c), a0); \
+        for (; c < k1; c += l) a0 = ISA##_fmadd_ps(load_w_##T(wr, c, DT), ISA##_loadu_ps(x + c), a0); \
         float s = hsum_##T(a0, a1, a2, a3);                                                      \
         for (; c < k; c++) s += weight_f32(wr, c, DT) * x[c];                                      \
         return s;                                                                                  \
@@ -258,8 +261,9 @@ static int use_avx512(int portable, mamba_dtype_t wdt)
 static int use_avx2(int portable, mamba_dtype_t wdt)
 {
 #if MB_CPU_AVX512
-    return !portable && !use_avx512(portable, wdt) && __builtin_cpu_supports("avx2") &&
-           __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    /* F16C came before AVX2 on every x86 line (Ivy Bridge, Piledriver); clang's builtin does
+     * not know its name */
+    return !portable && !use_avx512(portable, wdt) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     (void)portable;
     (void)wdt;
