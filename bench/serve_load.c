@@ -32,7 +32,7 @@ static const char usage[] =
     "(median, max) is the wait of a new prompt while the others stream.\n"
     "--json adds one JSON line with the figures. The prompts\n"
     "come from --seed (default: the clock), so that runs do not hit the server's prompt cache.\n"
-    "Exit status: 0 when every request succeeded, 1 otherwise, 2 usage error.\n";
+    "Exit status: 0 when every request (and probe) succeeded, 1 otherwise, 2 usage error.\n";
 
 typedef struct load {
     char host[256];
@@ -341,18 +341,22 @@ int bench_serve(int argc, char **argv)
     const double agg = generated / wall;
     const double ttft_med = quantile(ttft, done, 0.5), ttft_p95 = quantile(ttft, done, 0.95);
     const double rate_med = quantile(rates, done, 0.5), rate_p5 = quantile(rates, done, 0.05);
-    const double streaming = L.clients * rate_med;
+    const int concurrent = L.clients < L.requests ? L.clients : L.requests;
+    const double streaming = concurrent * rate_med;
     const double probe_med = quantile(L.probe_ms, L.probes_done, 0.5), probe_max = quantile(L.probe_ms, L.probes_done, 1.0);
     printf("serve %s:%d: %d clients, %d requests (%d ok) of %d prompt + %d generated tokens in %.2f s\n", L.host, L.port,
            L.clients, L.requests, done, L.prompt_tokens, L.max_tokens, wall);
     printf("  generated        %lld tokens, %.1f tokens/s aggregate\n", generated, agg);
     printf("  first token      median %.1f ms, p95 %.1f ms\n", ttft_med, ttft_p95);
     printf("  per request      median %.1f tokens/s, p5 %.1f tokens/s (after the first token)\n", rate_med, rate_p5);
-    printf("  streaming        %.1f tokens/s (%d x the median request's)\n", streaming, L.clients);
+    printf("  streaming        %.1f tokens/s (%d x the median request's)\n", streaming, concurrent);
     if (L.probe_tokens)
         printf("  probe            first token median %.1f ms, max %.1f ms: %d of %d requests of %d prompt tokens while %d "
                "clients streamed\n", probe_med, probe_max, L.probes_done, L.probes, L.probe_tokens, L.clients);
     if (done < L.requests) fprintf(stderr, "mamba-bench: %d requests failed; the first: %s\n", L.requests - done, L.error);
+    if (L.probe_tokens && L.probes_done < L.probes)
+        fprintf(stderr, "mamba-bench: %d of %d probes done (a probe failed, or the load ended first)%s%s\n",
+                L.probes_done, L.probes, done == L.requests && L.error[0] ? ": " : "", done == L.requests ? L.error : "");
     if (L.json)
         printf("{\"mode\": \"serve\", \"host\": \"%s\", \"port\": %d, \"clients\": %d, \"requests\": %d, \"completed\": %d, "
                "\"prompt_tokens\": %d, \"max_tokens\": %d, \"wall_s\": %.3f, \"generated_tokens\": %lld, "
@@ -371,5 +375,5 @@ int bench_serve(int argc, char **argv)
     free(L.probe_ms);
     free(th);
     pthread_mutex_destroy(&L.mu);
-    return done == L.requests ? 0 : 1;
+    return done == L.requests && (!L.probe_tokens || L.probes_done == L.probes) ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 /* Sampling from logits: logit bias, repetition / presence / frequency penalties over a
  * window of recent tokens, then greedy, or temperature, top-k, top-p (nucleus) and min-p
  * with a seeded RNG. mamba.h gives the order. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,8 +239,13 @@ static mamba_status_t apply_penalties(mamba_sampler_t *s, float *w, size_t vocab
     for (size_t h = 0; h < s->hist_len; h++) {
         const int32_t i = s->hist[h];
         if (!count[i]) continue;
-        w[i] = w[i] > 0 ? w[i] / rep : w[i] * rep;
-        w[i] -= pres + freq * (float)count[i];
+        /* in double, as the header states it: pres + freq * count can pass FLT_MAX, and a
+         * banned token (-inf) stays banned; a result past FLT_MAX is held at it */
+        if (w[i] != -INFINITY) {
+            double v = w[i] > 0 ? (double)w[i] / rep : (double)w[i] * rep;
+            v -= (double)pres + (double)freq * count[i];
+            w[i] = v > FLT_MAX ? FLT_MAX : v < -FLT_MAX ? -FLT_MAX : (float)v;
+        }
         count[i] = 0;
     }
     return MAMBA_OK;
@@ -345,7 +351,7 @@ MB_CPU_CLONES static size_t first_equal(const float *w, size_t n, float v)
         for (size_t i = b0; i < b1; i++) hit |= w[i] == v;
         if (hit) break;
     }
-    size_t i = b0;
+    size_t i = b0 < n ? b0 : n - 1;
     while (i + 1 < n && w[i] != v) i++;
     return i;
 }
@@ -434,20 +440,24 @@ static size_t gather(mamba_sampler_t *s, const float *w, size_t vocab, float tau
  * min-p needs only the largest. */
 static mamba_status_t choose(mamba_sampler_t *s, const float *w, size_t vocab, int32_t *token)
 {
-    int inf;
-    const float top = scan_max(w, vocab, 0, &inf);
-    if (inf)
-        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is +inf after the penalties",
-                         first_bad(w, vocab));
+    int bad;
+    const float top = scan_max(w, vocab, 1, &bad);
+    if (bad) {
+        const size_t i = first_bad(w, vocab);
+        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s after the bias", i,
+                         isnan(w[i]) ? "NaN" : "+inf");
+    }
     if (top == -INFINITY)
         return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
                          "mamba_sample: every one of the %zu tokens is banned (logit -inf after the bias and penalties)",
                          vocab);
-    if (s->p.temperature == 0 || s->p.top_k == 1) {
+    const float inv_t = 1.0f / s->p.temperature;
+    /* a temperature so small that its inverse is not a float is greedy too (0 * inf would
+     * make the top token's weight NaN) */
+    if (s->p.temperature == 0 || s->p.top_k == 1 || !isfinite(inv_t)) {
         *token = (int32_t)first_equal(w, vocab, top);
         return MAMBA_OK;
     }
-    const float inv_t = 1.0f / s->p.temperature;
     /* min-p: the largest probability is exp(0) = 1 in these units */
     const float floor_p = s->p.min_p > 0 ? s->p.min_p : 0;
     const int top_p = s->p.top_p > 0 && s->p.top_p < 1;
@@ -471,7 +481,8 @@ static mamba_status_t choose(mamba_sampler_t *s, const float *w, size_t vocab, i
         mass = 0;
         for (size_t i = 0; i < n; i++) mass += pairs[i].q;
     }
-    if (top_p) n = select_mass(pairs, n, s->p.top_p * mass);
+    /* top-p's mass: over what top-k kept, else over every token */
+    if (top_p) n = select_mass(pairs, n, s->p.top_p * (k ? mass : total));
     memset(s->prob, 0, vocab * sizeof *s->prob);
     for (size_t i = 0; i < n; i++) s->prob[pairs[i].idx] = pairs[i].q >= floor_p ? pairs[i].q : 0;
     total = sum_blocks(s, vocab);

@@ -3,6 +3,7 @@
  * itself in double precision, by a chi-square bound; the history the penalties see; the
  * parameters' validation; determinism in the seed. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -506,6 +507,60 @@ START_TEST(bad_parameters_and_inputs)
 }
 END_TEST
 
+/* A large vocabulary, as the GPT-NeoX one: the sampler first gathers the candidates of weight
+ * >= 1e-4 of the top. Top-p's nucleus is still over the mass of every token: weights 1, 0.06,
+ * 0.05 and 1,000 tokens of 5e-5 (total 1.16) with top_p 0.9 keep {1, 0.06} (1.06 >= 1.044),
+ * where the candidates' mass alone (1.11) would keep {1}. A temperature whose inverse is not a
+ * float is greedy; a penalty past FLT_MAX leaves a banned token banned. */
+START_TEST(large_vocabulary_edges)
+{
+    enum { N = 1003 };
+    static float logits[N];
+    logits[0] = 0.0f;
+    logits[1] = logf(0.06f);
+    logits[2] = logf(0.05f);
+    for (int i = 3; i < N; i++) logits[i] = logf(5e-5f);
+    mamba_sampler_params_t p;
+    mamba_sampler_params_init(&p);
+    p.temperature = 1;
+    p.top_p = 0.9f;
+    p.seed = 11;
+    mamba_sampler_t *s = make(&p);
+    int counts[3] = {0, 0, 0};
+    const int draws = 20000;
+    for (int d = 0; d < draws; d++) {
+        int32_t tok;
+        ck_assert_int_eq(mamba_sample(s, logits, N, &tok), MAMBA_OK);
+        ck_assert_msg(tok == 0 || tok == 1, "drew token %d outside the nucleus {0, 1}", (int)tok);
+        counts[tok]++;
+    }
+    /* token 1 with probability 0.06 / 1.06: 1132 expected, sd 33 */
+    ck_assert_msg(abs(counts[1] - 1132) < 200, "token 1 drawn %d times of %d, expected about 1132", counts[1], draws);
+    mamba_sampler_free(s);
+
+    mamba_sampler_params_init(&p);
+    p.temperature = 1e-39f;
+    s = make(&p);
+    int32_t tok;
+    ck_assert_int_eq(mamba_sample(s, base, V, &tok), MAMBA_OK);
+    ck_assert_int_eq(tok, 2); /* base's largest */
+    mamba_sampler_free(s);
+
+    mamba_sampler_params_init(&p);
+    p.temperature = 1;
+    p.frequency_penalty = -FLT_MAX;
+    s = make(&p);
+    const int32_t hist[2] = {0, 0};
+    ck_assert_int_eq(mamba_sampler_accept(s, hist, 2), MAMBA_OK);
+    const float banned_first[3] = {-INFINITY, 0.5f, 0.0f};
+    for (int i = 0; i < 50; i++) {
+        ck_assert_int_eq(mamba_sample(s, banned_first, 3, &tok), MAMBA_OK);
+        ck_assert_int_ne(tok, 0);
+    }
+    mamba_sampler_free(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sample");
@@ -521,6 +576,7 @@ int main(void)
     tcase_add_test(tc, everything_together);
     tcase_add_test(tc, deterministic_in_the_seed);
     tcase_add_test(tc, bad_parameters_and_inputs);
+    tcase_add_test(tc, large_vocabulary_edges);
     suite_add_tcase(s, tc);
     return run_suite(s, 1);
 }

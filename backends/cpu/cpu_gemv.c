@@ -279,7 +279,10 @@ static void quantize_x16(const float *x, size_t m, size_t k, size_t ld, int16_t 
             const float *v = x + i * ld + b * MB_Q8_BLOCK;
             float amax = 0;
             for (size_t c = 0; c < MB_Q8_BLOCK; c++) amax = fmaxf(amax, fabsf(v[c]));
-            const float d = amax / 32767.0f, inv = amax > 0 ? 32767.0f / amax : 0.0f;
+            /* a NaN or inf in the block: its scale NaN, so the products are NaN too (as the
+             * f32 GEMV's would be), never a NaN converted to int16 */
+            const int finite = amax <= 3.4e38f;
+            const float d = finite ? amax / 32767.0f : NAN, inv = finite && amax > 0 ? 32767.0f / amax : 0.0f;
             xs[i * (k / MB_Q8_BLOCK) + b] = d;
             for (size_t c = 0; c < MB_Q8_BLOCK; c++) {
                 const float q = rintf(v[c] * inv);
