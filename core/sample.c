@@ -435,22 +435,11 @@ static size_t gather(mamba_sampler_t *s, const float *w, size_t vocab, float tau
     return n;
 }
 
-/* The draw from w (the logits after bias and penalties), among its finite entries. Only the
- * candidates are never sorted: top-k and top-p select their sets in linear expected time, and
- * min-p needs only the largest. */
-static mamba_status_t choose(mamba_sampler_t *s, const float *w, size_t vocab, int32_t *token)
+/* The draw from w (the logits after bias and penalties, no NaN or +inf; top its largest,
+ * finite), among its finite entries. Only the candidates are never sorted: top-k and top-p
+ * select their sets in linear expected time, and min-p needs only the largest. */
+static mamba_status_t choose(mamba_sampler_t *s, const float *w, size_t vocab, float top, int32_t *token)
 {
-    int bad;
-    const float top = scan_max(w, vocab, 1, &bad);
-    if (bad) {
-        const size_t i = first_bad(w, vocab);
-        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s after the bias", i,
-                         isnan(w[i]) ? "NaN" : "+inf");
-    }
-    if (top == -INFINITY)
-        return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT,
-                         "mamba_sample: every one of the %zu tokens is banned (logit -inf after the bias and penalties)",
-                         vocab);
     const float inv_t = 1.0f / s->p.temperature;
     /* a temperature so small that its inverse is not a float is greedy too (0 * inf would
      * make the top token's weight NaN) */
@@ -458,6 +447,8 @@ static mamba_status_t choose(mamba_sampler_t *s, const float *w, size_t vocab, i
         *token = (int32_t)first_equal(w, vocab, top);
         return MAMBA_OK;
     }
+    const mamba_status_t st = reserve_scratch(s, vocab);
+    if (st != MAMBA_OK) return st;
     /* min-p: the largest probability is exp(0) = 1 in these units */
     const float floor_p = s->p.min_p > 0 ? s->p.min_p : 0;
     const int top_p = s->p.top_p > 0 && s->p.top_p < 1;
@@ -496,36 +487,42 @@ mamba_status_t mamba_sample(mamba_sampler_t *s, const float *logits, size_t voca
     if (!s || !logits || !token) return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: NULL argument");
     if (vocab == 0 || vocab > INT32_MAX)
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: vocab = %zu", vocab);
-    /* the logits checked and their largest found in one vectorized pass; greedy with nothing
-     * to apply first is then the first index of it (a server samples every sequence of a
+    /* the logits checked and their largest found in one vectorized pass, which greedy
+     * sampling with nothing to apply first needs alone (a server samples every sequence of a
      * batch each step: a scalar pass over 50,280 logits cost more than the step's share of
      * the GPU's time) */
     int bad;
-    const float top = scan_max(logits, vocab, 1, &bad);
+    float top = scan_max(logits, vocab, 1, &bad);
     if (bad) {
         const size_t i = first_bad(logits, vocab);
         return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s", i,
                          isnan(logits[i]) ? "NaN" : "+inf");
     }
-    const int plain_greedy = (s->p.temperature == 0 || s->p.top_k == 1) && !s->penalties && s->p.n_bias == 0;
-    if (plain_greedy && top > -INFINITY) {
-        *token = (int32_t)first_equal(logits, vocab, top);
-        return MAMBA_OK;
-    }
-    mamba_status_t st = reserve_scratch(s, vocab);
-    if (st == MAMBA_OK && s->penalties) st = history_reserve(s, 1);
-    if (st != MAMBA_OK) return st;
     /* a copy only for the filters that change logits (a 50,280-float copy per sequence was
-     * the largest of a server step's remaining costs) */
+     * the largest of a server step's remaining costs), checked again after them */
     const float *w = logits;
+    mamba_status_t st;
     if (s->p.n_bias || s->penalties) {
+        st = reserve_scratch(s, vocab);
+        if (st == MAMBA_OK && s->penalties) st = history_reserve(s, 1);
+        if (st != MAMBA_OK) return st;
         memcpy(s->work, logits, vocab * sizeof *s->work);
         if ((st = apply_bias(s, s->work, vocab)) != MAMBA_OK) return st;
         if (s->penalties && (st = apply_penalties(s, s->work, vocab)) != MAMBA_OK) return st;
         w = s->work;
+        top = scan_max(w, vocab, 1, &bad);
+        if (bad) {
+            const size_t i = first_bad(w, vocab);
+            return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT, "mamba_sample: logit %zu is %s after the bias", i,
+                             isnan(w[i]) ? "NaN" : "+inf");
+        }
     }
+    if (top == -INFINITY)
+        return mb_seterr(err, MAMBA_ERR_INVALID_ARGUMENT,
+                         "mamba_sample: every one of the %zu tokens is banned (logit -inf after the bias and penalties)",
+                         vocab);
     int32_t tok = 0;
-    if ((st = choose(s, w, vocab, &tok)) != MAMBA_OK) return st;
+    if ((st = choose(s, w, vocab, top, &tok)) != MAMBA_OK) return st;
     if (s->penalties) history_push(s, tok);
     *token = tok;
     return MAMBA_OK;
