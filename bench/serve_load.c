@@ -38,9 +38,11 @@ typedef struct load {
     char host[256];
     int port;
     int clients, requests, prompt_tokens, max_tokens, probe_tokens, probes;
+    int concurrent;             /* requests at once: the fewer of clients and requests */
     double temperature, timeout_s;
     unsigned long long seed;
     const char *api_key;
+    char hdr[512];              /* its Authorization header line, or empty */
     int json;
     size_t vocab;
     /* shared */
@@ -83,10 +85,10 @@ static int parse_url(const char *url, load *L)
 }
 
 /* The model's vocabulary from GET /v1/models (its vocab_size), to draw prompt ids from. */
-static int model_vocab(load *L, char *hdr)
+static int model_vocab(load *L)
 {
     char *body = NULL;
-    const int status = http_fetch(L->host, L->port, "GET", "/v1/models", hdr, NULL, 0, &body, NULL, L->timeout_s);
+    const int status = http_fetch(L->host, L->port, "GET", "/v1/models", L->hdr[0] ? L->hdr : NULL, NULL, 0, &body, NULL, L->timeout_s);
     cJSON *j = status == 200 ? cJSON_Parse(body) : NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "data"), 0),
                                                       "vocab_size");
@@ -100,8 +102,8 @@ static int model_vocab(load *L, char *hdr)
 
 /* One streamed request of prompt_tokens random ids and max_tokens new ones: 1 when it
  * completed. */
-static int one_request(load *L, int index, int prompt_tokens, int max_tokens, const char *hdr, double *ttft_ms,
-                       double *rate, int *tokens)
+static int one_request(load *L, int index, int prompt_tokens, int max_tokens, double *ttft_ms, double *rate,
+                       int *tokens)
 {
     const size_t cap = 256 + 12 * (size_t)prompt_tokens;
     char *body = malloc(cap);
@@ -119,7 +121,7 @@ static int one_request(load *L, int index, int prompt_tokens, int max_tokens, co
              max_tokens, L->temperature, index);
     char err[256];
     const double t0 = now_s();
-    http_conn *c = http_send(L->host, L->port, "POST", "/v1/completions", hdr, body, strlen(body), L->timeout_s, err, sizeof err);
+    http_conn *c = http_send(L->host, L->port, "POST", "/v1/completions", L->hdr[0] ? L->hdr : NULL, body, strlen(body), L->timeout_s, err, sizeof err);
     free(body);
     int status = c ? http_read_head(c) : -1, done = 0, n = -1;
     double first = 0, last = 0;
@@ -163,15 +165,12 @@ static int one_request(load *L, int index, int prompt_tokens, int max_tokens, co
 static void *client(void *arg)
 {
     load *L = arg;
-    char hdr[512] = "";
-    if (L->api_key) snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", L->api_key);
     for (;;) {
         pthread_mutex_lock(&L->mu);
         const int i = L->next < L->requests ? L->next++ : -1;
         pthread_mutex_unlock(&L->mu);
         if (i < 0) break;
-        L->ok[i] = one_request(L, i, L->prompt_tokens, L->max_tokens, hdr[0] ? hdr : NULL, &L->ttft_ms[i], &L->rate[i],
-                               &L->tokens[i]);
+        L->ok[i] = one_request(L, i, L->prompt_tokens, L->max_tokens, &L->ttft_ms[i], &L->rate[i], &L->tokens[i]);
     }
     return NULL;
 }
@@ -181,12 +180,9 @@ static void *client(void *arg)
 static void *probe(void *arg)
 {
     load *L = arg;
-    char hdr[512] = "";
-    if (L->api_key) snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", L->api_key);
-    const int wave = L->clients < L->requests ? L->clients : L->requests;
     for (;;) {
         pthread_mutex_lock(&L->mu);
-        const int ready = L->streaming >= wave, over = L->finished;
+        const int ready = L->streaming >= L->concurrent, over = L->finished;
         pthread_mutex_unlock(&L->mu);
         if (over) return NULL;
         if (ready) break;
@@ -198,8 +194,7 @@ static void *probe(void *arg)
         pthread_mutex_unlock(&L->mu);
         double rate;
         int tokens;
-        if (over || !one_request(L, L->requests + k, L->probe_tokens, 1, hdr[0] ? hdr : NULL, &L->probe_ms[k], &rate,
-                                 &tokens))
+        if (over || !one_request(L, L->requests + k, L->probe_tokens, 1, &L->probe_ms[k], &rate, &tokens))
             break;
         L->probes_done = k + 1;
     }
@@ -285,6 +280,8 @@ static int parse(int argc, char **argv, load *L)
         return 2;
     }
     if (L->requests < 0) L->requests = L->clients;
+    L->concurrent = L->clients < L->requests ? L->clients : L->requests;
+    if (L->api_key) snprintf(L->hdr, sizeof L->hdr, "Authorization: Bearer %s\r\n", L->api_key);
     return 0;
 }
 
@@ -294,9 +291,7 @@ int bench_serve(int argc, char **argv)
     memset(&L, 0, sizeof L);
     const int prc = parse(argc, argv, &L);
     if (prc) return prc < 0 ? 0 : prc;
-    char hdr[512] = "";
-    if (L.api_key) snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", L.api_key);
-    if (!model_vocab(&L, hdr[0] ? hdr : NULL)) return 1;
+    if (!model_vocab(&L)) return 1;
     if (!L.vocab) {
         fprintf(stderr, "mamba-bench: /v1/models did not give the model's vocab_size\n");
         return 1;
@@ -341,15 +336,14 @@ int bench_serve(int argc, char **argv)
     const double agg = generated / wall;
     const double ttft_med = quantile(ttft, done, 0.5), ttft_p95 = quantile(ttft, done, 0.95);
     const double rate_med = quantile(rates, done, 0.5), rate_p5 = quantile(rates, done, 0.05);
-    const int concurrent = L.clients < L.requests ? L.clients : L.requests;
-    const double streaming = concurrent * rate_med;
+    const double streaming = L.concurrent * rate_med;
     const double probe_med = quantile(L.probe_ms, L.probes_done, 0.5), probe_max = quantile(L.probe_ms, L.probes_done, 1.0);
     printf("serve %s:%d: %d clients, %d requests (%d ok) of %d prompt + %d generated tokens in %.2f s\n", L.host, L.port,
            L.clients, L.requests, done, L.prompt_tokens, L.max_tokens, wall);
     printf("  generated        %lld tokens, %.1f tokens/s aggregate\n", generated, agg);
     printf("  first token      median %.1f ms, p95 %.1f ms\n", ttft_med, ttft_p95);
     printf("  per request      median %.1f tokens/s, p5 %.1f tokens/s (after the first token)\n", rate_med, rate_p5);
-    printf("  streaming        %.1f tokens/s (%d x the median request's)\n", streaming, concurrent);
+    printf("  streaming        %.1f tokens/s (%d x the median request's)\n", streaming, L.concurrent);
     if (L.probe_tokens)
         printf("  probe            first token median %.1f ms, max %.1f ms: %d of %d requests of %d prompt tokens while %d "
                "clients streamed\n", probe_med, probe_max, L.probes_done, L.probes, L.probe_tokens, L.clients);

@@ -5,8 +5,7 @@
  * utf8proc NFC equal, and the decoded text utf8proc's NFC itself or else a text that tokenizes
  * to the same ids. (The tokenizer's NFC is tokenizers' Unicode 9.0 one, which leaves code
  * points assigned since alone, so that U+0301 U+1AC0 stays in that order where Unicode 15.0
- * reorders it.) The bytes as ids must
- * decode the same through the stream as at once. */
+ * reorders it.) The bytes as ids must decode the same through the stream as at once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
