@@ -230,7 +230,7 @@ MAMBA_API mamba_status_t mamba_model_create_synthetic(mamba_context_t *ctx,
 MAMBA_API mamba_status_t mamba_model_info(const mamba_model_t *model, mamba_model_info_t *info);
 /* The dtype the model's layer GEMMs multiply in over a pass of rows rows (sequences x tokens
  * of each in one chunk; a decoding step: its batch): the weights' 16-bit dtype where the
- * context's backend runs such GEMMs on 16-bit inputs (CUDA past 8 rows, unless
+ * context's backend runs such GEMMs on 16-bit inputs (CUDA from 2 rows, unless
  * MAMBA_COMPUTE_F32), else MAMBA_F32 (fp32 weights; 16-bit weights widened or read by a
  * GEMV with fp32 arithmetic). Sums and outputs are fp32 either way. */
 MAMBA_API mamba_status_t mamba_model_compute_dtype(const mamba_model_t *model, size_t rows, mamba_dtype_t *dtype);

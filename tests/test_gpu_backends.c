@@ -460,7 +460,7 @@ START_TEST(half_weights_match_cpu)
 END_TEST
 
 /* mamba_bench_scan_backward's inputs are a function of the shape alone: its du agrees with the
- * CPU's; mamba_model_compute_dtype says what the GEMMs do (16 bits on CUDA past 8 rows with
+ * CPU's; mamba_model_compute_dtype says what the GEMMs do (16 bits on CUDA from 2 rows with
  * 16-bit weights and MAMBA_COMPUTE_AUTO; OpenCL widens) */
 START_TEST(bench_entry_points_match_cpu)
 {

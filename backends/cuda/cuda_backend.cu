@@ -137,6 +137,11 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         d->tf32x3 = prop.major >= 8 && mode == MB_GEMM_DEFAULT;
         d->compute_f32 = o ? o->compute_f32 : 0;
     }
+    {
+        const char *rows = getenv("MAMBA_CUDA_GEMV16_ROWS");
+        const int v = rows ? atoi(rows) : 0;
+        d->gemv16_rows = v >= 1 && v <= 8 ? v : CUDA_GEMV16_ROWS;
+    }
     if (d->tf32x3 && (rc = cuda_gemm_3xtf32_init(d))) goto fail;
     *out = d;
     return 0;
@@ -384,7 +389,7 @@ static int cu_supports(mb_device *d, mb_fused_kind kind, const mb_fused_query *q
     switch (kind) {
     case MB_FUSED_GRAPHS: return 1;
     case MB_FUSED_MIXER_STEP: return cuda_step_supports(q);
-    case MB_FUSED_GEMV: return cuda_gemv_supports(q);
+    case MB_FUSED_GEMV: return cuda_gemv_supports(d, q);
     case MB_FUSED_GEMM16: return cuda_gemm16_used(d, q);
     }
     return 0;

@@ -319,18 +319,24 @@ static int gemv_dtype(mb_device *dev, size_t m, size_t n, size_t k, const float 
     return gemv<float>(dev, m, n, k, x, lda, w, bias, y, ldy, f);
 }
 
-bool cuda_gemv_supports(const mb_fused_query *q)
+size_t cuda_gemv_rows(const mb_device *dev, mamba_dtype_t wdt)
+{
+    return (wdt == MAMBA_F16 || wdt == MAMBA_BF16) && !dev->compute_f32 ? (size_t)dev->gemv16_rows : GEMV_MAX_M;
+}
+
+bool cuda_gemv_supports(const mb_device *dev, const mb_fused_query *q)
 {
     /* with a norm the rows are read vectorized: k a multiple of a 16-byte load of W (the
      * buffers' 256-byte alignment gives the rest) */
     const size_t vec = q->wdtype == MAMBA_F32 ? 4 : q->wdtype == MAMBA_Q8 ? 32 : 8;
-    return q->rows >= 1 && q->rows <= GEMV_MAX_M && q->n <= 0x7fffffff && q->k <= 0x7fffffff &&
+    return q->rows >= 1 && q->rows <= cuda_gemv_rows(dev, q->wdtype) && q->n <= 0x7fffffff && q->k <= 0x7fffffff &&
            mb_gemm_dtype_ok(q->wdtype, q->k) && (!q->norm || q->k % vec == 0);
 }
 
 bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q)
 {
-    return q->rows > GEMV_MAX_M && (q->wdtype == MAMBA_F16 || q->wdtype == MAMBA_BF16) && !dev->compute_f32;
+    return q->rows > cuda_gemv_rows(dev, q->wdtype) && (q->wdtype == MAMBA_F16 || q->wdtype == MAMBA_BF16) &&
+           !dev->compute_f32;
 }
 
 int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
@@ -369,7 +375,8 @@ int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x_p, size_t l
                          "Q8_0 with k a multiple of 32", mb_dtype_name(wdt), k);
     if (n > 0x7fffffff || k > 0x7fffffff || m > 0x7fffffff)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "gemm: %zu x %zu x %zu exceeds 32-bit sizes", m, n, k);
-    if (m <= GEMV_MAX_M) return gemv_dtype(dev, m, n, k, x, lda, w, wdt, bias, y, ldy, gemv_fuse{nullptr, 0.0f, 0});
+    if (m <= cuda_gemv_rows(dev, wdt))
+        return gemv_dtype(dev, m, n, k, x, lda, w, wdt, bias, y, ldy, gemv_fuse{nullptr, 0.0f, 0});
     /* Q8_0: dequantized to f32 and multiplied in fp32 (as compute f32 does 16-bit weights) */
     if (wdt != MAMBA_F32 && wdt != MAMBA_Q8 && !dev->compute_f32)
         return cuda_gemm16(dev, m, n, k, x, lda, w, wdt, bias, y, ldy);

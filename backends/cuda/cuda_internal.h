@@ -10,6 +10,12 @@
 #include "api/backend.h"
 #include "api/util.h"
 
+/* 16-bit weights under 16-bit compute: rows up to this go to the gemv kernel, more to cuBLAS.
+ * The gemv reads every weight once but each row's fp32 x once per output feature, so its L1
+ * traffic grows with the rows (at 8 rows 16x the weights' bytes). On the H200 (1.4b bf16,
+ * decoding) cuBLAS won from 2 rows: 909 / 1,782 / 3,462 tokens/s at batch 2 / 4 / 8 against
+ * the gemv's 860 / 1,076 / 1,229. */
+#define CUDA_GEMV16_ROWS 1
 #define ARGMAX_MAX_ROWS 64 /* rows the device's argmax scratch has room for */
 /* a 64-bit key and a 32-bit counter per row */
 #define ARGMAX_SCRATCH_BYTES (ARGMAX_MAX_ROWS * (sizeof(unsigned long long) + sizeof(unsigned)))
@@ -20,6 +26,8 @@ struct mb_device {
     int pdl;                       /* sm_90+: decoding kernels use programmatic dependent launch */
     int tf32x3;                    /* sm_80+: fp32 GEMMs by the 3xTF32 kernel, not cuBLAS SGEMM */
     int compute_f32;               /* 16-bit weights: fp32 arithmetic (widened), not 16-bit GEMMs */
+    int gemv16_rows;               /* 16-bit weights, 16-bit compute: the most rows the gemv kernel
+                                      takes; more go to cuBLAS (MAMBA_CUDA_GEMV16_ROWS, 1..8) */
     size_t total_memory;           /* the device's, for out-of-memory messages */
     int scan16_per_sm;             /* blocks of the N = 16 scan kernel an SM holds; 0: not asked yet */
     cudaStream_t stream;
@@ -88,9 +96,11 @@ int cuda_read_sum(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
 int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr ids, mb_ptr ids2, mb_ptr nan_flag);
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
 bool cuda_step_supports(const mb_fused_query *q);
-bool cuda_gemv_supports(const mb_fused_query *q);
+bool cuda_gemv_supports(const mb_device *dev, const mb_fused_query *q);
 /* whether cuda_gemm of q's rows and weights takes the 16-bit path (cuda_gemm16) */
 bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q);
+/* the most rows cuda_gemm multiplies by the gemv kernel for weights of dtype wdt */
+size_t cuda_gemv_rows(const mb_device *dev, mamba_dtype_t wdt);
 /* Q8_0 weights (cuda_gemv_q8.cu): the decoding GEMV (nw: the fused RMSNorm's weights or NULL;
  * accum: y +=), whether it takes those arguments, W dequantized to f32, the embedding. */
 bool cuda_gemv_q8_takes(size_t m, size_t k, const void *x, size_t lda, const void *w, const void *nw);
