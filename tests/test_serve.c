@@ -479,6 +479,8 @@ START_TEST(endpoints_answer_in_openai_shapes)
     ck_assert_double_gt(metric(&s, "mamba_model_prefill_seconds_total"), 0);
     ck_assert_double_gt(metric(&s, "mamba_model_step_seconds_total"), 0);
     ck_assert_double_gt(metric(&s, "mamba_loop_busy_seconds_total"), 0);
+    ck_assert_double_gt(metric(&s, "mamba_sample_seconds_total"), 0);
+    ck_assert_double_gt(metric(&s, "mamba_emit_seconds_total"), 0);
     /* the README's curl example */
     char url[128], out_path[4400];
     snprintf(url, sizeof url, "http://" HOST ":%d/v1/completions", s.port);
@@ -1145,37 +1147,50 @@ END_TEST
 START_TEST(prompt_cache_keeps_the_longest_prefix_and_evicts_lru)
 {
     const size_t state_bytes = 1000;
-    char state[1000];
     float logits[4] = {1, 2, 3, 4};
     const int32_t a[] = {1, 2, 3}, b[] = {1, 2, 3, 4, 5}, c[] = {9, 9};
-    /* room for two entries of this size */
+    /* room for two entries of this size, in bytes and in a pool of 3 slots */
     const size_t entry = 1000 + 16 + 5 * 4 + 200;
-    prompt_cache *pc = prompt_cache_create(2 * entry + 200);
-    memset(state, 'a', sizeof state);
-    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){a, 3, state, state_bytes, logits, 4}));
-    memset(state, 'b', sizeof state);
-    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){b, 5, state, state_bytes, logits, 4}));
+    prompt_cache *pc = prompt_cache_create(2 * entry + 200, 3);
+    size_t sa, sb, sc;
+    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){a, 3, 0, state_bytes, logits, 4}, &sa));
+    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){b, 5, 0, state_bytes, logits, 4}, &sb));
+    ck_assert_uint_ne(sa, sb);
+    ck_assert_uint_lt(sa, 3);
+    ck_assert_uint_lt(sb, 3);
     prompt_cache_entry e;
     const int32_t q[] = {1, 2, 3, 4, 5, 6};
     ck_assert(prompt_cache_lookup(pc, q, 6, &e));
     ck_assert_uint_eq(e.n_ids, 5);
-    ck_assert_int_eq(((const char *)e.state)[0], 'b');
+    ck_assert_uint_eq(e.slot, sb);
     ck_assert(prompt_cache_lookup(pc, q, 4, &e)); /* only a fits */
     ck_assert_uint_eq(e.n_ids, 3);
+    ck_assert_uint_eq(e.slot, sa);
     ck_assert(!prompt_cache_lookup(pc, c, 2, &e));
-    /* a third entry evicts the least recently used: b (a was just used) */
-    memset(state, 'c', sizeof state);
-    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){c, 2, state, state_bytes, logits, 4}));
+    /* a third entry evicts the least recently used, b (a was just used), and takes its slot */
+    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){c, 2, 0, state_bytes, logits, 4}, &sc));
+    ck_assert_uint_eq(sc, sb);
     ck_assert_uint_eq(prompt_cache_count(pc), 2);
     ck_assert(prompt_cache_lookup(pc, q, 6, &e));
     ck_assert_uint_eq(e.n_ids, 3);
     ck_assert(prompt_cache_lookup(pc, c, 2, &e));
     ck_assert_float_eq(e.logits[3], 4);
     /* an entry larger than the cap is refused */
-    char *huge = calloc(1, 10000);
-    ck_assert(!prompt_cache_put(pc, &(prompt_cache_entry){c, 2, huge, 10000, logits, 4}));
-    free(huge);
+    ck_assert(!prompt_cache_put(pc, &(prompt_cache_entry){c, 2, 0, 10000, logits, 4}, &sc));
     ck_assert_uint_le(prompt_cache_bytes(pc), 2 * entry + 200);
+    /* an entry whose state could not be stored leaves */
+    prompt_cache_forget(pc, sa);
+    ck_assert(!prompt_cache_lookup(pc, q, 6, &e));
+    ck_assert_uint_eq(prompt_cache_count(pc), 1);
+    prompt_cache_free(pc);
+    /* the slots bound the entries too: one slot, small entries */
+    pc = prompt_cache_create(100000, 1);
+    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){a, 3, 0, 10, logits, 4}, &sa));
+    ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){c, 2, 0, 10, logits, 4}, &sc));
+    ck_assert_uint_eq(sa, 0);
+    ck_assert_uint_eq(sc, 0);
+    ck_assert_uint_eq(prompt_cache_count(pc), 1);
+    ck_assert(!prompt_cache_lookup(pc, a, 3, &e));
     prompt_cache_free(pc);
 }
 END_TEST

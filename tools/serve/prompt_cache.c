@@ -9,7 +9,7 @@
 typedef struct node {
     int32_t *ids;
     size_t n_ids;
-    void *state;
+    size_t slot;
     size_t state_bytes;
     float *logits;
     size_t vocab;
@@ -18,16 +18,19 @@ typedef struct node {
 } node;
 
 struct prompt_cache {
-    size_t cap, used_bytes;
+    size_t cap, used_bytes, n_slots;
     node *nodes;
     size_t count, nodes_cap;
     uint64_t clock;
 };
 
-prompt_cache *prompt_cache_create(size_t cap_bytes)
+prompt_cache *prompt_cache_create(size_t cap_bytes, size_t n_slots)
 {
     prompt_cache *c = calloc(1, sizeof *c);
-    if (c) c->cap = cap_bytes;
+    if (c) {
+        c->cap = n_slots ? cap_bytes : 0;
+        c->n_slots = n_slots;
+    }
     return c;
 }
 
@@ -37,7 +40,6 @@ static void drop(prompt_cache *c, size_t i)
     node *n = &c->nodes[i];
     c->used_bytes -= n->bytes;
     free(n->ids);
-    free(n->state);
     free(n->logits);
     c->count--;
     if (i != c->count) c->nodes[i] = c->nodes[c->count];
@@ -66,7 +68,7 @@ int prompt_cache_lookup(prompt_cache *c, const int32_t *ids, size_t n, prompt_ca
     e->used = ++c->clock;
     out->ids = e->ids;
     out->n_ids = e->n_ids;
-    out->state = e->state;
+    out->slot = e->slot;
     out->state_bytes = e->state_bytes;
     out->logits = e->logits;
     out->vocab = e->vocab;
@@ -81,7 +83,26 @@ static size_t least_recent(const prompt_cache *c)
     return k;
 }
 
-int prompt_cache_put(prompt_cache *c, const prompt_cache_entry *e)
+/* The lowest slot no entry holds (there is one: count < n_slots). */
+static size_t free_slot(const prompt_cache *c)
+{
+    for (size_t s = 0;; s++) {
+        size_t i = 0;
+        while (i < c->count && c->nodes[i].slot != s) i++;
+        if (i == c->count) return s;
+    }
+}
+
+void prompt_cache_forget(prompt_cache *c, size_t slot)
+{
+    for (size_t i = 0; i < c->count; i++)
+        if (c->nodes[i].slot == slot) {
+            drop(c, i);
+            return;
+        }
+}
+
+int prompt_cache_put(prompt_cache *c, const prompt_cache_entry *e, size_t *slot)
 {
     const size_t bytes = sizeof(node) + e->n_ids * sizeof(int32_t) + e->state_bytes + e->vocab * sizeof(float);
     if (e->n_ids == 0 || bytes > c->cap) return 0;
@@ -90,7 +111,7 @@ int prompt_cache_put(prompt_cache *c, const prompt_cache_entry *e)
             drop(c, i);
             break;
         }
-    while (c->count && c->used_bytes + bytes > c->cap) drop(c, least_recent(c));
+    while (c->count && (c->used_bytes + bytes > c->cap || c->count >= c->n_slots)) drop(c, least_recent(c));
     if (c->count == c->nodes_cap) {
         const size_t cap = c->nodes_cap ? 2 * c->nodes_cap : 16;
         node *nodes = realloc(c->nodes, cap * sizeof *nodes);
@@ -98,19 +119,18 @@ int prompt_cache_put(prompt_cache *c, const prompt_cache_entry *e)
         c->nodes = nodes;
         c->nodes_cap = cap;
     }
-    node n = {malloc(e->n_ids * sizeof(int32_t) + 1), e->n_ids, malloc(e->state_bytes + 1), e->state_bytes,
+    node n = {malloc(e->n_ids * sizeof(int32_t) + 1), e->n_ids, free_slot(c), e->state_bytes,
               malloc(e->vocab * sizeof(float) + 1), e->vocab, bytes, ++c->clock};
-    if (!n.ids || !n.state || !n.logits) {
+    if (!n.ids || !n.logits) {
         free(n.ids);
-        free(n.state);
         free(n.logits);
         return 0;
     }
     memcpy(n.ids, e->ids, e->n_ids * sizeof *n.ids);
-    if (e->state_bytes) memcpy(n.state, e->state, e->state_bytes);
     if (e->vocab) memcpy(n.logits, e->logits, e->vocab * sizeof *n.logits);
     c->nodes[c->count++] = n;
     c->used_bytes += bytes;
+    *slot = n.slot;
     return 1;
 }
 

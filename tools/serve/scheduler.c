@@ -49,7 +49,7 @@ struct serve_scheduler {
     serve_scheduler_options o;
     mamba_state_t *state;
     size_t vocab, seq_bytes;
-    void *seq_buf;
+    mamba_state_t *pool;        /* the prompt cache's states, one sequence an entry           */
     int32_t *key;               /* a cache key being built                                  */
     size_t key_cap;
     float *logits, *prefill_logits; /* page-locked where the device has it (mamba_alloc_host) */
@@ -139,7 +139,13 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
         serve_scheduler_free(s);
         return 0;
     }
-    s->seq_buf = malloc(s->seq_bytes);
+    /* the cache's pool: as many sequences as entries fit in its bytes (a state, a logits row) */
+    const size_t pool_n = o->cache_bytes / (s->seq_bytes + s->vocab * sizeof(float) + 1);
+    if (pool_n && mamba_state_create(m, pool_n, &s->pool) != MAMBA_OK) {
+        snprintf(err, err_len, "the prompt cache's %zu states (--cache-mb): %s", pool_n, mamba_last_error(ctx));
+        serve_scheduler_free(s);
+        return 0;
+    }
     /* a 64-sequence step's logits are 13 MB with the GPT-NeoX vocabulary: from the GPU into
      * malloc'd memory they cross the bus at a fraction of its rate */
     s->logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->logits);
@@ -152,8 +158,8 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
     s->ids = malloc(S * sizeof(const int32_t *));
     s->step_ids = malloc(S * sizeof *s->step_ids);
     s->batch = malloc(S * sizeof(job *));
-    s->cache = prompt_cache_create(o->cache_bytes);
-    if (!s->seq_buf || !s->logits || !s->prefill_logits || !s->masked || !s->slot || !s->seqs || !s->lens || !s->ids ||
+    s->cache = prompt_cache_create(o->cache_bytes, pool_n);
+    if (!s->logits || !s->prefill_logits || !s->masked || !s->slot || !s->seqs || !s->lens || !s->ids ||
         !s->step_ids || !s->batch || !s->cache) {
         snprintf(err, err_len, "out of memory for %zu slots of a vocabulary of %zu", S, s->vocab);
         serve_scheduler_free(s);
@@ -174,7 +180,7 @@ void serve_scheduler_free(serve_scheduler *s)
     }
     mamba_state_free(s->state);
     prompt_cache_free(s->cache);
-    free(s->seq_buf);
+    mamba_state_free(s->pool);
     free(s->key);
     mamba_free_host(s->ctx, s->logits);
     mamba_free_host(s->ctx, s->prefill_logits);
@@ -312,7 +318,7 @@ static void fail_all(serve_scheduler *s, const char *what)
  * logits that followed them. */
 static void cache_save(serve_scheduler *s, const job *j, size_t pos, const float *row)
 {
-    if (!s->o.cache_bytes) return;
+    if (!s->pool) return;
     const size_t n = j->n_prompt + j->gen_fed;
     if (n > s->key_cap) {
         int32_t *k = realloc(s->key, n * sizeof *k);
@@ -322,9 +328,10 @@ static void cache_save(serve_scheduler *s, const job *j, size_t pos, const float
     }
     memcpy(s->key, j->prompt, j->n_prompt * sizeof *s->key);
     if (j->gen_fed) memcpy(s->key + j->n_prompt, j->gen, j->gen_fed * sizeof *s->key);
-    if (mamba_state_read_seq(s->state, pos, s->seq_buf, s->seq_bytes) != MAMBA_OK) return;
-    const prompt_cache_entry e = {s->key, n, s->seq_buf, s->seq_bytes, row, s->vocab};
-    prompt_cache_put(s->cache, &e);
+    const prompt_cache_entry e = {s->key, n, 0, s->seq_bytes, row, s->vocab};
+    size_t slot;
+    if (prompt_cache_put(s->cache, &e, &slot) && mamba_state_copy_seq(s->pool, slot, s->state, pos) != MAMBA_OK)
+        prompt_cache_forget(s->cache, slot);
 }
 
 /* ---- one sampled token ------------------------------------------------------------------ */
@@ -472,10 +479,10 @@ static void admit(serve_scheduler *s, job *j)
     serve_metrics_prompt_tokens(s->metrics, j->n_prompt);
     prompt_cache_entry e;
     memset(&e, 0, sizeof e);
-    const int hit = s->o.cache_bytes && prompt_cache_lookup(s->cache, j->prompt, j->n_prompt, &e) &&
+    const int hit = s->pool && prompt_cache_lookup(s->cache, j->prompt, j->n_prompt, &e) &&
                     (e.n_ids < j->n_prompt || e.logits);
-    if (s->o.cache_bytes) serve_metrics_cache(s->metrics, hit);
-    mamba_status_t st = hit ? mamba_state_write_seq(s->state, pos, e.state, e.state_bytes) : mamba_state_reset_seq(s->state, pos);
+    if (s->pool) serve_metrics_cache(s->metrics, hit);
+    mamba_status_t st = hit ? mamba_state_copy_seq(s->state, pos, s->pool, e.slot) : mamba_state_reset_seq(s->state, pos);
     if (st != MAMBA_OK) {
         fail_job(j, 500, "server_error", "cannot set up a slot: %s", mamba_last_error(s->ctx));
         return;
@@ -563,11 +570,15 @@ static void step(serve_scheduler *s)
     /* every job's draw first, in parallel (each has its own sampler; a draw with temperature
      * reads the whole vocabulary, and 64 of them one after another took longer than the GPU's
      * step), then the tokens taken in order, which moves jobs in the state */
+    const double t1 = now_s();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(s->threads) if (n >= 4)
     for (size_t i = 0; i < n; i++)
         draw_token(s, s->batch[i], s->logits + i * s->vocab, s->masked + (size_t)omp_get_thread_num() * s->vocab);
+    const double t2 = now_s();
+    serve_metrics_time(s->metrics, SERVE_T_SAMPLE, t2 - t1);
     const unsigned failures = s->failures;
     for (size_t i = 0; i < n && s->failures == failures; i++) take_token(s, s->batch[i], s->logits + i * s->vocab);
+    serve_metrics_time(s->metrics, SERVE_T_TAKE, now_s() - t2);
 }
 
 static void publish(serve_scheduler *s)
