@@ -380,6 +380,42 @@ START_TEST(synthetic_and_portable)
 }
 END_TEST
 
+/* A Q8_0 matrix of many rows read at batch 1 (a vocabulary of 9,000: CUDA's GEMV then gives
+ * each warp several rows of the LM head): one sequence's steps against the forward of the same
+ * ids (the dequantizing GEMM), position by position. */
+START_TEST(wide_matrix_batch1)
+{
+    enum { VOCAB = 9000, LEN = 12 };
+    mamba_config_t cfg;
+    mamba_config_init(&cfg);
+    cfg.d_model = 64;
+    cfg.n_layer = 1;
+    cfg.vocab_size = VOCAB;
+    mamba_context_t *ctx = open_ctx(backend, MAMBA_WEIGHTS_STORED);
+    mamba_model_t *m;
+    ck_assert_msg(mamba_model_create_synthetic(ctx, &cfg, MAMBA_Q8, 11, &m) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    int32_t ids[LEN];
+    for (int t = 0; t < LEN; t++) ids[t] = (t * 2741 + 17) % VOCAB;
+    float *fw = malloc((size_t)LEN * VOCAB * sizeof *fw), *lg = malloc((size_t)VOCAB * sizeof *lg);
+    ck_assert_msg(mamba_forward(m, ids, 1, LEN, MAMBA_LOGITS_ALL, fw) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    mamba_state_t *one;
+    ck_assert_int_eq(mamba_state_create(m, 1, &one), MAMBA_OK);
+    double worst = 0;
+    for (int t = 0; t < LEN; t++) {
+        ck_assert_msg(mamba_step(one, &ids[t], lg) == MAMBA_OK, "%s", mamba_last_error(ctx));
+        const double e = nmse(lg, fw + (size_t)t * VOCAB, VOCAB);
+        worst = e > worst ? e : worst;
+    }
+    printf("%s: Q8_0, vocabulary %d, batch-1 decoding vs the forward: worst nmse %.3g\n", backend, VOCAB, worst);
+    ck_assert_double_le(worst, DECODE_BOUND);
+    mamba_state_free(one);
+    free(fw);
+    free(lg);
+    mamba_model_free(m);
+    mamba_context_free(ctx);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -404,6 +440,7 @@ int main(int argc, char **argv)
     TCase *tc = tcase_create(backend);
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, fixture_accuracy, 0, N_MODELS);
+    tcase_add_test(tc, wide_matrix_batch1);
     if (cpu) {
         tcase_add_test(tc, quantize_known_matrix);
         tcase_add_loop_test(tc, save_load_round_trip, 0, N_MODELS);
