@@ -249,6 +249,17 @@ __global__ void step_fold_kernel(const float *xpart, int KS, int total, float *x
 #define STEP_SB 4
 #define STEP_RW 8
 #define STEP_BXD 512
+/* xd[s][0..nd) = the folded xdbl of sequence b0 + s (the last one past the batch), s < S, by
+ * the block's threads, then a barrier */
+template <int S> __device__ __forceinline__ void stage_xdbl(const step_params &p, int b0, float (*xd)[STEP_BXD])
+{
+    for (int i = threadIdx.x; i < S * p.nd; i += blockDim.x) {
+        const int s = i / p.nd, j = i - s * p.nd;
+        xd[s][j] = p.xpart[(size_t)min(b0 + s, p.B - 1) * p.nd + j];
+    }
+    __syncthreads();
+}
+
 template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_scan_batch_kernel(const step_params p)
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -273,11 +284,7 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
         h0[i] = lane < N ? p.ssm[((size_t)b * p.D + d) * N + lane] : 0.0f;
     }
     griddep_wait();
-    for (int i = threadIdx.x; i < STEP_SB * p.nd; i += blockDim.x) {
-        const int sb = i / p.nd, j = i - sb * p.nd;
-        xd[sb][j] = p.xpart[(size_t)min(b0 + sb, p.B - 1) * p.nd + j];
-    }
-    __syncthreads();
+    stage_xdbl<STEP_SB>(p, b0, xd);
     if (!active) return;
 #pragma unroll
     for (int i = 0; i < STEP_SB; i++) {
@@ -354,11 +361,7 @@ __global__ void __launch_bounds__(ROWS_CH *ROWS_SEQ) step_scan_rows_kernel(const
         u = xc[(size_t)b * D + d];
     }
     griddep_wait();
-    for (int i = threadIdx.x; i < ROWS_SEQ * p.nd; i += blockDim.x) {
-        const int s = i / p.nd, j = i - s * p.nd;
-        xd[s][j] = p.xpart[(size_t)min(b0 + s, p.B - 1) * p.nd + j];
-    }
-    __syncthreads();
+    stage_xdbl<ROWS_SEQ>(p, b0, xd);
     if (!active) return;
     if (CONV) {
 #pragma unroll
