@@ -43,7 +43,8 @@ static const char usage[] =
     "  POST /detokenize            {\"tokens\": [...]} -> {\"content\": text}\n"
     "  GET  /health                {\"status\": \"ok\"}\n"
     "  GET  /metrics               Prometheus text: requests, tokens, tokens/s, slots, queue,\n"
-    "                              prompt-cache hits and misses\n"
+    "                              prompt-cache hits and misses, the loop's time (model,\n"
+    "                              sampling, emitting)\n"
     "With stream: true the answer comes as server-sent events, one 'data: {...}' chunk per\n"
     "token or group of tokens, then 'data: [DONE]'. Extensions: return_tokens (the token ids in\n"
     "each choice), ignore_eos. Errors are OpenAI's {\"error\": {message, type, param, code}}.\n"
@@ -68,7 +69,8 @@ static const char usage[] =
     "  --chat-template NAME  chatml, zephyr or plain (default: recognized from the checkpoint's\n"
     "                        tokenizer_config.json chat_template, else plain)\n"
     "  --name NAME           the model name in answers (default: the --model argument's base)\n"
-    "  --threads N           CPU threads\n"
+    "  --threads N           CPU threads: the CPU backend's and those drawing a step's tokens\n"
+    "                        (default: all)\n"
     "  --dtype T             f32, f16 or bf16: the synthetic weights' dtype\n"
     "\n"
     "Requests are limited to 1 MiB bodies (413 past it). SIGINT or SIGTERM: stop accepting,\n"
@@ -339,7 +341,8 @@ int cmd_serve(int argc, char **argv)
     srv.started = (long long)time(NULL);
     srv.metrics = metrics;
     pick_chat_format(&o, tok_dir[0] ? tok_dir : NULL, tok, eos, &srv.chat);
-    const serve_scheduler_options so = {(size_t)o.slots, (size_t)o.queue, (size_t)o.cache_mb << 20, 512, eos, sample_vocab};
+    const serve_scheduler_options so = {(size_t)o.slots, (size_t)o.queue, (size_t)o.cache_mb << 20, 512, eos, sample_vocab,
+                                        (int)o.threads};
     char err[512];
     if (!serve_scheduler_create(ctx, m, tok, &so, metrics, &srv.sched, err, sizeof err)) {
         cli_error("serve", EXIT_RUNTIME, "%s", err);

@@ -150,7 +150,7 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
      * malloc'd memory they cross the bus at a fraction of its rate */
     s->logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->logits);
     s->prefill_logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->prefill_logits);
-    s->threads = omp_get_max_threads();
+    s->threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     s->masked = malloc((size_t)s->threads * s->vocab * sizeof *s->masked);
     s->slot = calloc(S, sizeof(job *));
     s->seqs = malloc(S * sizeof *s->seqs);

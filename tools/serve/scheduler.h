@@ -26,6 +26,7 @@ typedef struct serve_scheduler_options {
     size_t prefill_budget;  /* new prompt tokens prefilled per turn while others decode    */
     int32_t eos;            /* the token that ends a generation; -1: none                   */
     size_t sample_vocab;    /* tokens are sampled from ids [0, sample_vocab)                */
+    int threads;            /* threads drawing a step's tokens; 0: OpenMP's default         */
 } serve_scheduler_options;
 
 typedef struct serve_job_params {
