@@ -93,6 +93,31 @@ mamba_status_t mamba_step_seqs(mamba_state_t *s, size_t n, const size_t *seqs, c
     return r ? mb_runner_step_seqs(r, s, n, seqs, ids, logits) : st;
 }
 
+mamba_status_t mamba_step_seqs_begin(mamba_state_t *s, size_t n, const size_t *seqs, const int32_t *ids, float *logits)
+{
+    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
+    mamba_context_t *ctx = s->model->ctx;
+    if (n == 0 || !seqs || !ids || !logits)
+        return mb_seterr(ctx->err, MAMBA_ERR_INVALID_ARGUMENT,
+                         "mamba_step_seqs_begin: n = %zu%s, expected n > 0 and arrays", n,
+                         seqs && ids && logits ? "" : " or a NULL array");
+    mamba_status_t st;
+    mb_runner *r = runner_of(s->model, &st);
+    return r ? mb_runner_step_begin(r, s, n, seqs, ids, logits) : st;
+}
+
+mamba_status_t mamba_step_wait(mamba_state_t *s)
+{
+    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
+    return s->model->runner ? mb_runner_wait(s->model->runner) : MAMBA_OK;
+}
+
+mamba_status_t mamba_step_wait_rows(mamba_state_t *s, size_t rows)
+{
+    if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
+    return s->model->runner ? mb_runner_wait_rows(s->model->runner, rows) : MAMBA_OK;
+}
+
 mamba_status_t mamba_forward(mamba_model_t *m, const int32_t *ids, size_t batch, size_t len, mamba_logits_mode_t mode,
                              float *logits)
 {

@@ -51,6 +51,9 @@ struct mb_runner {
      * milliseconds a call) */
     mamba_state_t *fwd_state;
     mamba_state_t *gather;     /* scratch state for subsets that are not a run              */
+    int pending;               /* a step begun by mb_runner_step_begin may still be running  */
+    size_t part_rows;          /* its logits copied in parts of part_rows rows, each marked   */
+    unsigned parts;            /* (download_mark i after part i); 0: one copy               */
 };
 
 /* The chunking of one run. */
@@ -109,9 +112,21 @@ mamba_status_t mb_runner_get(mamba_model_t *m, mb_runner **out)
     return MAMBA_OK;
 }
 
+/* Wait for a begun step: before its buffers or graphs are freed or replaced. */
+static mamba_status_t settle(mb_runner *r)
+{
+    if (!r->pending) return MAMBA_OK;
+    r->pending = 0;
+    r->parts = 0;
+    mamba_context_t *ctx = r->model->ctx;
+    MB_TRY_BE(ctx, ctx->dv->sync(ctx->dev), "wait for the decoding step");
+    return MAMBA_OK;
+}
+
 static void drop_graphs(mb_runner *r)
 {
     mamba_context_t *ctx = r->model->ctx;
+    (void)settle(r); /* its error, if any, is the device's: the next call reports it too */
     for (int i = 0; i < MB_MAX_GRAPHS; i++) {
         if (r->graphs[i].graph) ctx->fused->graph_free(ctx->dev, r->graphs[i].graph);
         memset(&r->graphs[i], 0, sizeof r->graphs[i]);
@@ -122,6 +137,7 @@ void mb_runner_forget(mb_runner *r, uint64_t state_id)
 {
     if (!r) return;
     mamba_context_t *ctx = r->model->ctx;
+    (void)settle(r); /* the step may be this state's */
     for (int i = 0; i < MB_MAX_GRAPHS; i++) {
         step_graph *g = &r->graphs[i];
         if (g->state != state_id) continue;
@@ -267,7 +283,11 @@ static mamba_status_t enqueue_step_graph(mb_runner *r, mamba_state_t *s, size_t 
     }
     if (!g) {
         g = victim;
-        if (g->graph) f->graph_free(ctx->dev, g->graph);
+        if (g->graph) {
+            const mamba_status_t st = settle(r);
+            if (st != MAMBA_OK) return st;
+            f->graph_free(ctx->dev, g->graph);
+        }
         *g = (step_graph){s->id, seq0, k, NULL, 0, 1, ++r->clock};
         return MAMBA_ERR_UNSUPPORTED; /* this once, directly */
     }
@@ -536,6 +556,69 @@ mamba_status_t mb_runner_step_seqs(mb_runner *r, mamba_state_t *s, size_t n, con
     }
     free(rows);
     return st;
+}
+
+/* Parts of a begun step's logits copy: a server draws a part's tokens while the next part
+ * crosses the bus (64 rows of 50,280 logits: 13 MB, 0.32 ms at the H200's 40 GB/s, about the
+ * time its 16 threads take to draw them). */
+#define MB_STEP_COPY_PARTS 4u
+
+/* mb_runner_step_seqs without waiting for the device: the ids uploaded, the step (its graph)
+ * and the copy of its logits into page-locked memory enqueued (in marked parts where the
+ * backend has marks), then a fence, so that what is enqueued next (a prefill's lm_head)
+ * cannot overwrite the logits before they are copied.
+ * Anything that frees or replaces the runner's buffers or graphs settles first. Where the
+ * backend has no asynchronous copy, the sequences are not a run or the logits are not
+ * page-locked, it is mb_runner_step_seqs. */
+mamba_status_t mb_runner_step_begin(mb_runner *r, mamba_state_t *s, size_t n, const size_t *seqs, const int32_t *ids,
+                                    float *logits)
+{
+    mamba_model_t *m = r->model;
+    mamba_context_t *ctx = m->ctx;
+    const size_t V = (size_t)m->cfg.vocab_size;
+    mamba_status_t st = check_seqs(s, n, seqs, "mamba_step_seqs_begin");
+    if (st != MAMBA_OK) return st;
+    if (!ctx->dv->download_async || !ctx->dv->download_fence || !is_run(seqs, n) ||
+        !mb_host_pinned(ctx, logits, n * V * sizeof *logits))
+        return mb_runner_step_seqs(r, s, n, seqs, ids, logits);
+    if ((st = settle(r)) != MAMBA_OK || (st = mb_check_ids(ctx, ids, n, m->cfg.vocab_size)) != MAMBA_OK ||
+        (st = ensure_work(r, n)) != MAMBA_OK || (st = ensure_logits(r, n * V * 4)) != MAMBA_OK)
+        return st;
+    const work_layout w = layout(m, n);
+    memcpy(r->host_ids, ids, n * sizeof *ids);
+    MB_TRY_BE(ctx, ctx->dv->upload(ctx->dev, at(r->work, w.ids), r->host_ids, n * 4), "upload of token ids");
+    st = enqueue_step_graph(r, s, seqs[0], n);
+    if (st == MAMBA_ERR_UNSUPPORTED) st = enqueue_chunk(r, s, seqs[0], n, 1, MAMBA_LOGITS_LAST, 1);
+    const int marks = ctx->dv->download_mark && ctx->dv->download_wait_mark;
+    r->part_rows = marks ? (n + MB_STEP_COPY_PARTS - 1) / MB_STEP_COPY_PARTS : n;
+    r->parts = 0;
+    int rc = 0;
+    for (size_t row = 0; st == MAMBA_OK && row < n; row += r->part_rows) {
+        const size_t rows = n - row < r->part_rows ? n - row : r->part_rows;
+        rc = ctx->dv->download_async(ctx->dev, logits + row * V, at(r->logits, row * V * 4), rows * V * 4);
+        if (rc == 0 && marks) rc = ctx->dv->download_mark(ctx->dev, r->parts++);
+        if (rc) st = mb_backend_fail(ctx, rc, "download of logits");
+    }
+    if (!marks) r->parts = 0;
+    if (st == MAMBA_OK && (rc = ctx->dv->download_fence(ctx->dev)) != 0) st = mb_backend_fail(ctx, rc, "download fence");
+    r->pending = 1;
+    if (st != MAMBA_OK) (void)settle(r); /* nothing of it may run on past the error */
+    return st;
+}
+
+mamba_status_t mb_runner_wait(mb_runner *r) { return settle(r); }
+
+/* Only reads the runner where the parts are marked, so that several threads may wait at once
+ * (each for the rows it draws); mb_runner_wait then settles. */
+mamba_status_t mb_runner_wait_rows(mb_runner *r, size_t rows)
+{
+    if (!r->pending || rows == 0) return MAMBA_OK;
+    if (!r->parts) return settle(r);
+    size_t part = (rows - 1) / r->part_rows;
+    if (part >= r->parts) part = r->parts - 1;
+    mamba_context_t *ctx = r->model->ctx;
+    MB_TRY_BE(ctx, ctx->dv->download_wait_mark(ctx->dev, (unsigned)part), "wait for a part of the step's logits");
+    return MAMBA_OK;
 }
 
 /* Prefill of prompts of different lengths: sorted longest first (order), the first m

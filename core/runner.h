@@ -26,6 +26,11 @@ mamba_status_t mb_runner_prefill_seqs(mb_runner *r, mamba_state_t *s, size_t n, 
                                       const int32_t *const *ids, const size_t *lens, float *last_logits);
 mamba_status_t mb_runner_step_seqs(mb_runner *r, mamba_state_t *s, size_t n, const size_t *seqs, const int32_t *ids,
                                    float *logits);
+/* mamba_step_seqs_begin / mamba_step_wait (see mamba.h). */
+mamba_status_t mb_runner_step_begin(mb_runner *r, mamba_state_t *s, size_t n, const size_t *seqs, const int32_t *ids,
+                                    float *logits);
+mamba_status_t mb_runner_wait(mb_runner *r);
+mamba_status_t mb_runner_wait_rows(mb_runner *r, size_t rows);
 /* mamba_forward: from an empty state the runner keeps for the next call of the same batch. */
 mamba_status_t mb_runner_forward(mb_runner *r, const int32_t *ids, size_t batch, size_t len, mamba_logits_mode_t mode,
                                  float *logits);

@@ -288,6 +288,24 @@ MAMBA_API mamba_status_t mamba_prefill_seqs(mamba_state_t *state, size_t n, cons
 /* One token for each of n sequences: ids (n), logits (n, vocab) in the order of seqs. */
 MAMBA_API mamba_status_t mamba_step_seqs(mamba_state_t *state, size_t n, const size_t *seqs,
                                          const int32_t *ids, float *logits);
+/* mamba_step_seqs, started and not waited for: where the backend copies asynchronously
+ * (CUDA), the sequences are a run (consecutive numbers, increasing) and logits lies in memory
+ * from mamba_alloc_host, it returns once the step and the copy of its logits are enqueued, and
+ * the caller's thread is free while the device works (a server sends the last step's tokens
+ * meanwhile); elsewhere it is mamba_step_seqs, done at return. ids may be reused at once;
+ * logits hold the step's values only after mamba_step_wait. Calls on the same model made in
+ * between (moving, copying or resetting sequences, a prefill) run after the step, in order; an
+ * error of the step is reported by mamba_step_wait or by the first call that waits for it. */
+MAMBA_API mamba_status_t mamba_step_seqs_begin(mamba_state_t *state, size_t n, const size_t *seqs,
+                                               const int32_t *ids, float *logits);
+/* Wait for the step mamba_step_seqs_begin started on the state's model (MAMBA_OK at once when
+ * none is running). */
+MAMBA_API mamba_status_t mamba_step_wait(mamba_state_t *state);
+/* Wait until the first rows rows of the begun step's logits are on the host; the rest may
+ * still be crossing the bus (a caller draws those rows' tokens meanwhile; rows >= the step's
+ * count waits for all of them). Several threads may call it at once, each for its own rows;
+ * mamba_step_wait still ends the step. */
+MAMBA_API mamba_status_t mamba_step_wait_rows(mamba_state_t *state, size_t rows);
 /* Sequence seq back to the empty state. */
 MAMBA_API mamba_status_t mamba_state_reset_seq(mamba_state_t *state, size_t seq);
 /* Sequence dst_seq of dst takes the state of src_seq of src (states of the same model; they

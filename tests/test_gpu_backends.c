@@ -657,6 +657,59 @@ START_TEST(prefill_seqs_match_cpu)
 }
 END_TEST
 
+/* mamba_step_seqs_begin: a step of sequences 0..3 into mamba_alloc_host memory (on CUDA the
+ * call returns before the step has run, and the logits come in four marked parts), the first
+ * row read after mamba_step_wait_rows(1), a copy of sequence 1 into 4 enqueued before the
+ * wait, then a step of 1 and 4: the CPU's logits, done the same way with mamba_step_seqs. A
+ * copy that ran before the step would give sequence 4 the state before it. */
+START_TEST(step_begin_matches_cpu)
+{
+    enum { B = 5, L = 9, N = 4 };
+    mamba_context_t *cpu = open_ctx("cpu", 0), *ctx = open_ctx(backend, 0);
+    mamba_model_t *mc = load(cpu, "models/small"), *mg = load(ctx, "models/small");
+    mamba_model_info_t info;
+    mamba_model_info(mc, &info);
+    const size_t V = (size_t)info.config.vocab_size;
+    int32_t ids[B * L];
+    for (int i = 0; i < B * L; i++) ids[i] = (int32_t)((i * 29 + 5) % (int)V);
+    const size_t run[N] = {0, 1, 2, 3}, pair[2] = {1, 4};
+    const int32_t toks[N] = {3, 17, 40, 11}, again[2] = {8, 8};
+    float *got = mamba_alloc_host(ctx, N * V * sizeof *got);
+    ck_assert_msg(got != NULL, "%s", mamba_last_error(ctx));
+    float *ref = malloc(N * V * sizeof *ref), *next = malloc(2 * V * sizeof *next), *ref_next = malloc(2 * V * sizeof *ref_next);
+    mamba_state_t *sg, *sc;
+    ck_assert_int_eq(mamba_state_create(mg, B, &sg), MAMBA_OK);
+    ck_assert_int_eq(mamba_state_create(mc, B, &sc), MAMBA_OK);
+    ck_assert_int_eq(mamba_prefill(sc, ids, L, NULL), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_seqs(sc, N, run, toks, ref), MAMBA_OK);
+    ck_assert_int_eq(mamba_state_copy_seq(sc, 4, sc, 1), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_seqs(sc, 2, pair, again, ref_next), MAMBA_OK);
+    ck_assert_int_eq(mamba_prefill(sg, ids, L, NULL), MAMBA_OK);
+    memset(got, 0xff, N * V * sizeof *got); /* NaNs: logits that did not land fail the bound */
+    ck_assert_msg(mamba_step_seqs_begin(sg, N, run, toks, got) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    ck_assert_msg(mamba_step_wait_rows(sg, 1) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    const double e0 = max_abs_diff(got, ref, V);
+    printf("%s the first row of a begun step after mamba_step_wait_rows(1): max abs err %.3g\n", backend, e0);
+    ck_assert_double_le(e0, LOGIT_BOUND);
+    ck_assert_int_eq(mamba_state_copy_seq(sg, 4, sg, 1), MAMBA_OK);
+    ck_assert_msg(mamba_step_wait(sg) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    ck_assert_int_eq(mamba_step_wait(sg), MAMBA_OK); /* none running: at once */
+    ck_assert_int_eq(mamba_step_wait_rows(sg, 2), MAMBA_OK);
+    ck_assert_msg(mamba_step_seqs(sg, 2, pair, again, next) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    float *copy = malloc(N * V * sizeof *copy); /* expect_cpu_logits frees what it gets */
+    memcpy(copy, got, N * V * sizeof *copy);
+    mamba_free_host(ctx, got);
+    float *res[2] = {ref, copy};
+    expect_cpu_logits(res, N * V, "a begun step of 4 sequences");
+    float *res2[2] = {ref_next, next};
+    expect_cpu_logits(res2, 2 * V, "a step after a copy enqueued during the begun step");
+    mamba_state_free(sg);
+    mamba_state_free(sc);
+    close_model(mg, ctx);
+    close_model(mc, cpu);
+}
+END_TEST
+
 /* Two contexts on two GPUs in one thread: each allocates and launches on its own device
  * (every entry point makes its device current), whichever was opened last. */
 START_TEST(two_devices_in_one_thread)
@@ -809,6 +862,7 @@ static int run_backend(const char *name)
     tcase_add_loop_test(tc, fixture_forward, 0, N_MODELS);
     tcase_add_loop_test(tc, fixture_greedy_decode, 0, N_MODELS);
     tcase_add_test(tc, prefill_seqs_match_cpu);
+    tcase_add_test(tc, step_begin_matches_cpu);
     tcase_add_test(tc, two_devices_in_one_thread);
     tcase_add_loop_test(tc, fixture_scan, 0, 4);
     tcase_add_loop_test(tc, scan_matches_cpu, 0, (int)(sizeof scan_shapes / sizeof scan_shapes[0]));

@@ -174,6 +174,48 @@ START_TEST(one_sequence_operations)
 }
 END_TEST
 
+/* mamba_step_seqs_begin + mamba_step_wait give mamba_step_seqs's logits (here the CPU runs
+ * it within the call): into mamba_alloc_host memory for a run and into malloc'd memory for
+ * sequences out of order; bad arguments refused as mamba_step_seqs refuses them. */
+START_TEST(step_begin_equals_step)
+{
+    fixture f = open_fixture();
+    mamba_state_t *s, *t;
+    ck_assert_int_eq(mamba_state_create(f.m, 3, &s), MAMBA_OK);
+    ck_assert_int_eq(mamba_state_create(f.m, 3, &t), MAMBA_OK);
+    int32_t ids[3 * 7];
+    for (int i = 0; i < 3 * 7; i++) ids[i] = (int32_t)((i * 13 + 1) % (int)f.vocab);
+    ck_assert_int_eq(mamba_prefill(s, ids, 7, NULL), MAMBA_OK);
+    ck_assert_int_eq(mamba_prefill(t, ids, 7, NULL), MAMBA_OK);
+    const size_t run[3] = {0, 1, 2}, back[2] = {2, 0};
+    const int32_t toks[3] = {4, 9, 2};
+    float *pinned = mamba_alloc_host(f.ctx, 3 * f.vocab * sizeof *pinned);
+    float *plain = malloc(3 * f.vocab * sizeof *plain), *ref = malloc(3 * f.vocab * sizeof *ref);
+    ck_assert_ptr_nonnull(pinned);
+    ck_assert_int_eq(mamba_step_seqs_begin(s, 3, run, toks, pinned), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_wait(s), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_seqs(t, 3, run, toks, ref), MAMBA_OK);
+    ck_assert_double_le(max_abs_diff(pinned, ref, 3 * f.vocab), 0);
+    ck_assert_int_eq(mamba_step_seqs_begin(s, 2, back, toks, plain), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_wait(s), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_seqs(t, 2, back, toks, ref), MAMBA_OK);
+    ck_assert_double_le(max_abs_diff(plain, ref, 2 * f.vocab), 0);
+    const int32_t bad = (int32_t)f.vocab;
+    ck_assert_int_eq(mamba_step_seqs_begin(s, 1, run, &bad, plain), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(mamba_step_seqs_begin(s, 0, run, toks, plain), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(mamba_last_error(f.ctx), "mamba_step_seqs_begin: n = 0"));
+    const size_t past[1] = {3};
+    ck_assert_int_eq(mamba_step_seqs_begin(s, 1, past, toks, plain), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(mamba_step_seqs_begin(NULL, 1, run, toks, plain), MAMBA_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(mamba_step_wait(NULL), MAMBA_ERR_INVALID_ARGUMENT);
+    mamba_free_host(f.ctx, pinned);
+    free(plain); free(ref);
+    mamba_state_free(t);
+    mamba_state_free(s);
+    close_fixture(&f);
+}
+END_TEST
+
 /* Every position's logits through a state, in two calls, equal the forward's. */
 START_TEST(prefill_all_carries_the_state)
 {
@@ -200,6 +242,7 @@ int main(void)
     tcase_add_loop_test(tc, prefill_of_different_lengths_equals_batch_one, 0, 3);
     tcase_add_test(tc, one_sequence_operations);
     tcase_add_test(tc, prefill_all_carries_the_state);
+    tcase_add_test(tc, step_begin_equals_step);
     suite_add_tcase(s, tc);
     return run_suite(s, 1);
 }

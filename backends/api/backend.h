@@ -104,7 +104,14 @@ typedef struct mb_device_ops {
     /* The work enqueued after this waits until the download_async copies enqueued before
      * have read their sources (so that it may overwrite them). */
     int (*download_fence)(mb_device *dev);
+    /* Mark i (< MB_DOWNLOAD_MARKS) set after the download_async copies enqueued so far, and the
+     * host's wait until they have landed (the copies after the mark may still run): a caller
+     * reads the first part of a download while the rest crosses the bus. */
+    int (*download_mark)(mb_device *dev, unsigned i);
+    int (*download_wait_mark)(mb_device *dev, unsigned i);
 } mb_device_ops;
+
+#define MB_DOWNLOAD_MARKS 8u
 
 /* Selective scan on device buffers; see mamba_scan_args_t for the meaning of the strides.
  * B/C are grouped (n_groups), A is (dim, N) f32, state (batch, dim, N) f32. */

@@ -80,6 +80,8 @@ static void cu_close(mb_device *d)
     if (d->t1) cudaEventDestroy(d->t1);
     if (d->work_done) cudaEventDestroy(d->work_done);
     if (d->copies_done) cudaEventDestroy(d->copies_done);
+    for (unsigned i = 0; i < MB_DOWNLOAD_MARKS; i++)
+        if (d->marks[i]) cudaEventDestroy(d->marks[i]);
     if (d->stream) cudaStreamDestroy(d->stream);
     if (d->copy_stream) cudaStreamDestroy(d->copy_stream);
     free(d);
@@ -267,6 +269,22 @@ static int cu_download_fence(mb_device *d)
     return 0;
 }
 
+static int cu_download_mark(mb_device *d, unsigned i)
+{
+    if (i >= MB_DOWNLOAD_MARKS) return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "download mark %u, expected < %u", i, MB_DOWNLOAD_MARKS);
+    if (!d->marks[i]) CU_CHECK(d, cudaEventCreateWithFlags(&d->marks[i], cudaEventDisableTiming), "cudaEventCreate");
+    CU_CHECK(d, cudaEventRecord(d->marks[i], d->copy_stream), "download mark: cudaEventRecord");
+    return 0;
+}
+
+static int cu_download_wait_mark(mb_device *d, unsigned i)
+{
+    if (i >= MB_DOWNLOAD_MARKS || !d->marks[i])
+        return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "download mark %u was not set", i);
+    CU_CHECK(d, cudaEventSynchronize(d->marks[i]), "wait for a download mark");
+    return 0;
+}
+
 static int cu_copy(mb_device *d, mb_ptr dst, mb_ptr src, size_t bytes)
 {
     int rc = range_ok(d, dst, bytes, "copy target");
@@ -430,6 +448,8 @@ static mb_device_ops make_device_ops(void)
     v.host_free = G(cu_host_free);
     v.download_async = G(cu_download_async);
     v.download_fence = G(cu_download_fence);
+    v.download_mark = G(cu_download_mark);
+    v.download_wait_mark = G(cu_download_wait_mark);
     return v;
 }
 

@@ -333,11 +333,12 @@ bool cuda_gemv_supports(const mb_device *dev, const mb_fused_query *q)
            mb_gemm_dtype_ok(q->wdtype, q->k) && (!q->norm || q->k % vec == 0);
 }
 
-bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q)
+bool cuda_gemm16_takes(const mb_device *dev, size_t rows, mamba_dtype_t wdt)
 {
-    return q->rows > cuda_gemv_rows(dev, q->wdtype) && (q->wdtype == MAMBA_F16 || q->wdtype == MAMBA_BF16) &&
-           !dev->compute_f32;
+    return rows > cuda_gemv_rows(dev, wdt) && (wdt == MAMBA_F16 || wdt == MAMBA_BF16) && !dev->compute_f32;
 }
+
+bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q) { return cuda_gemm16_takes(dev, q->rows, q->wdtype); }
 
 int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                     mb_ptr w, mamba_dtype_t wdt, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate)

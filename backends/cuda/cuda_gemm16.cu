@@ -6,10 +6,6 @@
  * weights, which HBM streams in about 8 us. */
 #include "cuda_internal.h"
 
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
 /* out (m, k) contiguous = x (m, k) with leading dimension lda, rounded to T */
 template <typename T> __global__ void round_rows_kernel(const float *x, size_t lda, size_t m, size_t k, T *out)
 {
@@ -29,10 +25,16 @@ int cuda_gemm16(mb_device *dev, size_t m, size_t n, size_t k, const float *x, si
     const size_t total = m * k;
     size_t blocks = (total + 255) / 256;
     if (blocks > (size_t)dev->sm_count * 16) blocks = (size_t)dev->sm_count * 16;
-    const bool half = wdt == MAMBA_F16;
-    if (half) round_rows_kernel<__half><<<(unsigned)blocks, 256, 0, dev->stream>>>(x, lda, m, k, (__half *)xs);
+    if (wdt == MAMBA_F16) round_rows_kernel<__half><<<(unsigned)blocks, 256, 0, dev->stream>>>(x, lda, m, k, (__half *)xs);
     else round_rows_kernel<__nv_bfloat16><<<(unsigned)blocks, 256, 0, dev->stream>>>(x, lda, m, k, (__nv_bfloat16 *)xs);
     CU_LAUNCHED(dev, "16-bit GEMM input rounding kernel");
+    return cuda_gemm16_x16(dev, m, n, k, xs, w, wdt, bias, y, ldy);
+}
+
+int cuda_gemm16_x16(mb_device *dev, size_t m, size_t n, size_t k, const void *xs, const void *w, mamba_dtype_t wdt,
+                    const float *bias, float *y, size_t ldy)
+{
+    const bool half = wdt == MAMBA_F16;
     /* row-major y (m, n) = x (m, k) W^T is column-major y' (n, m) = W'^T (n, k) x' (k, m) */
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType_t t = half ? CUDA_R_16F : CUDA_R_16BF;

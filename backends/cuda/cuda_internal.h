@@ -34,6 +34,7 @@ struct mb_device {
     cudaStream_t copy_stream;      /* download_async: device -> page-locked host, beside the work */
     cudaEvent_t work_done;         /* recorded on stream before each download_async */
     cudaEvent_t copies_done;       /* recorded on copy_stream after each download_async */
+    cudaEvent_t marks[MB_DOWNLOAD_MARKS]; /* download_mark's, on copy_stream; NULL until first set */
     cublasHandle_t blas;
     void *blas_workspace;          /* given to cuBLAS so that graph capture never allocates */
     size_t blas_workspace_bytes;
@@ -88,6 +89,9 @@ int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *
 __global__ void bias_kernel(float *y, size_t ldy, const float *bias, size_t n);
 int cuda_gemm16(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
                 mamba_dtype_t wdt, const float *bias, float *y, size_t ldy);
+/* the same from x already in the weights' dtype, (m, k) contiguous */
+int cuda_gemm16_x16(mb_device *dev, size_t m, size_t n, size_t k, const void *xs, const void *w, mamba_dtype_t wdt,
+                    const float *bias, float *y, size_t ldy);
 /* Whether cuda_scratch(bytes) can succeed without reallocating during a graph capture. */
 bool cuda_scratch_ready(mb_device *dev, size_t bytes);
 int cuda_scan(mb_device *dev, const mb_scan_op *op);
@@ -97,7 +101,8 @@ int cuda_argmax(mb_device *dev, mb_ptr logits, size_t rows, size_t vocab, mb_ptr
 int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op);
 bool cuda_step_supports(const mb_fused_query *q);
 bool cuda_gemv_supports(const mb_device *dev, const mb_fused_query *q);
-/* whether cuda_gemm of q's rows and weights takes the 16-bit path (cuda_gemm16) */
+/* whether cuda_gemm of rows rows of weights of dtype wdt (of q's) takes the 16-bit path (cuda_gemm16) */
+bool cuda_gemm16_takes(const mb_device *dev, size_t rows, mamba_dtype_t wdt);
 bool cuda_gemm16_used(const mb_device *dev, const mb_fused_query *q);
 /* the most rows cuda_gemm multiplies by the gemv kernel for weights of dtype wdt */
 size_t cuda_gemv_rows(const mb_device *dev, mamba_dtype_t wdt);
@@ -118,6 +123,9 @@ int cuda_gemv_fused(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 __device__ __forceinline__ float warp_sum(float v)
 {

@@ -48,6 +48,16 @@ template <int KW> __device__ __forceinline__ float step_conv(const step_params &
     return a / (1.0f + __expf(-a));
 }
 
+/* The conv window of channel k of sequence b moved on by the step's input x. */
+template <int KW> __device__ __forceinline__ void step_shift(const step_params &p, int b, int k)
+{
+    const int K = KW ? KW : p.K;
+    float *st = p.conv_state + (size_t)b * (K - 1) * p.D + k;
+#pragma unroll
+    for (int t = 0; t + 2 < K; t++) st[(size_t)t * p.D] = st[(size_t)(t + 1) * p.D];
+    if (K > 1) st[(size_t)(K - 2) * p.D] = p.xz[b * p.xz_sb + k];
+}
+
 /* xpart[s, b, j] = sum over slice s of the channels of x_proj[j, k] xc[b, k]: block (slice
  * s, group of F * STEP_WARPS features, group of STEP_ROWS sequences). A slice is
  * `per` runs of XP_RUN channels. Each thread computes the conv of one channel of a run once,
@@ -323,15 +333,14 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
 #define ROWS_CH 64
 #define ROWS_SEQ 4
 #define ROWS_N 16
-#define ROWS_KMAX 8
-template <typename T, bool CONV>
+template <typename T, bool CONV, int KW>
 __global__ void __launch_bounds__(ROWS_CH *ROWS_SEQ) step_scan_rows_kernel(const step_params p, const float *xc)
 {
     const int c = threadIdx.x % ROWS_CH, sq = threadIdx.x / ROWS_CH;
     const int d0 = blockIdx.x * ROWS_CH, b0 = blockIdx.y * ROWS_SEQ;
     const bool active = d0 + c < p.D && b0 + sq < p.B;
     const int d = min(d0 + c, p.D - 1), b = min(b0 + sq, p.B - 1);
-    const int K = p.K, R = p.R, D = p.D;
+    const int R = p.R, D = p.D;
     __shared__ float xd[ROWS_SEQ][STEP_BXD];
     float h[ROWS_N], a[ROWS_N];
     const float4 *h4 = (const float4 *)(p.ssm + ((size_t)b * D + d) * ROWS_N);
@@ -344,30 +353,11 @@ __global__ void __launch_bounds__(ROWS_CH *ROWS_SEQ) step_scan_rows_kernel(const
     }
     const float z = p.xz[b * p.xz_sb + D + d];
     const float dtb = p.dt_bias ? p.dt_bias[d] : 0.0f, Dd = p.Dv ? p.Dv[d] : 0.0f;
-    float *st = p.conv_state + (size_t)b * (K - 1) * D + d;
-    float win[ROWS_KMAX], u, x_new = 0.0f;
-    if (CONV) {
-        x_new = p.xz[b * p.xz_sb + d];
-        float acc = p.conv_b ? p.conv_b[d] : 0.0f;
-        const float *w = p.conv_w + (size_t)d * K;
-#pragma unroll
-        for (int t = 0; t < ROWS_KMAX - 1; t++) {
-            win[t] = t < K - 1 ? st[(size_t)t * D] : 0.0f;
-            if (t < K - 1) acc += w[t] * win[t];
-        }
-        acc += w[K - 1] * x_new;
-        u = acc / (1.0f + __expf(-acc));
-    } else {
-        u = xc[(size_t)b * D + d];
-    }
+    const float u = CONV ? step_conv<KW>(p, b, d) : xc[(size_t)b * D + d];
     griddep_wait();
     stage_xdbl<ROWS_SEQ>(p, b0, xd);
     if (!active) return;
-    if (CONV) {
-#pragma unroll
-        for (int t = 0; t < ROWS_KMAX - 1; t++)
-            if (t < K - 1) st[(size_t)t * D] = t + 1 < K - 1 ? win[t + 1] : x_new;
-    }
+    if (CONV) step_shift<KW>(p, b, d); /* after the wait: x_proj, the kernel before, reads the window */
     const float *x = xd[sq];
     const T *dw = (const T *)p.dtw + (size_t)d * R;
     float s0 = 0.0f, s1 = 0.0f;
@@ -398,44 +388,43 @@ __global__ void __launch_bounds__(ROWS_CH *ROWS_SEQ) step_scan_rows_kernel(const
     p.y[b * p.y_sb + d] = (y0 + y1 + Dd * u) * (z / (1.0f + __expf(-z)));
 }
 
-/* xc (B, D) = silu(conv) of every channel and sequence from its window, which then shifts:
- * the step's conv alone, for the path where x_proj is a cuBLAS GEMM over xc. */
-__global__ void step_conv_kernel(const step_params p, float *xc)
+/* xc (B, D) = silu(conv) of every channel and sequence from its window, which then shifts,
+ * and x16 the same rounded to the x_proj weights' dtype: the step's conv alone, for the path
+ * where x_proj is a cuBLAS GEMM over x16 (the scan reads xc in fp32). */
+template <typename X, int KW> __global__ void step_conv_kernel(const step_params p, float *xc, X *x16)
 {
-    const int d = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, K = p.K, D = p.D;
-    if (d >= D) return;
-    float *st = p.conv_state + (size_t)b * (K - 1) * D + d;
-    const float *w = p.conv_w + (size_t)d * K;
-    const float x_new = p.xz[b * p.xz_sb + d];
-    float win[ROWS_KMAX], acc = p.conv_b ? p.conv_b[d] : 0.0f;
-#pragma unroll
-    for (int t = 0; t < ROWS_KMAX - 1; t++) {
-        win[t] = t < K - 1 ? st[(size_t)t * D] : 0.0f;
-        if (t < K - 1) acc += w[t] * win[t];
-    }
-    acc += w[K - 1] * x_new;
-#pragma unroll
-    for (int t = 0; t < ROWS_KMAX - 1; t++)
-        if (t < K - 1) st[(size_t)t * D] = t + 1 < K - 1 ? win[t + 1] : x_new;
-    xc[(size_t)b * D + d] = acc / (1.0f + __expf(-acc));
+    const int d = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (d >= p.D) return;
+    const float u = step_conv<KW>(p, b, d);
+    step_shift<KW>(p, b, d);
+    xc[(size_t)b * p.D + d] = u;
+    x16[(size_t)b * p.D + d] = from_f32<X>(u);
 }
 
 /* The shapes the per-(sequence, channel) kernel takes: every Mamba-1 model but Falcon-Mamba's
- * norms (N = 16, width 4); the states and A 16-byte aligned for their float4 loads. */
+ * norms (N = 16); the states and A 16-byte aligned for their float4 loads. */
 static bool step_rows_takes(const step_params &p)
 {
-    return p.N == ROWS_N && p.K >= 1 && p.K <= ROWS_KMAX && !p.bc_norm && p.nd <= STEP_BXD &&
-           ((uintptr_t)p.ssm & 15) == 0 && ((uintptr_t)p.A & 15) == 0;
+    return p.N == ROWS_N && p.K >= 1 && !p.bc_norm && p.nd <= STEP_BXD && ((uintptr_t)p.ssm & 15) == 0 &&
+           ((uintptr_t)p.A & 15) == 0;
 }
 
 template <typename T> struct launch_scan_rows {
     static void run(mb_device *dev, const step_params &p, const float *xc)
     {
         const dim3 g((unsigned)((p.D + ROWS_CH - 1) / ROWS_CH), (unsigned)((p.B + ROWS_SEQ - 1) / ROWS_SEQ));
-        if (xc) launch_pdl(dev, step_scan_rows_kernel<T, false>, g, dim3(ROWS_CH * ROWS_SEQ), p, xc);
-        else launch_pdl(dev, step_scan_rows_kernel<T, true>, g, dim3(ROWS_CH * ROWS_SEQ), p, xc);
+        if (xc) launch_pdl(dev, step_scan_rows_kernel<T, false, 0>, g, dim3(ROWS_CH * ROWS_SEQ), p, xc);
+        else if (p.K == 4) launch_pdl(dev, step_scan_rows_kernel<T, true, 4>, g, dim3(ROWS_CH * ROWS_SEQ), p, xc);
+        else launch_pdl(dev, step_scan_rows_kernel<T, true, 0>, g, dim3(ROWS_CH * ROWS_SEQ), p, xc);
     }
 };
+
+template <typename X> static void launch_conv(mb_device *dev, const step_params &p, float *xc, void *x16)
+{
+    const dim3 g((unsigned)((p.D + 255) / 256), (unsigned)p.B);
+    if (p.K == 4) step_conv_kernel<X, 4><<<g, 256, 0, dev->stream>>>(p, xc, (X *)x16);
+    else step_conv_kernel<X, 0><<<g, 256, 0, dev->stream>>>(p, xc, (X *)x16);
+}
 
 static bool step_batch_takes(const step_params &p)
 {
@@ -532,14 +521,16 @@ int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
      * conv into the op's scratch (B x D floats, the size of the unused delta), x_proj as a
      * 16-bit GEMM over it, and the scan from the stored xc. (The conv + x_proj kernel above
      * recomputes the conv in every block of features: 36 us a layer at batch 64 on the 1.4b.) */
-    const bool x16 = op->x_proj_dt == MAMBA_BF16 || op->x_proj_dt == MAMBA_F16;
-    if (x16 && !dev->compute_f32 && op->batch > cuda_gemv_rows(dev, op->x_proj_dt) && step_rows_takes(p) &&
-        op->scratch.buf && op->scratch_bytes >= op->batch * op->dim * sizeof(float)) {
+    if (cuda_gemm16_takes(dev, op->batch, op->x_proj_dt) && step_rows_takes(p) && op->scratch.buf &&
+        op->scratch_bytes >= op->batch * op->dim * sizeof(float)) {
         float *xc = (float *)cu_at(op->scratch), *xd = (float *)cu_at(op->xdbl);
-        step_conv_kernel<<<dim3((unsigned)((p.D + 255) / 256), (unsigned)p.B), 256, 0, dev->stream>>>(p, xc);
+        void *x16 = nullptr;
+        int rc = cuda_scratch(dev, op->batch * op->dim * 2, &x16);
+        if (rc) return rc;
+        if (op->x_proj_dt == MAMBA_F16) launch_conv<__half>(dev, p, xc, x16);
+        else launch_conv<__nv_bfloat16>(dev, p, xc, x16);
         CU_LAUNCHED(dev, "mixer step: conv kernel");
-        int rc = cuda_gemm16(dev, op->batch, (size_t)p.nd, op->dim, xc, op->dim, p.xw, op->x_proj_dt, nullptr, xd,
-                             (size_t)p.nd);
+        rc = cuda_gemm16_x16(dev, op->batch, (size_t)p.nd, op->dim, x16, p.xw, op->x_proj_dt, nullptr, xd, (size_t)p.nd);
         if (rc) return rc;
         p.KS = 1;
         p.xpart = xd;

@@ -201,7 +201,8 @@ char *serve_metrics_text(serve_metrics *m, double now, size_t slots)
     add(&b, "# HELP mamba_model_prefill_seconds_total Time in the model's prompt prefills.\n"
             "# TYPE mamba_model_prefill_seconds_total counter\nmamba_model_prefill_seconds_total %.6f\n",
         m->seconds[SERVE_T_PREFILL]);
-    add(&b, "# HELP mamba_model_step_seconds_total Time in the model's batched decoding steps.\n"
+    add(&b, "# HELP mamba_model_step_seconds_total Time the loop spent starting the model's batched decoding steps "
+            "and waiting for them (the device's time beyond that overlaps the sending of the previous tokens).\n"
             "# TYPE mamba_model_step_seconds_total counter\nmamba_model_step_seconds_total %.6f\n",
         m->seconds[SERVE_T_STEP]);
     add(&b, "# HELP mamba_sample_seconds_total Time in drawing the decoding steps' tokens from their logits.\n"

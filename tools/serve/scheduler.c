@@ -1,6 +1,10 @@
 /* The decoding loop and its queue. Positions of the state: [0, n_dec) decoding sequences,
  * [n_dec, n_dec + n_pre) sequences whose prompt is being prefilled, the rest free. A sequence
- * that ends is replaced by the last of its group (one state copy), so both groups stay runs. */
+ * that ends is replaced by the last of its group (one state copy), so both groups stay runs.
+ * A turn: the step begun in the last turn waited for, its tokens drawn and taken (jobs that
+ * end leave the layout here, and only here or before the step starts); cancelled jobs dropped,
+ * queued ones admitted, prompts prefilled; the next step begun (mamba_step_seqs_begin), and
+ * while the device runs it, the text of the tokens just taken sent to the clients. */
 #include "scheduler.h"
 
 #include <math.h>
@@ -35,6 +39,10 @@ typedef struct job {
     int32_t *gen;               /* sampled tokens (not the EOS)                              */
     size_t n_gen, gen_cap, gen_fed;
     int32_t next_id;            /* the last sampled token, which the next step feeds        */
+    /* text taken before the step began, sent while it runs: text up to emit_to, emit_tok */
+    size_t emit_to;
+    int32_t emit_tok;
+    int emit_pending, emit_failed;
     /* a step's draw, made in parallel with the other jobs' before any is taken */
     int32_t drawn;
     mamba_status_t draw_status;
@@ -60,7 +68,8 @@ struct serve_scheduler {
     size_t *seqs, *lens;
     const int32_t **ids;
     int32_t *step_ids;
-    job **batch;
+    job **batch;               /* the jobs of the step begun (its logits' rows), or of a prefill */
+    size_t in_flight;          /* rows of the step begun and not yet waited for             */
     unsigned failures;          /* fail_all calls: a turn stops touching its jobs after one  */
     prompt_cache *cache;
     /* shared with the HTTP threads */
@@ -172,6 +181,7 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
 void serve_scheduler_free(serve_scheduler *s)
 {
     if (!s) return;
+    if (s->in_flight && s->state) (void)mamba_step_wait(s->state);
     for (size_t i = 0; s->slot && i < s->o.slots; i++) job_free(s->slot[i]);
     while (s->head) {
         job *j = s->head;
@@ -380,11 +390,17 @@ static void draw_token(const serve_scheduler *s, job *j, const float *row, float
     if (j->draw_status != MAMBA_OK) snprintf(j->draw_error, sizeof j->draw_error, "%s", mamba_last_error(NULL));
 }
 
-/* Take the job's drawn token and send what it adds; row (the logits it was drawn from) goes
+/* Take the job's drawn token and send what it adds (defer: a job that goes on keeps the text
+ * for send_pending, after the next step has begun); row (the logits it was drawn from) goes
  * into the prompt cache when the job ends. 1 when the job has ended (and is freed). */
-static int take_token(serve_scheduler *s, job *j, const float *row)
+static int take_token(serve_scheduler *s, job *j, const float *row, int defer)
 {
     const int32_t t = j->drawn;
+    if (j->emit_failed) {
+        vacate(s, position_of(s, j));
+        fail_job(j, 500, "server_error", "%s", "out of memory for the generated text");
+        return 1;
+    }
     if (j->draw_status != MAMBA_OK) {
         const size_t pos = position_of(s, j);
         vacate(s, pos);
@@ -416,7 +432,11 @@ static int take_token(serve_scheduler *s, job *j, const float *row)
     if (stopped) j->text.len = at;
     j->checked = j->text.len;
     const size_t safe = stopped || last ? j->text.len : j->text.len - stop_partial(stops, j->n_stops, j->text.data, j->text.len);
-    if (ok && safe >= j->sent) {
+    if (ok && safe >= j->sent && defer && !stopped && !last) {
+        j->emit_to = safe;
+        j->emit_tok = t;
+        j->emit_pending = 1;
+    } else if (ok && safe >= j->sent) {
         ok = serve_channel_emit(j->ch, j->text.data ? j->text.data + j->sent : "", safe - j->sent, &t, 1);
         j->sent = safe;
     }
@@ -499,7 +519,7 @@ static void admit(serve_scheduler *s, job *j)
         return;
     }
     draw_token(s, j, s->prefill_logits, s->masked);
-    take_token(s, j, s->prefill_logits);
+    take_token(s, j, s->prefill_logits, 0);
 }
 
 static void admit_queued(serve_scheduler *s)
@@ -545,11 +565,70 @@ static void prefill(serve_scheduler *s)
             return;
         }
         draw_token(s, j, row, s->masked);
-        take_token(s, j, row);
+        take_token(s, j, row, 0);
     }
 }
 
-static void step(serve_scheduler *s)
+/* The step begun in the last turn: every job's draw in parallel, each as soon as its row of
+ * logits has crossed the bus (the logits come in parts, so the first rows are drawn while the
+ * rest copy; each job has its own sampler; a draw with temperature reads the whole vocabulary,
+ * and 64 of them one after another took longer than the GPU's step), then the tokens taken in
+ * order, which moves jobs in the state. */
+static void finish_step(serve_scheduler *s)
+{
+    const size_t n = s->in_flight;
+    if (!n) return;
+    s->in_flight = 0;
+    const double t0 = now_s();
+    mamba_status_t st = mamba_step_wait_rows(s->state, 1);
+    const double t1 = now_s();
+    if (st == MAMBA_OK) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->threads) if (n >= 4)
+        for (size_t i = 0; i < n; i++) {
+            job *j = s->batch[i];
+            j->draw_status = mamba_step_wait_rows(s->state, i + 1);
+            if (j->draw_status == MAMBA_OK)
+                draw_token(s, j, s->logits + i * s->vocab, s->masked + (size_t)omp_get_thread_num() * s->vocab);
+            else
+                snprintf(j->draw_error, sizeof j->draw_error, "%s", "waiting for the step's logits failed");
+        }
+    }
+    const double t_drawn = now_s();
+    if (st == MAMBA_OK) st = mamba_step_wait(s->state);
+    serve_metrics_time(s->metrics, SERVE_T_STEP, t1 - t0 + now_s() - t_drawn);
+    serve_metrics_time(s->metrics, SERVE_T_SAMPLE, t_drawn - t1);
+    if (st != MAMBA_OK) {
+        (void)mamba_step_wait(s->state);
+        fail_all(s, "decoding step");
+        return;
+    }
+    serve_metrics_step(s->metrics, n);
+    for (size_t i = 0; i < n; i++) s->batch[i]->gen_fed++;
+    const double t2 = now_s();
+    const unsigned failures = s->failures;
+    for (size_t i = 0; i < n && s->failures == failures; i++) take_token(s, s->batch[i], s->logits + i * s->vocab, 1);
+    serve_metrics_time(s->metrics, SERVE_T_TAKE, now_s() - t2);
+}
+
+/* The text the last step's tokens added, to the clients: the jobs are the step's (begun, so
+ * none leaves the layout before finish_step); a failed send ends its job there. */
+static void send_pending(serve_scheduler *s, size_t n)
+{
+    const double t0 = now_s();
+    for (size_t i = 0; i < n; i++) {
+        job *j = s->batch[i];
+        if (!j->emit_pending) continue;
+        j->emit_pending = 0;
+        if (!serve_channel_emit(j->ch, j->text.data ? j->text.data + j->sent : "", j->emit_to - j->sent, &j->emit_tok, 1))
+            j->emit_failed = 1;
+        j->sent = j->emit_to;
+    }
+    serve_metrics_time(s->metrics, SERVE_T_TAKE, now_s() - t0);
+}
+
+/* The next step of every decoding job, begun; the text of the tokens taken before it sent
+ * while the device runs it. */
+static void begin_step(serve_scheduler *s)
 {
     const size_t n = s->n_dec;
     if (!n) return;
@@ -559,26 +638,14 @@ static void step(serve_scheduler *s)
         s->batch[i] = s->slot[i];
     }
     const double t0 = now_s();
-    const mamba_status_t st = mamba_step_seqs(s->state, n, s->seqs, s->step_ids, s->logits);
+    const mamba_status_t st = mamba_step_seqs_begin(s->state, n, s->seqs, s->step_ids, s->logits);
     serve_metrics_time(s->metrics, SERVE_T_STEP, now_s() - t0);
     if (st != MAMBA_OK) {
         fail_all(s, "decoding step");
         return;
     }
-    serve_metrics_step(s->metrics, n);
-    for (size_t i = 0; i < n; i++) s->batch[i]->gen_fed++;
-    /* every job's draw first, in parallel (each has its own sampler; a draw with temperature
-     * reads the whole vocabulary, and 64 of them one after another took longer than the GPU's
-     * step), then the tokens taken in order, which moves jobs in the state */
-    const double t1 = now_s();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(s->threads) if (n >= 4)
-    for (size_t i = 0; i < n; i++)
-        draw_token(s, s->batch[i], s->logits + i * s->vocab, s->masked + (size_t)omp_get_thread_num() * s->vocab);
-    const double t2 = now_s();
-    serve_metrics_time(s->metrics, SERVE_T_SAMPLE, t2 - t1);
-    const unsigned failures = s->failures;
-    for (size_t i = 0; i < n && s->failures == failures; i++) take_token(s, s->batch[i], s->logits + i * s->vocab);
-    serve_metrics_time(s->metrics, SERVE_T_TAKE, now_s() - t2);
+    s->in_flight = n;
+    send_pending(s, n);
 }
 
 static void publish(serve_scheduler *s)
@@ -608,8 +675,15 @@ static void *loop(void *arg)
 {
     serve_scheduler *s = arg;
     for (;;) {
+        double t0 = now_s();
+        finish_step(s);
+        if (s->n_dec + s->n_pre == 0) publish(s); /* the last jobs may have ended: no slot busy */
         pthread_mutex_lock(&s->mu);
-        while (!s->stopping && !s->head && s->n_dec + s->n_pre == 0) pthread_cond_wait(&s->cv, &s->mu);
+        int idle = 0;
+        while (!s->stopping && !s->head && s->n_dec + s->n_pre == 0) {
+            idle = 1;
+            pthread_cond_wait(&s->cv, &s->mu);
+        }
         const int stopping = s->stopping;
         const double deadline = s->deadline;
         pthread_mutex_unlock(&s->mu);
@@ -617,11 +691,11 @@ static void *loop(void *arg)
             drain(s, now_s() >= deadline);
             if (s->n_dec + s->n_pre == 0) break;
         }
-        const double t0 = now_s();
+        if (idle) t0 = now_s(); /* a turn's time is its work, not the wait for a request */
         drop_cancelled(s);
         if (!stopping) admit_queued(s);
         prefill(s);
-        step(s);
+        begin_step(s);
         publish(s);
         serve_metrics_time(s->metrics, SERVE_T_TURN, now_s() - t0);
     }
