@@ -32,6 +32,8 @@ typedef struct plan {
     size_t rows;
     int fold;        /* few rows: the norms and residual adds fold into in_proj/out_proj GEMVs */
     int fused_step;  /* a one-token chunk through mixer_step                                 */
+    int x16_in;      /* in_proj's input from add_rmsnorm16, for gemm_x16                      */
+    int x16_out;     /* out_proj's from the fused step's y16 (with fused_step only)           */
 } plan;
 
 struct mb_runner {
@@ -210,9 +212,10 @@ static plan plan_for(mb_runner *r, size_t k, size_t T)
         if (r->plans[i].rows == R) {
             plan p = r->plans[i];
             p.fused_step &= T == 1;
+            p.x16_out &= p.fused_step;
             return p;
         }
-    plan p = {R, 0, 0};
+    plan p = {R, 0, 0, 0, 0};
     if (f && f->supports) {
         mb_fused_query in_q, out_q, step_q;
         m->arch->fold_queries(m, R, &in_q, &out_q);
@@ -220,9 +223,14 @@ static plan plan_for(mb_runner *r, size_t k, size_t T)
         /* the step's answer is for R sequences of one token each */
         m->arch->step_query(m, R, &step_q);
         p.fused_step = f->supports(m->ctx->dev, MB_FUSED_MIXER_STEP, &step_q);
+        if (f->add_rmsnorm16 && f->gemm_x16 && !p.fold) {
+            p.x16_in = f->supports(m->ctx->dev, MB_FUSED_GEMM16, &in_q);
+            p.x16_out = p.fused_step && f->supports(m->ctx->dev, MB_FUSED_GEMM16, &out_q);
+        }
     }
     r->plans[r->n_plans < MB_MAX_PLANS ? r->n_plans++ : (size_t)(R % MB_MAX_PLANS)] = p;
     p.fused_step &= T == 1;
+    p.x16_out &= p.fused_step;
     return p;
 }
 
@@ -248,7 +256,7 @@ static mamba_status_t enqueue_chunk(mb_runner *r, mamba_state_t *s, size_t seq0,
     const mb_layer_io base = {
         .ctx = ctx, .model = m, .batch = k, .T = T,
         .residual = at(wk, w.residual), .hn = at(wk, w.hn), .mo = at(wk, w.mo), .scratch = at(wk, w.mixer),
-        .fold = p.fold, .fused_step = p.fused_step,
+        .fold = p.fold, .fused_step = p.fused_step, .x16_in = p.x16_in, .x16_out = p.x16_out,
     };
     for (int l = 0; l < c->n_layer; l++) {
         mb_layer_io io = base;

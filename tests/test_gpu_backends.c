@@ -459,6 +459,50 @@ START_TEST(half_weights_match_cpu)
 }
 END_TEST
 
+/* Batched decoding steps in 16-bit compute (the recorded step from the second on): batches 3
+ * and 16 of a bf16 and an f16 synthetic model (CUDA: in_proj from add_rmsnorm16's rounded
+ * rows, x_proj from the conv's, out_proj from the scan's y16), four steps each, against the
+ * CPU's fp32 arithmetic on the same weights. */
+START_TEST(batched_steps_16bit_match_cpu)
+{
+    enum { VOCAB = 1003, L = 6, STEPS = 4 };
+    const mamba_dtype_t dts[2] = {MAMBA_BF16, MAMBA_F16};
+    const size_t batches[2] = {3, 16};
+    mamba_config_t c;
+    mamba_config_init(&c);
+    c.d_model = 256;
+    c.n_layer = 2;
+    c.vocab_size = VOCAB;
+    gpu_compute = MAMBA_COMPUTE_AUTO;
+    for (int k = 0; k < 4; k++) {
+        const mamba_dtype_t dt = dts[k / 2];
+        const size_t B = batches[k % 2], per = B * VOCAB;
+        int32_t ids[16 * L], tok[16];
+        for (size_t i = 0; i < B * L; i++) ids[i] = (int32_t)((i * 53 + 7) % VOCAB);
+        float *res[2];
+        const char *names[2] = {"cpu", backend};
+        for (int j = 0; j < 2; j++) {
+            mamba_context_t *ctx;
+            mamba_model_t *m = synthetic_on(names[j], &c, dt, 11, &ctx);
+            mamba_state_t *s;
+            ck_assert_int_eq(mamba_state_create(m, B, &s), MAMBA_OK);
+            res[j] = malloc(STEPS * per * sizeof(float));
+            ck_assert_msg(mamba_prefill(s, ids, L, NULL) == MAMBA_OK, "%s", mamba_last_error(ctx));
+            for (int t = 0; t < STEPS; t++) {
+                for (size_t b = 0; b < B; b++) tok[b] = (int32_t)((b * 31 + (size_t)t * 17 + 3) % VOCAB);
+                ck_assert_msg(mamba_step(s, tok, res[j] + t * per) == MAMBA_OK, "%s", mamba_last_error(ctx));
+            }
+            mamba_state_free(s);
+            close_model(m, ctx);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "%s, %d steps of batch %zu", mamba_dtype_name(dt), STEPS, B);
+        expect_cpu_logits_16(res, STEPS * per, VOCAB, dt, what);
+    }
+    gpu_compute = MAMBA_COMPUTE_F32;
+}
+END_TEST
+
 /* mamba_bench_scan_backward's inputs are a function of the shape alone: its du agrees with the
  * CPU's; mamba_model_compute_dtype says what the GEMMs do (16 bits on CUDA from 2 rows with
  * 16-bit weights and MAMBA_COMPUTE_AUTO; OpenCL widens) */
@@ -871,6 +915,7 @@ static int run_backend(const char *name)
     tcase_add_test(tc, scan_backward_memory);
     tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
+    tcase_add_test(tc, batched_steps_16bit_match_cpu);
     tcase_add_test(tc, large_gemms_match_cpu);
     tcase_add_test(tc, bench_entry_points_match_cpu);
     tcase_add_loop_test(tc, decode_graph_survives_scratch_growth, 0, 3);

@@ -481,6 +481,7 @@ START_TEST(endpoints_answer_in_openai_shapes)
     ck_assert_double_gt(metric(&s, "mamba_loop_busy_seconds_total"), 0);
     ck_assert_double_gt(metric(&s, "mamba_sample_seconds_total"), 0);
     ck_assert_double_gt(metric(&s, "mamba_emit_seconds_total"), 0);
+    ck_assert_double_gt(metric(&s, "mamba_send_seconds_total"), 0);
     /* the README's curl example */
     char url[128], out_path[4400];
     snprintf(url, sizeof url, "http://" HOST ":%d/v1/completions", s.port);

@@ -228,6 +228,8 @@ typedef struct mb_mixer_step_op {
     mb_ptr ssm_state;
     mb_ptr xdbl;
     mb_ptr y;         size_t y_sb;
+    mb_ptr y16;       mamba_dtype_t y16_dt;   /* y also rounded to F16/BF16, (batch, dim)
+                                                 contiguous, for gemm_x16; buf NULL: none */
     mb_ptr scratch;   size_t scratch_bytes;   /* workspace the backend may use, or none */
     int bc_norm;      float bc_norm_eps;
 } mb_mixer_step_op;
@@ -272,6 +274,15 @@ typedef struct mb_fused_ops {
      *   y[i, :] = (accumulate ? y[i, :] : 0) + xn[i] W^T + bias */
     int (*gemv_fused)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr norm_w, float eps,
                       mb_ptr w, mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy, int accumulate);
+    /* 16-bit activations for GEMMs that multiply 16-bit inputs (MB_FUSED_GEMM16): the
+     * producer writes the input already rounded, so no rounding pass precedes the GEMM.
+     * add_rmsnorm16: add_rmsnorm with out16 (rows, dim) contiguous in dt (F16 or BF16) instead
+     * of an f32 out; gemm_x16: the model ops' gemm from x16 (m, k; leading dimension lda) in
+     * wdtype. Both present or both NULL. */
+    int (*add_rmsnorm16)(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
+                         mb_ptr out16, mamba_dtype_t dt);
+    int (*gemm_x16)(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x16, size_t lda, mb_ptr w,
+                    mamba_dtype_t wdtype, mb_ptr bias, mb_ptr y, size_t ldy);
 } mb_fused_ops;
 
 /* ---- training (mb_train_ops) -------------------------------------------------------------

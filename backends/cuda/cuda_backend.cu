@@ -479,6 +479,8 @@ static mb_fused_ops make_fused_ops(void)
     v.graph_free = G(cu_graph_free);
     v.mixer_step = G(cuda_mixer_step);
     v.gemv_fused = G(cuda_gemv_fused);
+    v.add_rmsnorm16 = G(cuda_add_rmsnorm16);
+    v.gemm_x16 = G(cuda_gemm_x16);
     return v;
 }
 

@@ -28,18 +28,28 @@ int cuda_gemm16(mb_device *dev, size_t m, size_t n, size_t k, const float *x, si
     if (wdt == MAMBA_F16) round_rows_kernel<__half><<<(unsigned)blocks, 256, 0, dev->stream>>>(x, lda, m, k, (__half *)xs);
     else round_rows_kernel<__nv_bfloat16><<<(unsigned)blocks, 256, 0, dev->stream>>>(x, lda, m, k, (__nv_bfloat16 *)xs);
     CU_LAUNCHED(dev, "16-bit GEMM input rounding kernel");
-    return cuda_gemm16_x16(dev, m, n, k, xs, w, wdt, bias, y, ldy);
+    return cuda_gemm16_x16(dev, m, n, k, xs, k, w, wdt, bias, y, ldy);
 }
 
-int cuda_gemm16_x16(mb_device *dev, size_t m, size_t n, size_t k, const void *xs, const void *w, mamba_dtype_t wdt,
-                    const float *bias, float *y, size_t ldy)
+int cuda_gemm_x16(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x16, size_t lda, mb_ptr w, mamba_dtype_t wdt,
+                  mb_ptr bias, mb_ptr y, size_t ldy)
+{
+    if ((wdt != MAMBA_F16 && wdt != MAMBA_BF16) || lda < k || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "16-bit GEMM of %zu x %zu x %zu (lda %zu) with %s weights", m,
+                         n, k, lda, mb_dtype_name(wdt));
+    return cuda_gemm16_x16(dev, m, n, k, cu_at(x16), lda, cu_at(w), wdt, (const float *)cu_at(bias), (float *)cu_at(y),
+                           ldy);
+}
+
+int cuda_gemm16_x16(mb_device *dev, size_t m, size_t n, size_t k, const void *xs, size_t lda, const void *w,
+                    mamba_dtype_t wdt, const float *bias, float *y, size_t ldy)
 {
     const bool half = wdt == MAMBA_F16;
     /* row-major y (m, n) = x (m, k) W^T is column-major y' (n, m) = W'^T (n, k) x' (k, m) */
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType_t t = half ? CUDA_R_16F : CUDA_R_16BF;
     const cublasStatus_t st = cublasGemmEx(dev->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, w, t,
-                                           (int)k, xs, t, (int)k, &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                                           (int)k, xs, t, (int)lda, &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return cuda_fail(dev, MAMBA_ERR_BACKEND, "cublasGemmEx (%s, %zu x %zu x %zu) failed: status %d",

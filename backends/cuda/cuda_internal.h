@@ -73,6 +73,9 @@ int cuda_embed(mb_device *dev, mb_ptr ids, size_t rows, mb_ptr table, mamba_dtyp
                mb_ptr out);
 int cuda_add_rmsnorm(mb_device *dev, mb_ptr residual, mb_ptr x, mb_ptr weight, size_t rows, size_t dim, float eps,
                      mb_ptr out);
+/* the same with out16 in dt (F16 or BF16), for cuda_gemm_x16 */
+int cuda_add_rmsnorm16(mb_device *dev, mb_ptr res, mb_ptr x, mb_ptr w, size_t rows, size_t dim, float eps, mb_ptr out16,
+                       mamba_dtype_t dt);
 int cuda_conv_silu(mb_device *dev, const mb_conv_op *op);
 int cuda_gemm(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x, size_t lda, mb_ptr w, mamba_dtype_t wdtype,
               mb_ptr bias, mb_ptr y, size_t ldy);
@@ -89,9 +92,12 @@ int cuda_gemm_3xtf32(mb_device *dev, size_t m, size_t n, size_t k, const float *
 __global__ void bias_kernel(float *y, size_t ldy, const float *bias, size_t n);
 int cuda_gemm16(mb_device *dev, size_t m, size_t n, size_t k, const float *x, size_t lda, const void *w,
                 mamba_dtype_t wdt, const float *bias, float *y, size_t ldy);
-/* the same from x already in the weights' dtype, (m, k) contiguous */
-int cuda_gemm16_x16(mb_device *dev, size_t m, size_t n, size_t k, const void *xs, const void *w, mamba_dtype_t wdt,
-                    const float *bias, float *y, size_t ldy);
+/* the same from x already in the weights' dtype, (m, k) with leading dimension lda; cuda_gemm_x16
+ * is it as the fused op (mb_fused_ops.gemm_x16) */
+int cuda_gemm16_x16(mb_device *dev, size_t m, size_t n, size_t k, const void *xs, size_t lda, const void *w,
+                    mamba_dtype_t wdt, const float *bias, float *y, size_t ldy);
+int cuda_gemm_x16(mb_device *dev, size_t m, size_t n, size_t k, mb_ptr x16, size_t lda, mb_ptr w, mamba_dtype_t wdt,
+                  mb_ptr bias, mb_ptr y, size_t ldy);
 /* Whether cuda_scratch(bytes) can succeed without reallocating during a graph capture. */
 bool cuda_scratch_ready(mb_device *dev, size_t bytes);
 int cuda_scan(mb_device *dev, const mb_scan_op *op);

@@ -23,7 +23,19 @@ struct step_params {
     const float *xz, *conv_w, *conv_b, *A, *Dv, *dt_bias;
     const void *xw, *dtw;
     float *conv_state, *ssm, *xpart, *y;
+    void *y16;               /* y rounded for out_proj's 16-bit GEMM, (B, D); NULL: none      */
+    int y16_half;            /* y16 in f16, else bf16                                         */
 };
+
+/* y[b, d] = v, and its 16-bit copy where out_proj multiplies 16-bit inputs */
+__device__ __forceinline__ void put_y(const step_params &p, int b, int d, float v)
+{
+    p.y[b * p.y_sb + d] = v;
+    if (!p.y16) return;
+    const size_t i = (size_t)b * p.D + d;
+    if (p.y16_half) ((__half *)p.y16)[i] = __float2half_rn(v);
+    else ((__nv_bfloat16 *)p.y16)[i] = __float2bfloat16_rn(v);
+}
 
 /* xdbl[b, i]: the sum of x_proj's partial sums */
 __device__ __forceinline__ float xdbl_at(const step_params &p, int b, int i)
@@ -231,7 +243,7 @@ template <typename T, bool XD> __global__ void __launch_bounds__(STEP_WARPS * 32
     y = warp_sum(y);
     if (lane == 0) {
         y += Dd * u;
-        p.y[b * p.y_sb + d] = y * (z / (1.0f + __expf(-z)));
+        put_y(p, b, d, y * (z / (1.0f + __expf(-z))));
     }
 }
 
@@ -316,7 +328,7 @@ template <typename T> __global__ void __launch_bounds__(STEP_WARPS * 32) step_sc
             y = xd[i][R + N + lane] * hn;
         }
         y = warp_sum(y);
-        if (lane == 0) p.y[b * p.y_sb + d] = (y + Dd * u) * (z[i] / (1.0f + __expf(-z[i])));
+        if (lane == 0) put_y(p, b, d, (y + Dd * u) * (z[i] / (1.0f + __expf(-z[i]))));
     }
 }
 
@@ -385,7 +397,7 @@ __global__ void __launch_bounds__(ROWS_CH *ROWS_SEQ) step_scan_rows_kernel(const
     float4 *ho = (float4 *)(p.ssm + ((size_t)b * D + d) * ROWS_N);
 #pragma unroll
     for (int q = 0; q < ROWS_N / 4; q++) ho[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-    p.y[b * p.y_sb + d] = (y0 + y1 + Dd * u) * (z / (1.0f + __expf(-z)));
+    put_y(p, b, d, (y0 + y1 + Dd * u) * (z / (1.0f + __expf(-z))));
 }
 
 /* xc (B, D) = silu(conv) of every channel and sequence from its window, which then shifts,
@@ -509,6 +521,10 @@ int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
     p.xw = cu_at(op->x_proj); p.dtw = cu_at(op->dt_proj);
     p.conv_state = (float *)cu_at(op->conv_state); p.ssm = (float *)cu_at(op->ssm_state);
     p.y = (float *)cu_at(op->y);
+    p.y16 = op->y16.buf ? cu_at(op->y16) : nullptr;
+    p.y16_half = op->y16_dt == MAMBA_F16;
+    if (p.y16 && op->y16_dt != MAMBA_F16 && op->y16_dt != MAMBA_BF16)
+        return cuda_fail(dev, MAMBA_ERR_INVALID_ARGUMENT, "mixer step: y16 in %s", mb_dtype_name(op->y16_dt));
     /* x_proj in slices of the channels, a run of XP_RUN channels each where the partial sums
      * (KS of them per feature) fit in the op's scratch, else several runs a slice */
     const size_t runs = (op->dim + XP_RUN - 1) / XP_RUN, part = op->batch * (size_t)p.nd * sizeof(float);
@@ -530,7 +546,8 @@ int cuda_mixer_step(mb_device *dev, const mb_mixer_step_op *op)
         if (op->x_proj_dt == MAMBA_F16) launch_conv<__half>(dev, p, xc, x16);
         else launch_conv<__nv_bfloat16>(dev, p, xc, x16);
         CU_LAUNCHED(dev, "mixer step: conv kernel");
-        rc = cuda_gemm16_x16(dev, op->batch, (size_t)p.nd, op->dim, x16, p.xw, op->x_proj_dt, nullptr, xd, (size_t)p.nd);
+        rc = cuda_gemm16_x16(dev, op->batch, (size_t)p.nd, op->dim, x16, op->dim, p.xw, op->x_proj_dt, nullptr, xd,
+                             (size_t)p.nd);
         if (rc) return rc;
         p.KS = 1;
         p.xpart = xd;

@@ -30,6 +30,8 @@ typedef struct mb_layer_io {
      * into in_proj and the output adds into the residual (gemv_fused, few rows). */
     int fold;
     int fused_step;      /* T == 1 and the backend's mixer_step takes this shape             */
+    int x16_in, x16_out; /* in_proj / out_proj multiply 16-bit inputs that their producers
+                            (add_rmsnorm16; the fused step's y16) write rounded already      */
 } mb_layer_io;
 
 /* The per-layer state of one sequence, in floats. */

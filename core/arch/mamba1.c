@@ -151,12 +151,24 @@ mamba_status_t mb_mamba1_enqueue(const mb_layer_io *io, float bc_eps)
     const size_t N = (size_t)c->d_state, rk = (size_t)c->dt_rank, nd = rk + 2 * N;
     const mixer_layout w = layout(c, R);
     const mb_ptr wk = io->scratch;
+    /* 16-bit GEMM inputs (x16_in / x16_out) in the xc region, which the fused step leaves
+     * unused and the generic path fills only after in_proj has read hn16: hn16 (R, d_model)
+     * there, then y16 (R, d_inner) after it */
+    const mb_ptr hn16 = at(wk, w.xc), y16 = at(wk, w.xc + up(R * dm * 2));
+    const int x16_in = io->x16_in && up(R * dm * 2) + R * di * 2 <= R * di * 4;
+    const int x16_out = io->x16_out && x16_in;
 
     /* in_proj: from hn, or (fold) from the residual with the layer's RMSNorm folded in */
-    if (!io->fold)
+    if (x16_in)
+        MB_TRY_BE(ctx, ctx->fused->add_rmsnorm16(dev, io->residual, io->layer ? io->mo : none, lw->norm, R, dm,
+                                                 c->norm_eps, hn16, lw->in_proj.dt), "add + rmsnorm");
+    else if (!io->fold)
         MB_TRY_BE(ctx, ops->add_rmsnorm(dev, io->residual, io->layer ? io->mo : none, lw->norm, R, dm, c->norm_eps,
                                         io->hn), "add + rmsnorm");
-    if (io->fold)
+    if (x16_in)
+        MB_TRY_BE(ctx, ctx->fused->gemm_x16(dev, R, 2 * di, dm, hn16, dm, lw->in_proj.p, lw->in_proj.dt,
+                                            lw->in_proj_bias, at(wk, w.xz), 2 * di), "in_proj");
+    else if (io->fold)
         MB_TRY_BE(ctx, ctx->fused->gemv_fused(dev, R, 2 * di, dm, io->residual, dm, lw->norm, c->norm_eps,
                                               lw->in_proj.p, lw->in_proj.dt, lw->in_proj_bias, at(wk, w.xz), 2 * di, 0),
                   "in_proj");
@@ -173,6 +185,7 @@ mamba_status_t mb_mamba1_enqueue(const mb_layer_io *io, float bc_eps)
             .dt_bias = lw->dt_bias, .A = lw->A, .D = lw->D,
             .ssm_state = io->ssm_state,
             .xdbl = at(wk, w.xdbl), .y = at(wk, w.y), .y_sb = di,
+            .y16 = x16_out ? y16 : none, .y16_dt = lw->out_proj.dt,
             /* delta is not used by a fused step */
             .scratch = at(wk, w.delta), .scratch_bytes = R * di * 4,
             .bc_norm = bc_eps > 0, .bc_norm_eps = bc_eps,
@@ -213,7 +226,10 @@ mamba_status_t mb_mamba1_enqueue(const mb_layer_io *io, float bc_eps)
         MB_TRY_BE(ctx, ops->scan(dev, &sc), "selective scan");
     }
     /* out_proj: to mo, or (fold) added straight into the residual */
-    if (io->fold)
+    if (x16_out)
+        MB_TRY_BE(ctx, ctx->fused->gemm_x16(dev, R, dm, di, y16, di, lw->out_proj.p, lw->out_proj.dt,
+                                            lw->out_proj_bias, io->mo, dm), "out_proj");
+    else if (io->fold)
         MB_TRY_BE(ctx, ctx->fused->gemv_fused(dev, R, dm, di, at(wk, w.y), di, none, 0.0f, lw->out_proj.p,
                                               lw->out_proj.dt, lw->out_proj_bias, io->residual, dm, 1), "out_proj");
     else

@@ -44,7 +44,7 @@ static const char usage[] =
     "  GET  /health                {\"status\": \"ok\"}\n"
     "  GET  /metrics               Prometheus text: requests, tokens, tokens/s, slots, queue,\n"
     "                              prompt-cache hits and misses, the loop's time (model,\n"
-    "                              sampling, emitting)\n"
+    "                              sampling, emitting, sending)\n"
     "With stream: true the answer comes as server-sent events, one 'data: {...}' chunk per\n"
     "token or group of tokens, then 'data: [DONE]'. Extensions: return_tokens (the token ids in\n"
     "each choice), ignore_eos. Errors are OpenAI's {\"error\": {message, type, param, code}}.\n"

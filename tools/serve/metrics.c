@@ -208,10 +208,14 @@ char *serve_metrics_text(serve_metrics *m, double now, size_t slots)
     add(&b, "# HELP mamba_sample_seconds_total Time in drawing the decoding steps' tokens from their logits.\n"
             "# TYPE mamba_sample_seconds_total counter\nmamba_sample_seconds_total %.6f\n",
         m->seconds[SERVE_T_SAMPLE]);
-    add(&b, "# HELP mamba_emit_seconds_total Time in taking the decoding steps' tokens: detokenizing, stop strings, "
-            "handing text to the connections, ending requests.\n"
+    add(&b, "# HELP mamba_emit_seconds_total Time in taking the decoding steps' tokens before the next step starts: "
+            "detokenizing, stop strings, ending requests.\n"
             "# TYPE mamba_emit_seconds_total counter\nmamba_emit_seconds_total %.6f\n",
         m->seconds[SERVE_T_TAKE]);
+    add(&b, "# HELP mamba_send_seconds_total Time in handing the tokens' text to the connections, while the next step "
+            "runs.\n"
+            "# TYPE mamba_send_seconds_total counter\nmamba_send_seconds_total %.6f\n",
+        m->seconds[SERVE_T_SEND]);
     add(&b, "# HELP mamba_loop_busy_seconds_total Time the decoding loop worked (the model's calls included; the rest "
             "is sampling, detokenizing and streaming).\n"
             "# TYPE mamba_loop_busy_seconds_total counter\nmamba_loop_busy_seconds_total %.6f\n",

@@ -27,7 +27,7 @@ void serve_metrics_cache(serve_metrics *m, int hit);
 void serve_metrics_step(serve_metrics *m, size_t n);
 /* Seconds the decoding loop spent in the model's prefill and step calls, and on its turns in
  * all (the difference is the loop's own work: sampling, detokenizing, streaming). */
-typedef enum serve_timer { SERVE_T_PREFILL = 0, SERVE_T_STEP, SERVE_T_SAMPLE, SERVE_T_TAKE, SERVE_T_TURN, SERVE_T_COUNT } serve_timer;
+typedef enum serve_timer { SERVE_T_PREFILL = 0, SERVE_T_STEP, SERVE_T_SAMPLE, SERVE_T_TAKE, SERVE_T_SEND, SERVE_T_TURN, SERVE_T_COUNT } serve_timer;
 void serve_metrics_time(serve_metrics *m, serve_timer t, double seconds);
 void serve_metrics_gauges(serve_metrics *m, size_t active_slots, size_t queued, size_t cache_bytes);
 

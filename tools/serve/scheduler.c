@@ -623,7 +623,7 @@ static void send_pending(serve_scheduler *s, size_t n)
             j->emit_failed = 1;
         j->sent = j->emit_to;
     }
-    serve_metrics_time(s->metrics, SERVE_T_TAKE, now_s() - t0);
+    serve_metrics_time(s->metrics, SERVE_T_SEND, now_s() - t0);
 }
 
 /* The next step of every decoding job, begun; the text of the tokens taken before it sent
