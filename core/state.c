@@ -78,6 +78,16 @@ mamba_status_t mb_state_copy_run(mamba_state_t *dst, size_t dst_seq, const mamba
                                  size_t n)
 {
     mamba_context_t *ctx = dst->model->ctx;
+    const size_t layers = (size_t)dst->model->cfg.n_layer;
+    if (ctx->dv->copy_2d) { /* a row per layer */
+        MB_TRY_BE(ctx, ctx->dv->copy_2d(ctx->dev, mb_state_conv(dst, 0, dst_seq), dst->layer_bytes,
+                                        mb_state_conv(src, 0, src_seq), src->layer_bytes, n * dst->conv_seq, layers),
+                  "state copy");
+        MB_TRY_BE(ctx, ctx->dv->copy_2d(ctx->dev, mb_state_ssm(dst, 0, dst_seq), dst->layer_bytes,
+                                        mb_state_ssm(src, 0, src_seq), src->layer_bytes, n * dst->ssm_seq, layers),
+                  "state copy");
+        return MAMBA_OK;
+    }
     for (int l = 0; l < dst->model->cfg.n_layer; l++) {
         MB_TRY_BE(ctx, ctx->dv->copy(ctx->dev, mb_state_conv(dst, l, dst_seq), mb_state_conv(src, l, src_seq),
                                      n * dst->conv_seq), "state copy");
@@ -103,6 +113,14 @@ mamba_status_t mamba_state_reset_seq(mamba_state_t *s, size_t seq)
     if (!s) return mb_seterr(mb_tls_err(), MAMBA_ERR_INVALID_ARGUMENT, "state is NULL");
     mamba_context_t *ctx = s->model->ctx;
     mamba_status_t st = mb_state_check_seq(s, seq, "mamba_state_reset_seq");
+    if (st == MAMBA_OK && ctx->dv->fill_zero_2d) { /* a row per layer */
+        const size_t layers = (size_t)s->model->cfg.n_layer;
+        MB_TRY_BE(ctx, ctx->dv->fill_zero_2d(ctx->dev, mb_state_conv(s, 0, seq), s->layer_bytes, s->conv_seq, layers),
+                  "state reset");
+        MB_TRY_BE(ctx, ctx->dv->fill_zero_2d(ctx->dev, mb_state_ssm(s, 0, seq), s->layer_bytes, s->ssm_seq, layers),
+                  "state reset");
+        return MAMBA_OK;
+    }
     for (int l = 0; st == MAMBA_OK && l < s->model->cfg.n_layer; l++) {
         MB_TRY_BE(ctx, ctx->dv->fill_zero(ctx->dev, mb_state_conv(s, l, seq), s->conv_seq), "state reset");
         MB_TRY_BE(ctx, ctx->dv->fill_zero(ctx->dev, mb_state_ssm(s, l, seq), s->ssm_seq), "state reset");

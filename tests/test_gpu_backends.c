@@ -704,8 +704,9 @@ END_TEST
 /* mamba_step_seqs_begin: a step of sequences 0..3 into mamba_alloc_host memory (on CUDA the
  * call returns before the step has run, and the logits come in four marked parts), the first
  * row read after mamba_step_wait_rows(1), a copy of sequence 1 into 4 enqueued before the
- * wait, then a step of 1 and 4: the CPU's logits, done the same way with mamba_step_seqs. A
- * copy that ran before the step would give sequence 4 the state before it. */
+ * wait, then a step of 1 and 4, and of 4 and 2 after sequence 4 is reset: the CPU's logits,
+ * done the same way with mamba_step_seqs. A copy that ran before the step would give
+ * sequence 4 the state before it; the copy and the reset are one 2-D call each on CUDA. */
 START_TEST(step_begin_matches_cpu)
 {
     enum { B = 5, L = 9, N = 4 };
@@ -720,7 +721,8 @@ START_TEST(step_begin_matches_cpu)
     const int32_t toks[N] = {3, 17, 40, 11}, again[2] = {8, 8};
     float *got = mamba_alloc_host(ctx, N * V * sizeof *got);
     ck_assert_msg(got != NULL, "%s", mamba_last_error(ctx));
-    float *ref = malloc(N * V * sizeof *ref), *next = malloc(2 * V * sizeof *next), *ref_next = malloc(2 * V * sizeof *ref_next);
+    float *ref = malloc(N * V * sizeof *ref), *next = malloc(4 * V * sizeof *next), *ref_next = malloc(4 * V * sizeof *ref_next);
+    const size_t after_reset[2] = {4, 2};
     mamba_state_t *sg, *sc;
     ck_assert_int_eq(mamba_state_create(mg, B, &sg), MAMBA_OK);
     ck_assert_int_eq(mamba_state_create(mc, B, &sc), MAMBA_OK);
@@ -728,6 +730,8 @@ START_TEST(step_begin_matches_cpu)
     ck_assert_int_eq(mamba_step_seqs(sc, N, run, toks, ref), MAMBA_OK);
     ck_assert_int_eq(mamba_state_copy_seq(sc, 4, sc, 1), MAMBA_OK);
     ck_assert_int_eq(mamba_step_seqs(sc, 2, pair, again, ref_next), MAMBA_OK);
+    ck_assert_int_eq(mamba_state_reset_seq(sc, 4), MAMBA_OK);
+    ck_assert_int_eq(mamba_step_seqs(sc, 2, after_reset, again, ref_next + 2 * V), MAMBA_OK);
     ck_assert_int_eq(mamba_prefill(sg, ids, L, NULL), MAMBA_OK);
     memset(got, 0xff, N * V * sizeof *got); /* NaNs: logits that did not land fail the bound */
     ck_assert_msg(mamba_step_seqs_begin(sg, N, run, toks, got) == MAMBA_OK, "%s", mamba_last_error(ctx));
@@ -740,13 +744,15 @@ START_TEST(step_begin_matches_cpu)
     ck_assert_int_eq(mamba_step_wait(sg), MAMBA_OK); /* none running: at once */
     ck_assert_int_eq(mamba_step_wait_rows(sg, 2), MAMBA_OK);
     ck_assert_msg(mamba_step_seqs(sg, 2, pair, again, next) == MAMBA_OK, "%s", mamba_last_error(ctx));
+    ck_assert_int_eq(mamba_state_reset_seq(sg, 4), MAMBA_OK);
+    ck_assert_msg(mamba_step_seqs(sg, 2, after_reset, again, next + 2 * V) == MAMBA_OK, "%s", mamba_last_error(ctx));
     float *copy = malloc(N * V * sizeof *copy); /* expect_cpu_logits frees what it gets */
     memcpy(copy, got, N * V * sizeof *copy);
     mamba_free_host(ctx, got);
     float *res[2] = {ref, copy};
     expect_cpu_logits(res, N * V, "a begun step of 4 sequences");
     float *res2[2] = {ref_next, next};
-    expect_cpu_logits(res2, 2 * V, "a step after a copy enqueued during the begun step");
+    expect_cpu_logits(res2, 4 * V, "steps after a copy enqueued during the begun step and after a reset");
     mamba_state_free(sg);
     mamba_state_free(sc);
     close_model(mg, ctx);

@@ -109,6 +109,13 @@ typedef struct mb_device_ops {
      * reads the first part of a download while the rest crosses the bus. */
     int (*download_mark)(mb_device *dev, unsigned i);
     int (*download_wait_mark)(mb_device *dev, unsigned i);
+    /* height rows of width bytes, row i at dst + i * dst_pitch from src + i * src_pitch (rows
+     * that do not overlap), or zeroed: what copy and fill_zero would do in height calls, in one
+     * (a sequence's state is a row per layer: 96 calls of the 1.4b's 48 layers took 0.4 ms of
+     * a server's loop for each finished request). */
+    int (*copy_2d)(mb_device *dev, mb_ptr dst, size_t dst_pitch, mb_ptr src, size_t src_pitch, size_t width,
+                   size_t height);
+    int (*fill_zero_2d)(mb_device *dev, mb_ptr dst, size_t pitch, size_t width, size_t height);
 } mb_device_ops;
 
 #define MB_DOWNLOAD_MARKS 8u

@@ -269,6 +269,31 @@ static int cu_download_fence(mb_device *d)
     return 0;
 }
 
+static int cu_copy_2d(mb_device *d, mb_ptr dst, size_t dst_pitch, mb_ptr src, size_t src_pitch, size_t width,
+                      size_t height)
+{
+    if (!width || !height) return 0;
+    if (dst_pitch < width || src_pitch < width)
+        return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "2-D copy: pitches %zu, %zu below the width %zu", dst_pitch,
+                         src_pitch, width);
+    int rc = range_ok(d, dst, (height - 1) * dst_pitch + width, "2-D copy target");
+    if (!rc) rc = range_ok(d, src, (height - 1) * src_pitch + width, "2-D copy source");
+    if (rc) return rc;
+    CU_CHECK(d, cudaMemcpy2DAsync(cu_at(dst), dst_pitch, cu_at(src), src_pitch, width, height, cudaMemcpyDeviceToDevice,
+                                  d->stream), "2-D copy");
+    return 0;
+}
+
+static int cu_fill_zero_2d(mb_device *d, mb_ptr dst, size_t pitch, size_t width, size_t height)
+{
+    if (!width || !height) return 0;
+    if (pitch < width) return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "2-D fill: pitch %zu below the width %zu", pitch, width);
+    int rc = range_ok(d, dst, (height - 1) * pitch + width, "2-D fill");
+    if (rc) return rc;
+    CU_CHECK(d, cudaMemset2DAsync(cu_at(dst), pitch, 0, width, height, d->stream), "2-D fill");
+    return 0;
+}
+
 static int cu_download_mark(mb_device *d, unsigned i)
 {
     if (i >= MB_DOWNLOAD_MARKS) return cuda_fail(d, MAMBA_ERR_INVALID_ARGUMENT, "download mark %u, expected < %u", i, MB_DOWNLOAD_MARKS);
@@ -449,6 +474,8 @@ static mb_device_ops make_device_ops(void)
     v.download_async = G(cu_download_async);
     v.download_fence = G(cu_download_fence);
     v.download_mark = G(cu_download_mark);
+    v.copy_2d = G(cu_copy_2d);
+    v.fill_zero_2d = G(cu_fill_zero_2d);
     v.download_wait_mark = G(cu_download_wait_mark);
     return v;
 }
