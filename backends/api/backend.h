@@ -370,7 +370,8 @@ typedef struct mb_train_ops {
 
 /* Measurement probes: device-side work that mamba-bench times with the device's own clock. */
 typedef struct mb_probe_ops {
-    /* out[0] = sum of n floats of src: a read-bandwidth probe. */
+    /* out[0] = sum of n floats of src: a read-bandwidth probe. out has 256 bytes, which the
+     * backend may use as working space (OpenCL: partial sums). */
     int (*read_sum)(mb_device *dev, mb_ptr src, size_t n, mb_ptr out);
     /* Time the work enqueued between start and stop, on the device's own clock where it has
      * one (events), in milliseconds; stop waits for that work. */

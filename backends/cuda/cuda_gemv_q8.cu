@@ -20,26 +20,44 @@ __device__ __forceinline__ float q8_byte(unsigned biased, int j)
     return __int_as_float((int)__byte_perm(biased, 0x4B000000u, 0x7540u + (unsigned)j)) - 8388736.0f;
 }
 
-/* q[0..16) * x[0..16) with x from 16-byte aligned floats; under NORM x is scaled by nw and
- * x . x added to ss */
-template <bool NORM>
-__device__ __forceinline__ float dot16(const int4 q, const float *x, const float *nw, float &ss)
+/* x[0..16) from 16-byte aligned floats into xv; under NORM scaled by nw, with x . x added to ss */
+template <bool NORM> __device__ __forceinline__ void load_x16(const float *x, const float *nw, float (&xv)[16], float &ss)
+{
+#pragma unroll
+    for (int v = 0; v < 4; v++) {
+        float4 t = *(const float4 *)(x + 4 * v);
+        if (NORM) {
+            const float4 g = *(const float4 *)(nw + 4 * v);
+            ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+            t.x *= g.x; t.y *= g.y; t.z *= g.z; t.w *= g.w;
+        }
+        xv[4 * v] = t.x; xv[4 * v + 1] = t.y; xv[4 * v + 2] = t.z; xv[4 * v + 3] = t.w;
+    }
+}
+
+/* q[0..16) . xv[0..16): a word's four products summed, then the words in order */
+__device__ __forceinline__ float q8_dot16(const int4 q, const float (&xv)[16])
 {
     const unsigned words[4] = {(unsigned)q.x ^ 0x80808080u, (unsigned)q.y ^ 0x80808080u, (unsigned)q.z ^ 0x80808080u,
                                (unsigned)q.w ^ 0x80808080u};
     float s = 0.0f;
 #pragma unroll
     for (int v = 0; v < 4; v++) {
-        float4 xv = *(const float4 *)(x + 4 * v);
-        if (NORM) {
-            const float4 g = *(const float4 *)(nw + 4 * v);
-            ss += xv.x * xv.x + xv.y * xv.y + xv.z * xv.z + xv.w * xv.w;
-            xv.x *= g.x; xv.y *= g.y; xv.z *= g.z; xv.w *= g.w;
-        }
         const unsigned w = words[v];
-        s += q8_byte(w, 0) * xv.x + q8_byte(w, 1) * xv.y + q8_byte(w, 2) * xv.z + q8_byte(w, 3) * xv.w;
+        s += q8_byte(w, 0) * xv[4 * v] + q8_byte(w, 1) * xv[4 * v + 1] + q8_byte(w, 2) * xv[4 * v + 2] +
+             q8_byte(w, 3) * xv[4 * v + 3];
     }
     return s;
+}
+
+/* q[0..16) * x[0..16) with x from 16-byte aligned floats; under NORM x is scaled by nw and
+ * x . x added to ss */
+template <bool NORM>
+__device__ __forceinline__ float dot16(const int4 q, const float *x, const float *nw, float &ss)
+{
+    float xv[16];
+    load_x16<NORM>(x, nw, xv, ss);
+    return q8_dot16(q, xv);
 }
 
 /* y[i, row] (+)= sum_k x[i, k] W[row, k] (+ bias) for i < m <= M; k a multiple of 32, W's rows and
@@ -137,27 +155,9 @@ __global__ void __launch_bounds__(Q8_WARPS * 32) gemv_q8_rows_kernel(int n, int 
             d[r] = __half2float(sr[r][k0 / 32]);
         }
         float xv[16];
+        load_x16<NORM>(x + k0, nw + k0, xv, ss);
 #pragma unroll
-        for (int v = 0; v < 4; v++) {
-            float4 t = *(const float4 *)(x + k0 + 4 * v);
-            if (NORM) {
-                const float4 g = *(const float4 *)(nw + k0 + 4 * v);
-                ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
-                t.x *= g.x; t.y *= g.y; t.z *= g.z; t.w *= g.w;
-            }
-            xv[4 * v] = t.x; xv[4 * v + 1] = t.y; xv[4 * v + 2] = t.z; xv[4 * v + 3] = t.w;
-        }
-#pragma unroll
-        for (int r = 0; r < Q8_RW; r++) {
-            const unsigned words[4] = {(unsigned)q[r].x ^ 0x80808080u, (unsigned)q[r].y ^ 0x80808080u,
-                                       (unsigned)q[r].z ^ 0x80808080u, (unsigned)q[r].w ^ 0x80808080u};
-            float s = 0.0f;
-#pragma unroll
-            for (int v = 0; v < 4; v++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) s += q8_byte(words[v], j) * xv[4 * v + j];
-            acc[r] += d[r] * s;
-        }
+        for (int r = 0; r < Q8_RW; r++) acc[r] += d[r] * q8_dot16(q[r], xv);
     }
     const float qs = NORM ? warp_sum(ss) : 0.0f;
 #pragma unroll

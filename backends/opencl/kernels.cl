@@ -457,8 +457,12 @@ __kernel void add_bias(__global float *y, ulong y_off, ulong ldy, __global const
     if (j < n) y[y_off + i * ldy + j] += bias[b_off + j];
 }
 
-/* Read-bandwidth probe: out[0] += each work-group's sum of float4s (out zeroed before); the
- * float add is a compare-and-swap loop, as OpenCL 1.2 has no float atomics. */
+/* Read-bandwidth probe: out[0] = the sum of the float4s; out[1] counts the work-groups done,
+ * out[2 .. 2 + READ_SLOTS) hold partial sums (all zeroed before). A float add is a
+ * compare-and-swap loop (OpenCL 1.2 has no float atomics): with every group's on out[0], the
+ * 1,056 groups of the H200 queued on one address and the probe read 1.1 TB/s where a copy
+ * moves 3.9. Spread over READ_SLOTS addresses, the last group to finish adds them. */
+#define READ_SLOTS 60
 __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __global float *out, ulong out_off)
 {
     __local float tmp[256];
@@ -476,14 +480,18 @@ __kernel void read_sum(__global const float4 *x, ulong src_off4, ulong n4, __glo
     const float4 t = (a0 + a1) + (a2 + a3);
     float s = (t.x + t.y) + (t.z + t.w);
     s = group_sum(s, tmp);
-    if (get_local_id(0) == 0) {
-        volatile __global uint *p = (volatile __global uint *)(out + out_off);
-        uint old = *p, seen;
-        do {
-            seen = old;
-            old = atomic_cmpxchg(p, seen, as_uint(as_float(seen) + s));
-        } while (old != seen);
-    }
+    if (get_local_id(0) != 0) return;
+    volatile __global float *o = out + out_off;
+    volatile __global uint *p = (volatile __global uint *)(o + 2 + get_group_id(0) % READ_SLOTS);
+    uint old = *p, seen;
+    do {
+        seen = old;
+        old = atomic_cmpxchg(p, seen, as_uint(as_float(seen) + s));
+    } while (old != seen);
+    if (atomic_inc((volatile __global uint *)(o + 1)) != (uint)get_num_groups(0) - 1) return;
+    float sum = 0.0f;
+    for (int k = 0; k < READ_SLOTS; k++) sum += as_float(atomic_add((volatile __global uint *)(o + 2 + k), 0u));
+    o[0] = sum;
 }
 
 /* ---- decoding: the mixer of one time step in two kernels, and the greedy argmax ----

@@ -281,7 +281,9 @@ int ocl_read_sum(mb_device *d, mb_ptr src, size_t n, mb_ptr out)
     cl_mem sm = ocl_mem(src), om = ocl_mem(out);
     cl_ulong so = src.offset / 16, n4 = n / 4, oo = out.offset / 4;
     const cl_float zero = 0.0f;
-    OCL_CHECK(d, clEnqueueFillBuffer(d->q, om, &zero, sizeof zero, out.offset, sizeof zero, 0, NULL, NULL), "read probe");
+    /* the sum, the groups' count and the kernel's READ_SLOTS (60) partial sums: 248 bytes */
+    OCL_CHECK(d, clEnqueueFillBuffer(d->q, om, &zero, sizeof zero, out.offset, 62 * sizeof zero, 0, NULL, NULL),
+              "read probe");
     int rc = ocl_args(d, d->k[K_READ], "read_sum", 5, M(sm), U(so), U(n4), M(om), U(oo));
     const size_t local = 256, global = (size_t)d->compute_units * 8 * local;
     return rc ? rc : launch(d, K_READ, 1, &global, &local, "read probe kernel");
