@@ -56,6 +56,8 @@ struct mb_runner {
     int pending;               /* a step begun by mb_runner_step_begin may still be running  */
     size_t part_rows;          /* its logits copied in parts of part_rows rows, each marked   */
     unsigned parts;            /* (download_mark i after part i); 0: one copy               */
+    mamba_status_t lost;       /* the begun step's failure, found where nothing could report
+                                  it (freeing a state): mb_runner_wait returns it           */
 };
 
 /* The chunking of one run. */
@@ -125,10 +127,17 @@ static mamba_status_t settle(mb_runner *r)
     return MAMBA_OK;
 }
 
+/* settle where the caller has no status to return: a failure is kept for mb_runner_wait */
+static void settle_quietly(mb_runner *r)
+{
+    const mamba_status_t st = settle(r);
+    if (st != MAMBA_OK && r->lost == MAMBA_OK) r->lost = st;
+}
+
 static void drop_graphs(mb_runner *r)
 {
     mamba_context_t *ctx = r->model->ctx;
-    (void)settle(r); /* its error, if any, is the device's: the next call reports it too */
+    settle_quietly(r);
     for (int i = 0; i < MB_MAX_GRAPHS; i++) {
         if (r->graphs[i].graph) ctx->fused->graph_free(ctx->dev, r->graphs[i].graph);
         memset(&r->graphs[i], 0, sizeof r->graphs[i]);
@@ -139,7 +148,7 @@ void mb_runner_forget(mb_runner *r, uint64_t state_id)
 {
     if (!r) return;
     mamba_context_t *ctx = r->model->ctx;
-    (void)settle(r); /* the step may be this state's */
+    settle_quietly(r); /* the step may be this state's */
     for (int i = 0; i < MB_MAX_GRAPHS; i++) {
         step_graph *g = &r->graphs[i];
         if (g->state != state_id) continue;
@@ -614,17 +623,30 @@ mamba_status_t mb_runner_step_begin(mb_runner *r, mamba_state_t *s, size_t n, co
     return st;
 }
 
-mamba_status_t mb_runner_wait(mb_runner *r) { return settle(r); }
+mamba_status_t mb_runner_wait(mb_runner *r)
+{
+    mamba_status_t st = settle(r);
+    if (st == MAMBA_OK && r->lost != MAMBA_OK) {
+        st = r->lost;
+        mb_seterr(r->model->ctx->err, st, "the decoding step failed (found while a state was freed)");
+    }
+    r->lost = MAMBA_OK;
+    return st;
+}
 
-/* Only reads the runner where the parts are marked, so that several threads may wait at once
- * (each for the rows it draws); mb_runner_wait then settles. */
+/* Only reads the runner, so that several threads may wait at once (each for the rows it
+ * draws); mb_runner_wait then settles. (On a failure each thread's message goes into the
+ * context's buffer: the first call that waits after them has the step's error.) */
 mamba_status_t mb_runner_wait_rows(mb_runner *r, size_t rows)
 {
     if (!r->pending || rows == 0) return MAMBA_OK;
-    if (!r->parts) return settle(r);
+    mamba_context_t *ctx = r->model->ctx;
+    if (!r->parts) {
+        MB_TRY_BE(ctx, ctx->dv->sync(ctx->dev), "wait for the decoding step");
+        return MAMBA_OK;
+    }
     size_t part = (rows - 1) / r->part_rows;
     if (part >= r->parts) part = r->parts - 1;
-    mamba_context_t *ctx = r->model->ctx;
     MB_TRY_BE(ctx, ctx->dv->download_wait_mark(ctx->dev, (unsigned)part), "wait for a part of the step's logits");
     return MAMBA_OK;
 }

@@ -205,7 +205,8 @@ char *serve_metrics_text(serve_metrics *m, double now, size_t slots)
             "and waiting for them (the device's time beyond that overlaps the sending of the previous tokens).\n"
             "# TYPE mamba_model_step_seconds_total counter\nmamba_model_step_seconds_total %.6f\n",
         m->seconds[SERVE_T_STEP]);
-    add(&b, "# HELP mamba_sample_seconds_total Time in drawing the decoding steps' tokens from their logits.\n"
+    add(&b, "# HELP mamba_sample_seconds_total Time in drawing the decoding steps' tokens from their logits, with the "
+            "waits for the parts of the logits after the first, which the draws overlap.\n"
             "# TYPE mamba_sample_seconds_total counter\nmamba_sample_seconds_total %.6f\n",
         m->seconds[SERVE_T_SAMPLE]);
     add(&b, "# HELP mamba_emit_seconds_total Time in taking the decoding steps' tokens before the next step starts: "

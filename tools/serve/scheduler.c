@@ -678,6 +678,7 @@ static void *loop(void *arg)
         double t0 = now_s();
         finish_step(s);
         if (s->n_dec + s->n_pre == 0) publish(s); /* the last jobs may have ended: no slot busy */
+        const double t_finished = now_s();
         pthread_mutex_lock(&s->mu);
         int idle = 0;
         while (!s->stopping && !s->head && s->n_dec + s->n_pre == 0) {
@@ -691,7 +692,10 @@ static void *loop(void *arg)
             drain(s, now_s() >= deadline);
             if (s->n_dec + s->n_pre == 0) break;
         }
-        if (idle) t0 = now_s(); /* a turn's time is its work, not the wait for a request */
+        if (idle) { /* a turn's time is its work, not the wait for a request */
+            serve_metrics_time(s->metrics, SERVE_T_TURN, t_finished - t0);
+            t0 = now_s();
+        }
         drop_cancelled(s);
         if (!stopping) admit_queued(s);
         prefill(s);
