@@ -278,7 +278,7 @@ enum MHD_Result serve_completions(struct MHD_Connection *c, serve_server *srv, s
     p.sampling.top_k = req.top_p == 0 ? 1 : req.top_k;
     p.sampling.top_p = (float)req.top_p;
     p.sampling.seed = req.has_seed ? req.seed : fresh_seed();
-    p.min_p = req.min_p;
+    p.sampling.min_p = (float)req.min_p;
     p.ignore_eos = req.ignore_eos;
     for (size_t i = 0; i < req.n_stops; i++) p.stops[p.n_stops++] = req.stops[i];
     if (kind == SERVE_CHAT) p.n_stops += chat_format_stops(&srv->chat, p.stops + p.n_stops, SERVE_MAX_JOB_STOPS - p.n_stops);

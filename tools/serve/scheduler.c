@@ -7,7 +7,6 @@
  * while the device runs it, the text of the tokens just taken sent to the clients. */
 #include "scheduler.h"
 
-#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,7 +24,6 @@ typedef struct job {
     size_t n_prompt;
     int max_tokens;
     mamba_sampler_params_t sampling;
-    double min_p;
     char *stops[SERVE_MAX_JOB_STOPS];
     size_t n_stops;
     int ignore_eos;
@@ -61,7 +59,6 @@ struct serve_scheduler {
     int32_t *key;               /* a cache key being built                                  */
     size_t key_cap;
     float *logits, *prefill_logits; /* page-locked where the device has it (mamba_alloc_host) */
-    float *masked;              /* min-p's copy of a row: a vocabulary per sampling thread    */
     int threads;
     job **slot;
     size_t n_dec, n_pre;
@@ -160,7 +157,6 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
     s->logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->logits);
     s->prefill_logits = mamba_alloc_host(ctx, S * s->vocab * sizeof *s->prefill_logits);
     s->threads = o->threads > 0 ? o->threads : omp_get_max_threads();
-    s->masked = malloc((size_t)s->threads * s->vocab * sizeof *s->masked);
     s->slot = calloc(S, sizeof(job *));
     s->seqs = malloc(S * sizeof *s->seqs);
     s->lens = malloc(S * sizeof *s->lens);
@@ -168,7 +164,7 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
     s->step_ids = malloc(S * sizeof *s->step_ids);
     s->batch = malloc(S * sizeof(job *));
     s->cache = prompt_cache_create(o->cache_bytes, pool_n);
-    if (!s->logits || !s->prefill_logits || !s->masked || !s->slot || !s->seqs || !s->lens || !s->ids ||
+    if (!s->logits || !s->prefill_logits || !s->slot || !s->seqs || !s->lens || !s->ids ||
         !s->step_ids || !s->batch || !s->cache) {
         snprintf(err, err_len, "out of memory for %zu slots of a vocabulary of %zu", S, s->vocab);
         serve_scheduler_free(s);
@@ -194,7 +190,6 @@ void serve_scheduler_free(serve_scheduler *s)
     free(s->key);
     mamba_free_host(s->ctx, s->logits);
     mamba_free_host(s->ctx, s->prefill_logits);
-    free(s->masked);
     free(s->slot);
     free(s->seqs);
     free(s->lens);
@@ -222,7 +217,6 @@ int serve_scheduler_submit(serve_scheduler *s, serve_job_params *p, serve_channe
     j->n_prompt = p->n_prompt;
     j->max_tokens = p->max_tokens;
     j->sampling = p->sampling;
-    j->min_p = p->min_p;
     j->ignore_eos = p->ignore_eos;
     pthread_mutex_lock(&s->mu);
     const size_t free_slots = s->o.slots - s->active;
@@ -368,25 +362,11 @@ static int add_gen(job *j, int32_t t)
     return 1;
 }
 
-/* min_p: tokens less likely than min_p times the most likely one are dropped (into masked,
- * a vocabulary of the caller's). */
-static const float *apply_min_p(const serve_scheduler *s, const job *j, const float *row, float *masked)
-{
-    if (j->min_p <= 0) return row;
-    const size_t V = s->o.sample_vocab;
-    float top = -INFINITY;
-    for (size_t i = 0; i < V; i++)
-        if (row[i] > top) top = row[i];
-    const float cut = top + (float)log(j->min_p);
-    for (size_t i = 0; i < V; i++) masked[i] = row[i] >= cut ? row[i] : -INFINITY;
-    return masked;
-}
-
 /* The job's next token from row into j->drawn, the status and (on failure) the message into
  * the job: this runs on a sampling thread, whose error message is its own. */
-static void draw_token(const serve_scheduler *s, job *j, const float *row, float *masked)
+static void draw_token(const serve_scheduler *s, job *j, const float *row)
 {
-    j->draw_status = mamba_sample(j->sampler, apply_min_p(s, j, row, masked), s->o.sample_vocab, &j->drawn);
+    j->draw_status = mamba_sample(j->sampler, row, s->o.sample_vocab, &j->drawn);
     if (j->draw_status != MAMBA_OK) snprintf(j->draw_error, sizeof j->draw_error, "%s", mamba_last_error(NULL));
 }
 
@@ -518,7 +498,7 @@ static void admit(serve_scheduler *s, job *j)
         fail_all(s, "moving a sequence in the state");
         return;
     }
-    draw_token(s, j, s->prefill_logits, s->masked);
+    draw_token(s, j, s->prefill_logits);
     take_token(s, j, s->prefill_logits, 0);
 }
 
@@ -564,7 +544,7 @@ static void prefill(serve_scheduler *s)
             fail_all(s, "moving a sequence in the state");
             return;
         }
-        draw_token(s, j, row, s->masked);
+        draw_token(s, j, row);
         take_token(s, j, row, 0);
     }
 }
@@ -588,7 +568,7 @@ static void finish_step(serve_scheduler *s)
             job *j = s->batch[i];
             j->draw_status = mamba_step_wait_rows(s->state, i + 1);
             if (j->draw_status == MAMBA_OK)
-                draw_token(s, j, s->logits + i * s->vocab, s->masked + (size_t)omp_get_thread_num() * s->vocab);
+                draw_token(s, j, s->logits + i * s->vocab);
             else
                 snprintf(j->draw_error, sizeof j->draw_error, "%s", "waiting for the step's logits failed");
         }

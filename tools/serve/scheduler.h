@@ -33,8 +33,7 @@ typedef struct serve_job_params {
     int32_t *prompt;        /* taken over by a successful submit                           */
     size_t n_prompt;
     int max_tokens;
-    mamba_sampler_params_t sampling;
-    double min_p;
+    mamba_sampler_params_t sampling;   /* min_p included: the library's, after temperature */
     const char *stops[SERVE_MAX_JOB_STOPS]; /* copied */
     size_t n_stops;
     int ignore_eos;
