@@ -1153,6 +1153,12 @@ START_TEST(prompt_cache_keeps_the_longest_prefix_and_evicts_lru)
     /* room for two entries of this size, in bytes and in a pool of 3 slots */
     const size_t entry = 1000 + 16 + 5 * 4 + 200;
     prompt_cache *pc = prompt_cache_create(2 * entry + 200, 3);
+    /* a pool's slots: the entries of one key token its bytes hold, each counted as put counts it */
+    const size_t one = prompt_cache_entry_bytes(1, state_bytes, 4);
+    ck_assert_uint_eq(one, prompt_cache_entry_bytes(3, state_bytes, 4) - 2 * sizeof(int32_t));
+    ck_assert_uint_eq(prompt_cache_max_entries(10 * one, state_bytes, 4), 10);
+    ck_assert_uint_eq(prompt_cache_max_entries(10 * one - 1, state_bytes, 4), 9);
+    ck_assert_uint_eq(prompt_cache_max_entries(one - 1, state_bytes, 4), 0);
     size_t sa, sb, sc;
     ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){a, 3, 0, state_bytes, logits, 4}, &sa));
     ck_assert(prompt_cache_put(pc, &(prompt_cache_entry){b, 5, 0, state_bytes, logits, 4}, &sb));

@@ -102,9 +102,19 @@ void prompt_cache_forget(prompt_cache *c, size_t slot)
         }
 }
 
+size_t prompt_cache_entry_bytes(size_t n_ids, size_t state_bytes, size_t vocab)
+{
+    return sizeof(node) + n_ids * sizeof(int32_t) + state_bytes + vocab * sizeof(float);
+}
+
+size_t prompt_cache_max_entries(size_t cap_bytes, size_t state_bytes, size_t vocab)
+{
+    return cap_bytes / prompt_cache_entry_bytes(1, state_bytes, vocab);
+}
+
 int prompt_cache_put(prompt_cache *c, const prompt_cache_entry *e, size_t *slot)
 {
-    const size_t bytes = sizeof(node) + e->n_ids * sizeof(int32_t) + e->state_bytes + e->vocab * sizeof(float);
+    const size_t bytes = prompt_cache_entry_bytes(e->n_ids, e->state_bytes, e->vocab);
     if (e->n_ids == 0 || bytes > c->cap) return 0;
     for (size_t i = 0; i < c->count; i++)
         if (c->nodes[i].n_ids == e->n_ids && memcmp(c->nodes[i].ids, e->ids, e->n_ids * sizeof *e->ids) == 0) {

@@ -27,6 +27,10 @@ typedef struct prompt_cache_entry {
 
 /* NULL when out of memory; a cap of 0 bytes or 0 slots stores nothing. */
 prompt_cache *prompt_cache_create(size_t cap_bytes, size_t n_slots);
+/* The bytes an entry counts against the cap; the most entries cap_bytes can hold (each of at
+ * least one key token): the slots a caller's pool needs. */
+size_t prompt_cache_entry_bytes(size_t n_ids, size_t state_bytes, size_t vocab);
+size_t prompt_cache_max_entries(size_t cap_bytes, size_t state_bytes, size_t vocab);
 void prompt_cache_free(prompt_cache *c);
 /* The entry of the longest key that is a prefix of ids[0..n) (the whole of it included), made
  * the most recently used; 0 when none. The entry stays valid until the next put. */

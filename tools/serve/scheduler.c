@@ -145,8 +145,8 @@ int serve_scheduler_create(mamba_context_t *ctx, mamba_model_t *m, const mamba_t
         serve_scheduler_free(s);
         return 0;
     }
-    /* the cache's pool: as many sequences as entries fit in its bytes (a state, a logits row) */
-    const size_t pool_n = o->cache_bytes / (s->seq_bytes + s->vocab * sizeof(float) + 1);
+    /* the cache's pool: a sequence for each entry its bytes can hold */
+    const size_t pool_n = prompt_cache_max_entries(o->cache_bytes, s->seq_bytes, s->vocab);
     if (pool_n && mamba_state_create(m, pool_n, &s->pool) != MAMBA_OK) {
         snprintf(err, err_len, "the prompt cache's %zu states (--cache-mb): %s", pool_n, mamba_last_error(ctx));
         serve_scheduler_free(s);
