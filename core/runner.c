@@ -330,6 +330,14 @@ static mamba_status_t enqueue_step_graph(mb_runner *r, mamba_state_t *s, size_t 
     return MAMBA_OK;
 }
 
+/* A one-token step of sequences [seq0, seq0 + k) with its last logits into r->logits: the
+ * recorded graph, or the ops directly where the step cannot be recorded (or this once). */
+static mamba_status_t enqueue_step(mb_runner *r, mamba_state_t *s, size_t seq0, size_t k)
+{
+    const mamba_status_t st = enqueue_step_graph(r, s, seq0, k);
+    return st == MAMBA_ERR_UNSUPPORTED ? enqueue_chunk(r, s, seq0, k, 1, MAMBA_LOGITS_LAST, 1) : st;
+}
+
 /* mamba_forward's logits of every position into page-locked memory: chunks of at most
  * MB_OVERLAP_CHUNK tokens, the last MB_OVERLAP_LAST tokens a chunk of their own, the lm_head
  * in slices of MB_OVERLAP_SLICE rows. The copies (412 MB for the 130m's 2048 tokens, 7.5 ms at
@@ -401,8 +409,8 @@ static mamba_status_t run_chunk(mb_runner *r, run_plan *rp, mamba_state_t *s, si
     if (want && (st = ensure_logits(r, (mode == MAMBA_LOGITS_ALL ? R : k) * V * 4)) != MAMBA_OK) return st;
     for (size_t b = 0; b < k; b++) memcpy(r->host_ids + b * T, ids[b] + c0, T * sizeof **ids);
     MB_TRY_BE(ctx, ctx->dv->upload(ctx->dev, at(r->work, w.ids), r->host_ids, R * 4), "upload of token ids");
-    st = T == 1 && want && mode == MAMBA_LOGITS_LAST ? enqueue_step_graph(r, s, seq0, k) : MAMBA_ERR_UNSUPPORTED;
-    if (st == MAMBA_ERR_UNSUPPORTED) st = enqueue_chunk(r, s, seq0, k, T, mode, want);
+    st = T == 1 && want && mode == MAMBA_LOGITS_LAST ? enqueue_step(r, s, seq0, k)
+                                                     : enqueue_chunk(r, s, seq0, k, T, mode, want);
     if (st != MAMBA_OK || !want) return st;
     if (mode == MAMBA_LOGITS_ALL) return all_logits(r, rp, k, T, len, c0, logits);
     MB_TRY_BE(ctx, ctx->dv->download(ctx->dev, logits, at(r->logits, 0), k * V * 4), "download of logits");
@@ -604,8 +612,7 @@ mamba_status_t mb_runner_step_begin(mb_runner *r, mamba_state_t *s, size_t n, co
     const work_layout w = layout(m, n);
     memcpy(r->host_ids, ids, n * sizeof *ids);
     MB_TRY_BE(ctx, ctx->dv->upload(ctx->dev, at(r->work, w.ids), r->host_ids, n * 4), "upload of token ids");
-    st = enqueue_step_graph(r, s, seqs[0], n);
-    if (st == MAMBA_ERR_UNSUPPORTED) st = enqueue_chunk(r, s, seqs[0], n, 1, MAMBA_LOGITS_LAST, 1);
+    st = enqueue_step(r, s, seqs[0], n);
     const int marks = ctx->dv->download_mark && ctx->dv->download_wait_mark;
     r->part_rows = marks ? (n + MB_STEP_COPY_PARTS - 1) / MB_STEP_COPY_PARTS : n;
     r->parts = 0;
@@ -616,7 +623,6 @@ mamba_status_t mb_runner_step_begin(mb_runner *r, mamba_state_t *s, size_t n, co
         if (rc == 0 && marks) rc = ctx->dv->download_mark(ctx->dev, r->parts++);
         if (rc) st = mb_backend_fail(ctx, rc, "download of logits");
     }
-    if (!marks) r->parts = 0;
     if (st == MAMBA_OK && (rc = ctx->dv->download_fence(ctx->dev)) != 0) st = mb_backend_fail(ctx, rc, "download fence");
     r->pending = 1;
     if (st != MAMBA_OK) (void)settle(r); /* nothing of it may run on past the error */
@@ -729,6 +735,5 @@ mamba_status_t mb_runner_step_enqueue(mb_runner *r, mamba_state_t *s, mb_ptr *lo
     mamba_status_t st = ensure_logits(r, s->batch * V * 4);
     if (st != MAMBA_OK) return st;
     *logits = at(r->logits, 0);
-    st = enqueue_step_graph(r, s, 0, s->batch);
-    return st == MAMBA_ERR_UNSUPPORTED ? enqueue_chunk(r, s, 0, s->batch, 1, MAMBA_LOGITS_LAST, 1) : st;
+    return enqueue_step(r, s, 0, s->batch);
 }
