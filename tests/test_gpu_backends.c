@@ -383,6 +383,26 @@ START_TEST(scan_backward_matches_cpu)
 }
 END_TEST
 
+/* CUDA's chunk-parallel backward with its partial dB/dC sums taken a chunk at a time (what a
+ * long sequence does: (1, 1536, 65536, 16) takes 13 segments), against the CPU. */
+START_TEST(scan_backward_segments_match_cpu)
+{
+    const size_t sh[5] = {2, 40, 700, 16, 0};
+    float *ref[N_G], *got[N_G];
+    size_t n[N_G];
+    backward_on("cpu", sh, ref, n);
+    setenv("MAMBA_CUDA_BWD_PARTS", "40000", 1); /* 2 x 5 tiles x 64 steps x 16 x 2: one chunk a segment */
+    backward_on(backend, sh, got, n);
+    unsetenv("MAMBA_CUDA_BWD_PARTS");
+    for (int k = 0; k < N_G; k++) {
+        const double e = max_abs_diff(got[k], ref[k], n[k]), m = max_abs(ref[k], n[k]);
+        ck_assert_msg(e <= SCAN_REL_BOUND * m, "%s: err %g, bound %g", g_names[k], e, SCAN_REL_BOUND * m);
+        free(ref[k]);
+        free(got[k]);
+    }
+}
+END_TEST
+
 /* The backward's scratch holds the plan of api/scan_bwd.h (the device grows its scratch to
  * 1.25 times what is asked). */
 START_TEST(scan_backward_memory)
@@ -402,7 +422,10 @@ START_TEST(scan_backward_memory)
         .dA = {fake, 0}, .dB = {fake, 0}, .dC = {fake, 0}, .dD = {fake, 0}, .ddelta_bias = {fake, 0},
     };
     mb_scan_bwd_plan pl;
-    mb_scan_bwd_plan_init(&pl, &op, 64, 0);
+    if (strcmp(backend, "cuda") == 0) /* N <= 16 on CUDA: every chunk at once */
+        mb_scan_bwd_plan_parallel(&pl, &op, MB_SCAN_BWD_PPARTS);
+    else
+        mb_scan_bwd_plan_init(&pl, &op, 64, 0);
     const uint64_t grown = cur1 - cur0, want = pl.total * sizeof(float);
     printf("%s scan backward (2, 160, 3000, 16): scratch grew by %llu bytes, the plan %llu\n", backend,
            (unsigned long long)grown, (unsigned long long)want);
@@ -919,6 +942,7 @@ static int run_backend(const char *name)
     tcase_add_loop_test(tc, fixture_scan_backward, 0, 3);
     tcase_add_loop_test(tc, scan_backward_matches_cpu, 0, (int)(sizeof bwd_shapes / sizeof bwd_shapes[0]));
     tcase_add_test(tc, scan_backward_memory);
+    if (strcmp(name, "cuda") == 0) tcase_add_test(tc, scan_backward_segments_match_cpu);
     tcase_add_test(tc, host_logits_match);
     tcase_add_test(tc, half_weights_match_cpu);
     tcase_add_test(tc, batched_steps_16bit_match_cpu);

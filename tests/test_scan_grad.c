@@ -376,6 +376,11 @@ START_TEST(memory_of_the_plan)
     printf("gpu backward (1, 1536, 65536, 16): %zu-step chunks, scratch %.1f MiB\n", pl.chunk_len,
            (double)pl.total * 4 / 1048576.0);
     ck_assert_uint_lt(pl.total * 4, 1u << 30);
+    mb_scan_bwd_plan_parallel(&pl, &op, MB_SCAN_BWD_PPARTS); /* CUDA's for N <= 16 */
+    printf("gpu chunk-parallel backward (1, 1536, 65536, 16): %zu chunks, %zu a segment, scratch %.1f MiB\n",
+           pl.n_chunks, pl.seg_chunks, (double)pl.total * 4 / 1048576.0);
+    ck_assert_uint_lt(pl.total * 4, 1u << 30);
+    ck_assert_uint_lt(pl.seg_chunks, pl.n_chunks); /* the partial sums are taken in segments */
     free_grads(&g);
     mamba_context_free(ctx);
     free_problem(&p);

@@ -43,9 +43,10 @@ typedef struct mb_scan_bwd_plan {
     int tv_B, tv_C;   /* dB / dC wanted and B / C vary in time: per-step partial sums */
     int tc_B, tc_C;   /* dB / dC wanted and constant in time: per-channel accumulators */
     size_t slots, p_len;
+    size_t seg_chunks; /* the chunk-parallel layout: chunks whose partial sums PB/PC hold at once */
     /* offsets into the scratch and its size, in floats (regions not needed are empty) */
     size_t off_H, off_hist, off_cB, off_cC, off_PB, off_PC, off_accA, off_accB, off_accC, off_accD, off_accbias,
-        off_carry, total;
+        off_carry, off_S, off_K, total;
 } mb_scan_bwd_plan;
 
 #define MB_SCAN_BWD_MAX_CHUNK 512
@@ -93,6 +94,59 @@ static inline void mb_scan_bwd_plan_init(mb_scan_bwd_plan *p, const mb_scan_bwd_
     p->off_accD = o;    o += op->dD.buf ? BD : 0;
     p->off_accbias = o; o += op->ddelta_bias.buf ? BD : 0;
     p->off_carry = o;   o += threads ? BD * N : 0;
+    p->off_S = p->off_K = o;
+    p->seg_chunks = p->n_chunks;
+    p->total = o;
+}
+
+/* The chunk-parallel layout (CUDA, N <= 16): every chunk of MB_SCAN_BWD_PCHUNK steps is worked
+ * on at once. A first pass runs each chunk from a zero state, forward (its end state and the
+ * sum of its dt) and backward (the adjoint it passes to the chunk before, from a zero carry);
+ * a second pass chains those over the chunks, by channel and state, into the state entering
+ * each chunk (H) and the adjoint entering it from the right (K); the main pass then does each
+ * chunk's backward on its own. Each chunk keeps its per-channel sums (dA, dD, ddelta_bias, a
+ * constant dB/dC), folded over the chunks at the end; a time-varying dB/dC has one partial
+ * sum per tile of MB_SCAN_BWD_PTILE channels and step, for seg_chunks chunks at a time (at
+ * most `parts` floats for PB and PC), folded after each segment.
+ *
+ * Scratch (floats), C = n_chunks, BD = batch x dim, U the tiles as above:
+ *   S        C x BD           the sum of dt over each chunk (its decay is exp(A S))
+ *   H, K     C x N x BD each
+ *   PB, PC   U x seg_chunks x chunk_len x N each, when dB / dC is wanted and varies in time
+ *   accA, accB, accC   C x BD x N (per chunk); accD, accbias  C x BD
+ * For (1, 1536, 65536, 16), input-dependent B and C: 1,024 chunks, H, K and accA 96 MiB each,
+ * PB and PC 64 MiB each, 434 MiB in all (tested). */
+#define MB_SCAN_BWD_PCHUNK 64
+#define MB_SCAN_BWD_PTILE 8
+#define MB_SCAN_BWD_PPARTS ((size_t)1 << 25)
+
+/* parts: the floats PB and PC may take (MB_SCAN_BWD_PPARTS unless a test asks for less) */
+static inline void mb_scan_bwd_plan_parallel(mb_scan_bwd_plan *p, const mb_scan_bwd_op *op, size_t parts)
+{
+    const mb_scan_op *f = &op->fwd;
+    const size_t B = f->batch, D = f->dim, L = f->len, N = f->d_state;
+    const size_t BD = B * D;
+    mb_scan_bwd_plan_init(p, op, MB_SCAN_BWD_PTILE, 0);
+    p->chunk_len = MB_SCAN_BWD_PCHUNK;
+    p->n_chunks = (L + p->chunk_len - 1) / p->chunk_len;
+    const size_t C = p->n_chunks, per_chunk = p->units * p->chunk_len * N * (size_t)(p->tv_B + p->tv_C);
+    p->seg_chunks = C;
+    if (per_chunk && per_chunk * C > parts) p->seg_chunks = parts / per_chunk ? parts / per_chunk : 1;
+    p->slots = 0;
+    p->p_len = p->seg_chunks * p->chunk_len;
+    size_t o = 0;
+    p->off_S = o;       o += C * BD;
+    p->off_H = o;       o += C * N * BD;
+    p->off_K = o;       o += C * N * BD;
+    p->off_hist = p->off_cB = p->off_cC = o;
+    p->off_PB = o;      o += p->tv_B ? p->units * p->p_len * N : 0;
+    p->off_PC = o;      o += p->tv_C ? p->units * p->p_len * N : 0;
+    p->off_accA = o;    o += op->dA.buf ? C * BD * N : 0;
+    p->off_accB = o;    o += p->tc_B ? C * BD * N : 0;
+    p->off_accC = o;    o += p->tc_C ? C * BD * N : 0;
+    p->off_accD = o;    o += op->dD.buf ? C * BD : 0;
+    p->off_accbias = o; o += op->ddelta_bias.buf ? C * BD : 0;
+    p->off_carry = o;
     p->total = o;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/scan_bwd.h"
 #include "cuda_internal.h"
 #include "cuda_train.h"
 
@@ -143,6 +144,12 @@ static int cu_open(int index, const mb_open_options *o, mb_device **out, char *e
         const char *rows = getenv("MAMBA_CUDA_GEMV16_ROWS");
         const int v = rows ? atoi(rows) : 0;
         d->gemv16_rows = v >= 1 && v <= 8 ? v : CUDA_GEMV16_ROWS;
+    }
+    {
+        /* for tests: a smaller bound on the scan backward's partial sums, to take it in segments */
+        const char *parts = getenv("MAMBA_CUDA_BWD_PARTS");
+        const long long v = parts ? atoll(parts) : 0;
+        d->bwd_parts = v > 0 ? (size_t)v : MB_SCAN_BWD_PPARTS;
     }
     if (d->tf32x3 && (rc = cuda_gemm_3xtf32_init(d))) goto fail;
     *out = d;

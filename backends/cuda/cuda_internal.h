@@ -29,6 +29,8 @@ struct mb_device {
     int gemv16_rows;               /* 16-bit weights, 16-bit compute: the most rows the gemv kernel
                                       takes; more go to cuBLAS (MAMBA_CUDA_GEMV16_ROWS, 1..8) */
     size_t total_memory;           /* the device's, for out-of-memory messages */
+    size_t bwd_parts;              /* floats the scan backward's partial dB/dC sums may take
+                                      (MAMBA_CUDA_BWD_PARTS, for tests) */
     int scan16_per_sm;             /* blocks of the N = 16 scan kernel an SM holds; 0: not asked yet */
     cudaStream_t stream;
     cudaStream_t copy_stream;      /* download_async: device -> page-locked host, beside the work */

@@ -10,35 +10,13 @@
  *      order into the tile's partial sums; dA, dD, ddelta_bias and a constant dB/dC are kept
  *      per thread;
  *   3. bwd_fold_tv / bwd_fold_ch: each gradient element adds its partial sums in index order.
- * For N <= 16 (Mamba's d_state), bwd_states16 and bwd_main16 do 1 and 2 with a lane per state.
- * No atomics: the same inputs give the same bits. */
-#include "api/scan_bwd.h"
-#include "cuda_internal.h"
+ * For N <= 16 (Mamba's d_state) cuda_scan_bwd_chunks.cu does the work with every chunk at
+ * once; the kernels here take N up to 256. No atomics: the same inputs give the same bits. */
+#include "cuda_scan_bwd.h"
 
 #define BWD_LOCAL 64
 /* the loops over states: whole up to 64 (the arrays stay in registers), by 4 past that */
 template <int MAXN> constexpr int bwd_unroll = MAXN <= 64 ? MAXN : 4;
-
-struct bwd_params {
-    const float *u, *delta, *A, *Bm, *Cm, *Dv, *z, *bias, *s_in, *dout, *dso;
-    float *du, *ddl, *dz, *dsi, *s;
-    long long u_sb, u_st, u_sd, d_sb, d_st, d_sd, B_sb, B_st, B_sg, B_sn, C_sb, C_st, C_sg, C_sn;
-    long long z_sb, z_st, z_sd, o_sb, o_st, o_sd;
-    size_t H_off, hist_off, cB_off, cC_off, PB_off, PC_off, accA_off, accB_off, accC_off, accD_off, accbias_off, n_slots;
-    int B, D, L, N, G, softplus, chunk_len, n_chunks, n_classes, class_size, tiles;
-    int want_dA, want_dD, want_dbias, tv_B, tv_C, tc_B, tc_C;
-};
-
-/* dt from the raw delta (+ bias), and d dt / d delta (1 past softplus' threshold of 20) */
-__device__ __forceinline__ float bwd_dt(float raw, int softplus, float *dsp)
-{
-    if (!softplus) {
-        *dsp = 1.0f;
-        return raw;
-    }
-    *dsp = raw > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-raw));
-    return softplus_f(raw);
-}
 
 /* The tile's partial sums of a time-varying dB/dC over chunk [t0, t1): per (step, state), the
  * contributions of its BWD_LOCAL channels added in channel order, by the block's threads. */
@@ -194,141 +172,31 @@ template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const 
 }
 
 
-/* N <= 16: the same two passes with a lane per state (16 lanes a channel, two channels a
- * warp), the sums over the states by shuffles. A thread per channel left 1,536 threads for
- * (1, 1536, 2048, 16), 24 blocks of the H200's 132 SMs, each thread walking 16 states
- * serially: 20.6 ms against the official kernel's 0.53 ms (measured). */
-#define BWD_LANES 16
-
-__device__ __forceinline__ float lanes_sum(float v)
-{
-#pragma unroll
-    for (int o = BWD_LANES / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, BWD_LANES);
-    return v;
-}
-
-__global__ void __launch_bounds__(128) bwd_states16(const bwd_params p)
-{
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t BD = (size_t)p.B * p.D, bd = tid / BWD_LANES;
-    const int n = (int)(tid % BWD_LANES);
-    if (bd >= BD || n >= p.N) return;
-    const int b = (int)(bd / p.D), d = (int)(bd % p.D), N = p.N, g = d / (p.D / p.G);
-    const float a = p.A[(size_t)d * N + n];
-    float h = p.s_in ? p.s_in[bd * N + n] : 0.0f;
-    const float bs = p.bias ? p.bias[d] : 0.0f;
-    const float *up = p.u + b * p.u_sb + d * p.u_sd, *dp = p.delta + b * p.d_sb + d * p.d_sd;
-    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg + n * p.B_sn;
-    float *H = p.s + p.H_off + (size_t)n * BD + bd;
-    for (int t = 0; t < p.L; t++) {
-        if (t % p.chunk_len == 0) H[(size_t)(t / p.chunk_len) * N * BD] = h;
-        float dsp;
-        const float dt = bwd_dt(dp[t * p.d_st] + bs, p.softplus, &dsp);
-        h = ex2(dt * LOG2E * a) * h + dt * up[t * p.u_st] * Bp[t * p.B_st];
-    }
-}
-
-__global__ void __launch_bounds__(BWD_LOCAL * BWD_LANES) bwd_main16(const bwd_params p)
-{
-    const int lid = threadIdx.x / BWD_LANES, n = threadIdx.x % BWD_LANES;
-    const int k = blockIdx.x, cls = blockIdx.y, b = blockIdx.z;
-    const int N = p.N, T = p.chunk_len;
-    const bool has_n = n < N;
-    const int nn = has_n ? n : 0;
-    const int within = k * BWD_LOCAL + lid;
-    const bool active = within < p.class_size;
-    const int d = cls * p.class_size + (active ? within : 0), g = d / (p.D / p.G);
-    const size_t BD = (size_t)p.B * p.D, bd = (size_t)b * p.D + d;
-    const size_t unit = ((size_t)b * p.n_classes + cls) * p.tiles + k, slot = unit * BWD_LOCAL + lid;
-    const float a = has_n ? p.A[(size_t)d * N + n] : 0.0f;
-    float carry = has_n && p.dso ? p.dso[bd * N + n] : 0.0f, gA = 0.0f, tB = 0.0f, tC = 0.0f, hc = 0.0f;
-    const float bs = p.bias ? p.bias[d] : 0.0f, Dd = p.Dv ? p.Dv[d] : 0.0f;
-    const float *Bp = p.Bm + b * p.B_sb + g * p.B_sg + nn * p.B_sn, *Cp = p.Cm + b * p.C_sb + g * p.C_sg + nn * p.C_sn;
-    const long long ub = b * p.u_sb + d * p.u_sd, db = b * p.d_sb + d * p.d_sd;
-    const long long zb = b * p.z_sb + d * p.z_sd, ob = b * p.o_sb + d * p.o_sd;
-    float *hist = p.s + p.hist_off + slot + (size_t)nn * p.n_slots;
-    float *contB = p.s + p.cB_off + slot + (size_t)nn * p.n_slots, *contC = p.s + p.cC_off + slot + (size_t)nn * p.n_slots;
-    const size_t step_stride = (size_t)N * p.n_slots;
-    float accD = 0.0f, accbias = 0.0f;
-    for (int c = p.n_chunks - 1; c >= 0; c--) {
-        const int t0 = c * T, t1 = min(p.L, t0 + T);
-        const float *Hc = p.s + p.H_off + (size_t)c * N * BD + (size_t)nn * BD + bd;
-        hc = has_n ? *Hc : 0.0f;
-        for (int t = t0; t < t1; t++) {
-            float dsp;
-            const float dt = bwd_dt(p.delta[db + t * p.d_st] + bs, p.softplus, &dsp);
-            if (has_n) {
-                hc = ex2(dt * LOG2E * a) * hc + dt * p.u[ub + t * p.u_st] * Bp[t * p.B_st];
-                hist[(size_t)(t - t0) * step_stride] = hc;
-            }
-        }
-        for (int t = t1 - 1; t >= t0; t--) {
-            float dsp;
-            const float dt = bwd_dt(p.delta[db + t * p.d_st] + bs, p.softplus, &dsp);
-            const float uu = p.u[ub + t * p.u_st], go = p.dout[ob + t * p.o_st], dtu = dt * uu;
-            float zz = 0.0f, sz = 0.0f, dy = go;
-            if (p.z) {
-                zz = p.z[zb + t * p.z_st];
-                sz = 1.0f / (1.0f + __expf(-zz));
-                dy = go * zz * sz;
-            }
-            /* h_{t-1}: the history's previous step, or the chunk's boundary state */
-            const float hp = !has_n ? 0.0f : t > t0 ? hist[(size_t)(t - 1 - t0) * step_stride] : *Hc;
-            const float bn = has_n ? Bp[t * p.B_st] : 0.0f, cn = has_n ? Cp[t * p.C_st] : 0.0f;
-            const float e = ex2(dt * LOG2E * a), gg = cn * dy + carry, ah = e * hp;
-            const float cB = active ? gg * dtu : 0.0f, cC = active ? dy * hc : 0.0f;
-            const float yv = lanes_sum(cn * hc), dua = lanes_sum(gg * bn), ddt = lanes_sum(gg * (a * ah + bn * uu));
-            gA += gg * dt * ah;
-            tB += cB;
-            tC += cC;
-            const size_t icont = (size_t)(t - t0) * step_stride;
-            if (has_n && p.tv_B) contB[icont] = cB;
-            if (has_n && p.tv_C) contC[icont] = cC;
-            carry = has_n ? e * gg : 0.0f;
-            hc = hp;
-            const float ddl = ddt * dsp;
-            accD += dy * uu;
-            accbias += ddl;
-            if (active && n == 0)
-                step_grads(p, ub, db, zb, t, dt * dua + Dd * dy, ddl, go * (yv + Dd * uu) * sz * (1.0f + zz * (1.0f - sz)));
-        }
-        tile_partials(p, unit, t0, t1);
-    }
-    if (!active || !has_n) return;
-    if (p.want_dA) p.s[p.accA_off + bd * N + n] = gA;
-    if (p.tc_B) p.s[p.accB_off + bd * N + n] = tB;
-    if (p.tc_C) p.s[p.accC_off + bd * N + n] = tC;
-    if (p.dsi) p.dsi[bd * N + n] = carry;
-    if (n == 0) {
-        if (p.want_dD) p.s[p.accD_off + bd] = accD;
-        if (p.want_dbias) p.s[p.accbias_off + bd] = accbias;
-    }
-}
-
-/* A time-varying dB (which 0) or dC (1): one thread per element it addresses, the sum of the
- * tiles' partial sums over the batch (where its stride is 0) and the classes that read it */
-__global__ void bwd_fold_tv(const bwd_params p, int which, float *out)
+/* A time-varying dB (which 0) or dC (1) at steps [t_base, t_base + steps): one thread per
+ * element it addresses, the sum of the tiles' partial sums over the batch (where its stride
+ * is 0) and the classes that read it */
+__global__ void bwd_fold_tv(const bwd_params p, int which, int steps, float *out)
 {
     const long long sb = which ? p.C_sb : p.B_sb, st = which ? p.C_st : p.B_st;
     const long long sg = which ? p.C_sg : p.B_sg, sn = which ? p.C_sn : p.B_sn;
     const float *P = p.s + (which ? p.PC_off : p.PB_off);
     const int nb = sb ? p.B : 1, ng = sg ? p.G : 1, N = p.N;
     const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= (size_t)nb * p.L * ng * N) return;
-    const int n = (int)(i % N), go = (int)((i / N) % ng), t = (int)((i / ((size_t)N * ng)) % p.L);
-    const int bo = (int)(i / ((size_t)N * ng * p.L));
+    if (i >= (size_t)nb * steps * ng * N) return;
+    const int n = (int)(i % N), go = (int)((i / N) % ng), tl = (int)((i / ((size_t)N * ng)) % steps);
+    const int bo = (int)(i / ((size_t)N * ng * steps)), t = p.t_base + tl;
     const bool own = sg != 0 && p.n_classes > 1;
     const int c0 = own ? go : 0, c1 = own ? go + 1 : p.n_classes;
     float acc = 0.0f;
     for (int b = sb ? bo : 0; b < (sb ? bo + 1 : p.B); b++)
         for (int cl = c0; cl < c1; cl++)
             for (int k = 0; k < p.tiles; k++)
-                acc += P[((((size_t)b * p.n_classes + cl) * p.tiles + k) * p.L + t) * N + n];
+                acc += P[((((size_t)b * p.n_classes + cl) * p.tiles + k) * p.p_len + tl) * N + n];
     out[bo * sb + t * st + go * sg + n * sn] = acc;
 }
 
-/* out[bo, go, w] = the sum over b (every b when bshare, else bo) and over the channels of
- * group go of acc[(b * D + d) * W + w]: dA, dD, ddelta_bias, a constant dB/dC */
+/* out[bo, go, w] = the sum over b (every b when bshare, else bo), over the channels of group go
+ * and over the parts c of acc[(c * BD + b * D + d) * W + w]: dA, dD, ddelta_bias, a constant dB/dC */
 __global__ void bwd_fold_ch(const bwd_params p, size_t acc_off, int W, int n_out_g, int bshare, float *out,
                             long long osb, long long osg, long long osw)
 {
@@ -337,16 +205,18 @@ __global__ void bwd_fold_ch(const bwd_params p, size_t acc_off, int W, int n_out
     if (i >= (size_t)nb * n_out_g * W) return;
     const int w = (int)(i % W), go = (int)((i / W) % n_out_g), bo = (int)(i / ((size_t)W * n_out_g));
     const float *acc = p.s + acc_off;
+    const size_t part = (size_t)p.B * p.D * W;
     float s = 0.0f;
     for (int b = bshare ? 0 : bo; b < (bshare ? p.B : bo + 1); b++)
-        for (int d = go * gs; d < (go + 1) * gs; d++) s += acc[((size_t)b * p.D + d) * W + w];
+        for (int d = go * gs; d < (go + 1) * gs; d++)
+            for (int c = 0; c < p.n_parts; c++) s += acc[c * part + ((size_t)b * p.D + d) * W + w];
     out[bo * osb + go * osg + w * osw] = s;
 }
 
 static unsigned blocks_of(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
 
-static int fold_channels(mb_device *dev, const bwd_params &p, size_t acc_off, int W, int n_out_g, int bshare,
-                         mb_ptr out, ptrdiff_t osb, ptrdiff_t osg, ptrdiff_t osw)
+static int cuda_scan_bwd_fold_channels(mb_device *dev, const bwd_params &p, size_t acc_off, int W, int n_out_g,
+                                       int bshare, mb_ptr out, ptrdiff_t osb, ptrdiff_t osg, ptrdiff_t osw)
 {
     const size_t n = (size_t)(bshare ? 1 : p.B) * (size_t)n_out_g * (size_t)W;
     bwd_fold_ch<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, acc_off, W, n_out_g, bshare, (float *)cu_at(out), osb,
@@ -355,25 +225,17 @@ static int fold_channels(mb_device *dev, const bwd_params &p, size_t acc_off, in
     return 0;
 }
 
-static int fold_varying(mb_device *dev, const bwd_params &p, int which, mb_ptr out)
+int cuda_scan_bwd_fold_varying(mb_device *dev, const bwd_params &p, int which, int steps, mb_ptr out)
 {
     const long long sb = which ? p.C_sb : p.B_sb, sg = which ? p.C_sg : p.B_sg;
-    const size_t n = (size_t)(sb ? p.B : 1) * (size_t)p.L * (size_t)(sg ? p.G : 1) * (size_t)p.N;
-    bwd_fold_tv<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, which, (float *)cu_at(out));
+    const size_t n = (size_t)(sb ? p.B : 1) * (size_t)steps * (size_t)(sg ? p.G : 1) * (size_t)p.N;
+    bwd_fold_tv<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, which, steps, (float *)cu_at(out));
     CU_LAUNCHED(dev, "scan backward fold kernel");
     return 0;
 }
 
 template <int MAXN> static int launch(mb_device *dev, const bwd_params &p)
 {
-    if (MAXN == 16) {
-        bwd_states16<<<blocks_of((size_t)p.B * p.D * BWD_LANES, 128), 128, 0, dev->stream>>>(p);
-        CU_LAUNCHED(dev, "scan backward states kernel");
-        bwd_main16<<<dim3((unsigned)p.tiles, (unsigned)p.n_classes, (unsigned)p.B), BWD_LOCAL * BWD_LANES, 0,
-                     dev->stream>>>(p);
-        CU_LAUNCHED(dev, "scan backward kernel");
-        return 0;
-    }
     bwd_states<MAXN><<<blocks_of((size_t)p.B * p.D, 128), 128, 0, dev->stream>>>(p);
     CU_LAUNCHED(dev, "scan backward states kernel");
     bwd_main<MAXN><<<dim3((unsigned)p.tiles, (unsigned)p.n_classes, (unsigned)p.B), BWD_LOCAL, 0, dev->stream>>>(p);
@@ -397,7 +259,11 @@ int cuda_scan_backward(mb_device *dev, const mb_scan_bwd_op *op)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: batch %zu (at most 65535), dim %zu, len %zu",
                          f->batch, f->dim, f->len);
     mb_scan_bwd_plan pl;
-    mb_scan_bwd_plan_init(&pl, op, BWD_LOCAL, 0);
+    const bool by_chunks = f->d_state <= 16;
+    if (by_chunks)
+        mb_scan_bwd_plan_parallel(&pl, op, dev->bwd_parts);
+    else
+        mb_scan_bwd_plan_init(&pl, op, BWD_LOCAL, 0);
     if (pl.n_classes > 65535)
         return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: %zu reduction classes, at most 65535",
                          pl.n_classes);
@@ -420,22 +286,27 @@ int cuda_scan_backward(mb_device *dev, const mb_scan_bwd_op *op)
     p.o_sb = op->dout_sb; p.o_st = op->dout_st; p.o_sd = op->dout_sd;
     p.H_off = pl.off_H; p.hist_off = pl.off_hist; p.cB_off = pl.off_cB; p.cC_off = pl.off_cC; p.PB_off = pl.off_PB; p.PC_off = pl.off_PC;
     p.accA_off = pl.off_accA; p.accB_off = pl.off_accB; p.accC_off = pl.off_accC; p.accD_off = pl.off_accD;
-    p.accbias_off = pl.off_accbias; p.n_slots = pl.slots;
+    p.accbias_off = pl.off_accbias; p.n_slots = pl.slots; p.S_off = pl.off_S; p.K_off = pl.off_K;
     p.B = (int)f->batch; p.D = (int)f->dim; p.L = (int)f->len; p.N = (int)f->d_state; p.G = (int)f->n_groups;
     p.softplus = f->delta_softplus; p.chunk_len = (int)pl.chunk_len; p.n_chunks = (int)pl.n_chunks;
     p.n_classes = (int)pl.n_classes; p.class_size = (int)pl.class_size; p.tiles = (int)pl.tiles;
     p.want_dA = op->dA.buf != nullptr; p.want_dD = op->dD.buf != nullptr; p.want_dbias = op->ddelta_bias.buf != nullptr;
     p.tv_B = pl.tv_B; p.tv_C = pl.tv_C; p.tc_B = pl.tc_B; p.tc_C = pl.tc_C;
-    rc = p.N <= 16 ? launch<16>(dev, p) : p.N <= 64 ? launch<64>(dev, p) : launch<256>(dev, p);
-    if (!rc && pl.tv_B) rc = fold_varying(dev, p, 0, op->dB);
-    if (!rc && pl.tv_C) rc = fold_varying(dev, p, 1, op->dC);
+    p.p_len = (int)pl.p_len; p.t_base = 0; p.c_base = 0; p.n_parts = by_chunks ? p.n_chunks : 1;
+    if (by_chunks) {
+        rc = cuda_scan_bwd_chunks(dev, op, p, pl);
+    } else {
+        rc = p.N <= 64 ? launch<64>(dev, p) : launch<256>(dev, p);
+        if (!rc && pl.tv_B) rc = cuda_scan_bwd_fold_varying(dev, p, 0, p.L, op->dB);
+        if (!rc && pl.tv_C) rc = cuda_scan_bwd_fold_varying(dev, p, 1, p.L, op->dC);
+    }
     const int D = p.D, N = p.N, G = p.G;
-    if (!rc && op->dA.buf) rc = fold_channels(dev, p, pl.off_accA, N, D, 1, op->dA, 0, N, 1);
-    if (!rc && op->dD.buf) rc = fold_channels(dev, p, pl.off_accD, 1, D, 1, op->dD, 0, 1, 0);
-    if (!rc && op->ddelta_bias.buf) rc = fold_channels(dev, p, pl.off_accbias, 1, D, 1, op->ddelta_bias, 0, 1, 0);
+    if (!rc && op->dA.buf) rc = cuda_scan_bwd_fold_channels(dev, p, pl.off_accA, N, D, 1, op->dA, 0, N, 1);
+    if (!rc && op->dD.buf) rc = cuda_scan_bwd_fold_channels(dev, p, pl.off_accD, 1, D, 1, op->dD, 0, 1, 0);
+    if (!rc && op->ddelta_bias.buf) rc = cuda_scan_bwd_fold_channels(dev, p, pl.off_accbias, 1, D, 1, op->ddelta_bias, 0, 1, 0);
     if (!rc && pl.tc_B)
-        rc = fold_channels(dev, p, pl.off_accB, N, f->B_sg ? G : 1, f->B_sb == 0, op->dB, f->B_sb, f->B_sg, f->B_sn);
+        rc = cuda_scan_bwd_fold_channels(dev, p, pl.off_accB, N, f->B_sg ? G : 1, f->B_sb == 0, op->dB, f->B_sb, f->B_sg, f->B_sn);
     if (!rc && pl.tc_C)
-        rc = fold_channels(dev, p, pl.off_accC, N, f->C_sg ? G : 1, f->C_sb == 0, op->dC, f->C_sb, f->C_sg, f->C_sn);
+        rc = cuda_scan_bwd_fold_channels(dev, p, pl.off_accC, N, f->C_sg ? G : 1, f->C_sb == 0, op->dC, f->C_sb, f->C_sg, f->C_sn);
     return rc;
 }
