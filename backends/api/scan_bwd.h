@@ -127,6 +127,15 @@ static inline void mb_scan_bwd_plan_parallel(mb_scan_bwd_plan *p, const mb_scan_
     const size_t B = f->batch, D = f->dim, L = f->len, N = f->d_state;
     const size_t BD = B * D;
     mb_scan_bwd_plan_init(p, op, MB_SCAN_BWD_PTILE, 0);
+    /* a work-group stages its chunk's B and C rows once for all its channels: where they vary
+     * in time by group, its channels are one group's, whether or not dB/dC is wanted */
+    const size_t G = f->n_groups ? f->n_groups : 1;
+    if (G > 1 && p->n_classes == 1 && ((f->B_st && f->B_sg) || (f->C_st && f->C_sg))) {
+        p->n_classes = G;
+        p->class_size = D / G;
+        p->tiles = (p->class_size + p->tile - 1) / p->tile;
+        p->units = B * p->n_classes * p->tiles;
+    }
     p->chunk_len = MB_SCAN_BWD_PCHUNK;
     p->n_chunks = (L + p->chunk_len - 1) / p->chunk_len;
     const size_t C = p->n_chunks, per_chunk = p->units * p->chunk_len * N * (size_t)(p->tv_B + p->tv_C);

@@ -172,11 +172,12 @@ template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const 
 }
 
 
-/* A time-varying dB (which 0) or dC (1) at steps [t_base, t_base + steps): one thread per
- * element it addresses, the sum of the tiles' partial sums over the batch (where its stride
- * is 0) and the classes that read it */
-__global__ void bwd_fold_tv(const bwd_params p, int which, int steps, float *out)
+/* A time-varying dB (which 0) or dC (1; which = first + blockIdx.y) at steps [t_base, t_base +
+ * steps): one thread per element it addresses, the sum of the tiles' partial sums over the
+ * batch (where its stride is 0) and the classes that read it */
+__global__ void bwd_fold_tv(const bwd_params p, int first, int steps, float *dB, float *dC)
 {
+    const int which = first + (int)blockIdx.y;
     const long long sb = which ? p.C_sb : p.B_sb, st = which ? p.C_st : p.B_st;
     const long long sg = which ? p.C_sg : p.B_sg, sn = which ? p.C_sn : p.B_sn;
     const float *P = p.s + (which ? p.PC_off : p.PB_off);
@@ -187,12 +188,16 @@ __global__ void bwd_fold_tv(const bwd_params p, int which, int steps, float *out
     const int bo = (int)(i / ((size_t)N * ng * steps)), t = p.t_base + tl;
     const bool own = sg != 0 && p.n_classes > 1;
     const int c0 = own ? go : 0, c1 = own ? go + 1 : p.n_classes;
+    const size_t tile_stride = (size_t)p.p_len * N;
     float acc = 0.0f;
     for (int b = sb ? bo : 0; b < (sb ? bo + 1 : p.B); b++)
-        for (int cl = c0; cl < c1; cl++)
-            for (int k = 0; k < p.tiles; k++)
-                acc += P[((((size_t)b * p.n_classes + cl) * p.tiles + k) * p.p_len + tl) * N + n];
-    out[bo * sb + t * st + go * sg + n * sn] = acc;
+        for (int cl = c0; cl < c1; cl++) {
+            const float *q = P + (((size_t)b * p.n_classes + cl) * p.tiles * p.p_len + tl) * N + n;
+            /* the loads of several tiles in flight (the sum stays in tile order) */
+#pragma unroll 8
+            for (int k = 0; k < p.tiles; k++) acc += q[k * tile_stride];
+        }
+    (which ? dC : dB)[bo * sb + t * st + go * sg + n * sn] = acc;
 }
 
 /* out[bo, go, w] = the sum over b (every b when bshare, else bo), over the channels of group go
@@ -209,6 +214,7 @@ __global__ void bwd_fold_ch(const bwd_params p, size_t acc_off, int W, int n_out
     float s = 0.0f;
     for (int b = bshare ? 0 : bo; b < (bshare ? p.B : bo + 1); b++)
         for (int d = go * gs; d < (go + 1) * gs; d++)
+#pragma unroll 8
             for (int c = 0; c < p.n_parts; c++) s += acc[c * part + ((size_t)b * p.D + d) * W + w];
     out[bo * osb + go * osg + w * osw] = s;
 }
@@ -225,11 +231,18 @@ static int cuda_scan_bwd_fold_channels(mb_device *dev, const bwd_params &p, size
     return 0;
 }
 
-int cuda_scan_bwd_fold_varying(mb_device *dev, const bwd_params &p, int which, int steps, mb_ptr out)
+int cuda_scan_bwd_fold_varying(mb_device *dev, const bwd_params &p, int steps, mb_ptr dB, mb_ptr dC)
 {
-    const long long sb = which ? p.C_sb : p.B_sb, sg = which ? p.C_sg : p.B_sg;
-    const size_t n = (size_t)(sb ? p.B : 1) * (size_t)steps * (size_t)(sg ? p.G : 1) * (size_t)p.N;
-    bwd_fold_tv<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, which, steps, (float *)cu_at(out));
+    size_t n[2];
+    for (int which = 0; which < 2; which++) {
+        const long long sb = which ? p.C_sb : p.B_sb, sg = which ? p.C_sg : p.B_sg;
+        n[which] = (size_t)(sb ? p.B : 1) * (size_t)steps * (size_t)(sg ? p.G : 1) * (size_t)p.N;
+    }
+    const int first = p.tv_B ? 0 : 1, count = p.tv_B + p.tv_C;
+    if (!count) return 0;
+    const size_t most = count == 2 ? (n[0] > n[1] ? n[0] : n[1]) : n[first];
+    bwd_fold_tv<<<dim3(blocks_of(most, 128), (unsigned)count), 128, 0, dev->stream>>>(
+        p, first, steps, (float *)cu_at(dB), (float *)cu_at(dC));
     CU_LAUNCHED(dev, "scan backward fold kernel");
     return 0;
 }
@@ -297,8 +310,7 @@ int cuda_scan_backward(mb_device *dev, const mb_scan_bwd_op *op)
         rc = cuda_scan_bwd_chunks(dev, op, p, pl);
     } else {
         rc = p.N <= 64 ? launch<64>(dev, p) : launch<256>(dev, p);
-        if (!rc && pl.tv_B) rc = cuda_scan_bwd_fold_varying(dev, p, 0, p.L, op->dB);
-        if (!rc && pl.tv_C) rc = cuda_scan_bwd_fold_varying(dev, p, 1, p.L, op->dC);
+        if (!rc) rc = cuda_scan_bwd_fold_varying(dev, p, p.L, op->dB, op->dC);
     }
     const int D = p.D, N = p.N, G = p.G;
     if (!rc && op->dA.buf) rc = cuda_scan_bwd_fold_channels(dev, p, pl.off_accA, N, D, 1, op->dA, 0, N, 1);

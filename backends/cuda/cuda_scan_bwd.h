@@ -29,13 +29,13 @@ __device__ __forceinline__ float bwd_dt(float raw, int softplus, float *dsp)
         *dsp = 1.0f;
         return raw;
     }
-    *dsp = raw > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-raw));
+    *dsp = raw > 20.0f ? 1.0f : __fdividef(1.0f, 1.0f + __expf(-raw));
     return softplus_f(raw);
 }
 
-/* A time-varying dB (which 0) or dC (1) at steps [p.t_base, p.t_base + steps) from the tiles'
- * partial sums in PB / PC (p.p_len steps a tile, from p.t_base). */
-int cuda_scan_bwd_fold_varying(mb_device *dev, const bwd_params &p, int which, int steps, mb_ptr out);
+/* The time-varying dB and dC of p.tv_B / p.tv_C at steps [p.t_base, p.t_base + steps), in one
+ * launch, from the tiles' partial sums in PB / PC (p.p_len steps a tile, from p.t_base). */
+int cuda_scan_bwd_fold_varying(mb_device *dev, const bwd_params &p, int steps, mb_ptr dB, mb_ptr dC);
 /* N <= 16, in the plan of mb_scan_bwd_plan_parallel: the chunk-parallel passes and the folds of
  * a time-varying dB/dC; the per-channel sums are left per chunk (p.n_parts of them). */
 int cuda_scan_bwd_chunks(mb_device *dev, const mb_scan_bwd_op *op, bwd_params &p, const mb_scan_bwd_plan &pl);
