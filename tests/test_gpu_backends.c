@@ -383,15 +383,15 @@ START_TEST(scan_backward_matches_cpu)
 }
 END_TEST
 
-/* CUDA's chunk-parallel backward with its partial dB/dC sums taken a chunk at a time (what a
- * long sequence does: (1, 1536, 65536, 16) takes 13 segments), against the CPU. */
+/* CUDA's chunk-parallel backward with its partial dB/dC sums taken a few chunks at a time (what
+ * a long sequence does: (1, 1536, 65536, 16) takes 3 segments), against the CPU. */
 START_TEST(scan_backward_segments_match_cpu)
 {
     const size_t sh[5] = {2, 40, 700, 16, 0};
     float *ref[N_G], *got[N_G];
     size_t n[N_G];
     backward_on("cpu", sh, ref, n);
-    setenv("MAMBA_CUDA_BWD_PARTS", "40000", 1); /* 2 x 5 tiles x 64 steps x 16 x 2: one chunk a segment */
+    setenv("MAMBA_CUDA_BWD_PARTS", "40000", 1); /* 2 x 2 tiles x 32 steps x 16 x 2: 9 of the 22 chunks a segment */
     backward_on(backend, sh, got, n);
     unsetenv("MAMBA_CUDA_BWD_PARTS");
     for (int k = 0; k < N_G; k++) {

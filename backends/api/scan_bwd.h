@@ -114,10 +114,10 @@ static inline void mb_scan_bwd_plan_init(mb_scan_bwd_plan *p, const mb_scan_bwd_
  *   H, K     C x N x BD each
  *   PB, PC   U x seg_chunks x chunk_len x N each, when dB / dC is wanted and varies in time
  *   accA, accB, accC   C x BD x N (per chunk); accD, accbias  C x BD
- * For (1, 1536, 65536, 16), input-dependent B and C: 1,024 chunks, H, K and accA 96 MiB each,
- * PB and PC 64 MiB each, 434 MiB in all (tested). */
-#define MB_SCAN_BWD_PCHUNK 64
-#define MB_SCAN_BWD_PTILE 8
+ * For (1, 1536, 65536, 16), input-dependent B and C: 2,048 chunks, H, K and accA 192 MiB each,
+ * PB and PC 64 MiB each, 740 MiB in all (tested). */
+#define MB_SCAN_BWD_PCHUNK 32
+#define MB_SCAN_BWD_PTILE 32
 #define MB_SCAN_BWD_PPARTS ((size_t)1 << 25)
 
 /* parts: the floats PB and PC may take (MB_SCAN_BWD_PPARTS unless a test asks for less) */

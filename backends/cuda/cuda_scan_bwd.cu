@@ -172,51 +172,76 @@ template <int MAXN> __global__ void __launch_bounds__(BWD_LOCAL) bwd_main(const 
 }
 
 
+/* The folds take 32 outputs a block and split each one's innermost sum over FOLD_SPLIT rows
+ * of threads, whose parts are then added in row order: a thread per output left a few hundred
+ * warps on the GPU, each waiting on its loads in turn (9 us for dA at (1, 1536, 2048, 16)). */
+#define FOLD_SPLIT 8
+
+__device__ __forceinline__ void fold_rows(float s, bool valid, float *out)
+{
+    __shared__ float rows[FOLD_SPLIT][32];
+    rows[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y || !valid) return;
+    float t = 0.0f;
+#pragma unroll
+    for (int r = 0; r < FOLD_SPLIT; r++) t += rows[r][threadIdx.x];
+    *out = t;
+}
+
 /* A time-varying dB (which 0) or dC (1; which = first + blockIdx.y) at steps [t_base, t_base +
- * steps): one thread per element it addresses, the sum of the tiles' partial sums over the
- * batch (where its stride is 0) and the classes that read it */
-__global__ void bwd_fold_tv(const bwd_params p, int first, int steps, float *dB, float *dC)
+ * steps): per element it addresses, the sum of the tiles' partial sums over the batch (where
+ * its stride is 0) and the classes that read it */
+__global__ void __launch_bounds__(32 * FOLD_SPLIT) bwd_fold_tv(const bwd_params p, int first, int steps, float *dB,
+                                                               float *dC)
 {
     const int which = first + (int)blockIdx.y;
     const long long sb = which ? p.C_sb : p.B_sb, st = which ? p.C_st : p.B_st;
     const long long sg = which ? p.C_sg : p.B_sg, sn = which ? p.C_sn : p.B_sn;
     const float *P = p.s + (which ? p.PC_off : p.PB_off);
     const int nb = sb ? p.B : 1, ng = sg ? p.G : 1, N = p.N;
-    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= (size_t)nb * steps * ng * N) return;
-    const int n = (int)(i % N), go = (int)((i / N) % ng), tl = (int)((i / ((size_t)N * ng)) % steps);
-    const int bo = (int)(i / ((size_t)N * ng * steps)), t = p.t_base + tl;
+    /* 32-bit index arithmetic (the host checks the count): 64-bit divisions had cost about a
+     * hundred instructions an element */
+    const unsigned i = blockIdx.x * 32u + threadIdx.x;
+    const bool valid = i < (unsigned)nb * (unsigned)steps * (unsigned)ng * (unsigned)N;
+    const unsigned iv = valid ? i : 0u, un = (unsigned)N, ung = (unsigned)ng;
+    const int n = (int)(iv % un), go = (int)((iv / un) % ung), tl = (int)((iv / (un * ung)) % (unsigned)steps);
+    const int bo = (int)(iv / (un * ung * (unsigned)steps)), t = p.t_base + tl;
     const bool own = sg != 0 && p.n_classes > 1;
     const int c0 = own ? go : 0, c1 = own ? go + 1 : p.n_classes;
     const size_t tile_stride = (size_t)p.p_len * N;
     float acc = 0.0f;
-    for (int b = sb ? bo : 0; b < (sb ? bo + 1 : p.B); b++)
-        for (int cl = c0; cl < c1; cl++) {
-            const float *q = P + (((size_t)b * p.n_classes + cl) * p.tiles * p.p_len + tl) * N + n;
-            /* the loads of several tiles in flight (the sum stays in tile order) */
-#pragma unroll 8
-            for (int k = 0; k < p.tiles; k++) acc += q[k * tile_stride];
-        }
-    (which ? dC : dB)[bo * sb + t * st + go * sg + n * sn] = acc;
+    if (valid)
+        for (int b = sb ? bo : 0; b < (sb ? bo + 1 : p.B); b++)
+            for (int cl = c0; cl < c1; cl++) {
+                const float *q = P + (((size_t)b * p.n_classes + cl) * p.tiles * p.p_len + tl) * N + n;
+#pragma unroll 4
+                for (int k = threadIdx.y; k < p.tiles; k += FOLD_SPLIT) acc += q[k * tile_stride];
+            }
+    fold_rows(acc, valid, &(which ? dC : dB)[bo * sb + t * st + go * sg + n * sn]);
 }
 
 /* out[bo, go, w] = the sum over b (every b when bshare, else bo), over the channels of group go
  * and over the parts c of acc[(c * BD + b * D + d) * W + w]: dA, dD, ddelta_bias, a constant dB/dC */
-__global__ void bwd_fold_ch(const bwd_params p, size_t acc_off, int W, int n_out_g, int bshare, float *out,
-                            long long osb, long long osg, long long osw)
+__global__ void __launch_bounds__(32 * FOLD_SPLIT) bwd_fold_ch(const bwd_params p, size_t acc_off, int W, int n_out_g,
+                                                               int bshare, float *out, long long osb, long long osg,
+                                                               long long osw)
 {
     const int nb = bshare ? 1 : p.B, gs = p.D / n_out_g;
-    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= (size_t)nb * n_out_g * W) return;
-    const int w = (int)(i % W), go = (int)((i / W) % n_out_g), bo = (int)(i / ((size_t)W * n_out_g));
+    const unsigned i = blockIdx.x * 32u + threadIdx.x, uW = (unsigned)W, ug = (unsigned)n_out_g;
+    const bool valid = i < (unsigned)nb * ug * uW;
+    const unsigned iv = valid ? i : 0u;
+    const int w = (int)(iv % uW), go = (int)((iv / uW) % ug), bo = (int)(iv / (uW * ug));
     const float *acc = p.s + acc_off;
     const size_t part = (size_t)p.B * p.D * W;
     float s = 0.0f;
-    for (int b = bshare ? 0 : bo; b < (bshare ? p.B : bo + 1); b++)
-        for (int d = go * gs; d < (go + 1) * gs; d++)
-#pragma unroll 8
-            for (int c = 0; c < p.n_parts; c++) s += acc[c * part + ((size_t)b * p.D + d) * W + w];
-    out[bo * osb + go * osg + w * osw] = s;
+    if (valid)
+        for (int b = bshare ? 0 : bo; b < (bshare ? p.B : bo + 1); b++)
+            for (int d = go * gs; d < (go + 1) * gs; d++)
+#pragma unroll 4
+                for (int c = threadIdx.y; c < p.n_parts; c += FOLD_SPLIT)
+                    s += acc[c * part + ((size_t)b * p.D + d) * W + w];
+    fold_rows(s, valid, &out[bo * osb + go * osg + w * osw]);
 }
 
 static unsigned blocks_of(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
@@ -225,8 +250,10 @@ static int cuda_scan_bwd_fold_channels(mb_device *dev, const bwd_params &p, size
                                        int bshare, mb_ptr out, ptrdiff_t osb, ptrdiff_t osg, ptrdiff_t osw)
 {
     const size_t n = (size_t)(bshare ? 1 : p.B) * (size_t)n_out_g * (size_t)W;
-    bwd_fold_ch<<<blocks_of(n, 128), 128, 0, dev->stream>>>(p, acc_off, W, n_out_g, bshare, (float *)cu_at(out), osb,
-                                                             osg, osw);
+    if (n > 0x7fffffffu)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: %zu elements to fold, at most 2^31 - 1", n);
+    bwd_fold_ch<<<blocks_of(n, 32), dim3(32, FOLD_SPLIT), 0, dev->stream>>>(p, acc_off, W, n_out_g, bshare,
+                                                                           (float *)cu_at(out), osb, osg, osw);
     CU_LAUNCHED(dev, "scan backward fold kernel");
     return 0;
 }
@@ -241,7 +268,10 @@ int cuda_scan_bwd_fold_varying(mb_device *dev, const bwd_params &p, int steps, m
     const int first = p.tv_B ? 0 : 1, count = p.tv_B + p.tv_C;
     if (!count) return 0;
     const size_t most = count == 2 ? (n[0] > n[1] ? n[0] : n[1]) : n[first];
-    bwd_fold_tv<<<dim3(blocks_of(most, 128), (unsigned)count), 128, 0, dev->stream>>>(
+    if (most > 0x7fffffffu)
+        return cuda_fail(dev, MAMBA_ERR_UNSUPPORTED, "scan backward: %zu dB/dC elements to fold, at most 2^31 - 1",
+                         most);
+    bwd_fold_tv<<<dim3(blocks_of(most, 32), (unsigned)count), dim3(32, FOLD_SPLIT), 0, dev->stream>>>(
         p, first, steps, (float *)cu_at(dB), (float *)cu_at(dC));
     CU_LAUNCHED(dev, "scan backward fold kernel");
     return 0;

@@ -11,102 +11,122 @@
  * state), and pbwd_main does each chunk's backward from its true boundary values: the chunk's
  * states recomputed forward into registers, the adjoint walked back over them.
  *
- * The chunk-sequential kernels this replaces for N <= 16 kept 24 blocks of the H200's 132 SMs
- * busy at (1, 1536, 2048, 16) and took 10.5 ms where the official kernel takes 0.36-0.53.
+ * A work-group is PC_CH channels of one reduction class x PC_LPC lanes, two states a lane, for
+ * one chunk. It first stages in shared memory what does not depend on the state: the chunk's
+ * B and C rows (one group's, shared by its channels) and each channel's step values (dt, u,
+ * dy, d dt / d delta), each computed once. A step's sums over the states (y, du, ddelta) are
+ * three values over a channel's 8 lanes by the halving exchange of sum4_8 (4 shuffles); a
+ * time-varying dB/dC's sum over a warp's 4 channels is the same exchange over its channels
+ * (3 shuffles for the lane's 2 states of dB and dC), the warps' sums added after the chunk in
+ * channel order; du, ddelta and dz are written after the chunk, a step's channels side by side.
+ * No atomics: the same inputs give the same bits.
  *
- * A work-group is PC_CH channels of one reduction class x 16 lanes, a lane per state, for one
- * chunk. It first stages in shared memory what does not depend on the state: the chunk's B
- * and C rows (one group's, shared by its channels) and each channel's step values (dt, u, dy,
- * d dt / d delta), each computed once. A sum over the states (y, du, ddelta of a step) is
- * four values over 16 lanes by the halving exchange of sum4_16 (5 shuffles, not 12), kept in
- * shared memory; du, ddelta and dz are written after the chunk, a step's channels side by
- * side. A time-varying dB/dC's sum over the channels goes through shared memory, in channel
- * order. The first version read those from global memory in the step loop, each lane its own,
- * and wrote the outputs from single lanes: ncu counted 196 instructions a warp and step (1.1 ms
- * in all at (1, 1536, 2048, 16)). No atomics: the same inputs give the same bits. */
+ * Measured on the H200 at (1, 1536, 2048, 16), the official kernel taking 0.36 ms:
+ *   - the chunk-sequential kernels this replaces (N <= 16): 10.5 ms, 24 blocks of 132 SMs busy;
+ *   - every chunk at once, a lane a state, B/C and the step values read from global memory by
+ *     every lane and the outputs written from single lanes: 1.12 ms (ncu: 196 instructions a
+ *     warp and step in the main pass);
+ *   - the same with the stage in shared memory and a branch-free step loop: 0.405 ms (80). */
 #include "cuda_scan_bwd.h"
 
 #define PC_T MB_SCAN_BWD_PCHUNK
-#define PC_CH MB_SCAN_BWD_PTILE
-#define PC_LANES 16
-#define PC_THREADS (PC_CH * PC_LANES)
+#define PC_CH 16 /* channels a pass of the work-group */
+#define PC_SUB (MB_SCAN_BWD_PTILE / PC_CH) /* passes: the tile's channels, PC_CH at a time */
+#define PC_LPC 8 /* lanes a channel, each two states */
+#define PC_THREADS (PC_CH * PC_LPC)
 #define PC_WARPS (PC_THREADS / 32)
 #define FULL 0xffffffffu
 
-static_assert(PC_THREADS % 32 == 0, "a block is whole warps");
+static_assert(PC_THREADS == 128 && PC_LPC * 2 == 16, "a work-group is 4 warps of 4 channels, 2 states a lane");
+static_assert(PC_SUB * PC_CH == MB_SCAN_BWD_PTILE, "a tile is whole passes");
 
-/* The sums over a channel's 16 lanes of v0..v3: lanes 0-3 get v0's, 4-7 v1's, 8-11 v2's,
- * 12-15 v3's. Each exchange hands the partner the half it does not keep. */
-__device__ __forceinline__ float sum4_16(float v0, float v1, float v2, float v3, int lane)
+/* The sums over a channel's 8 lanes of v0..v3: lanes 0-1 get v0's, 2-3 v1's, 4-5 v2's, 6-7
+ * v3's. Each exchange hands the partner the half it does not keep. */
+__device__ __forceinline__ float sum4_8(float v0, float v1, float v2, float v3, int j)
 {
-    const bool hi8 = (lane & 8) != 0, hi4 = (lane & 4) != 0;
-    const float k0 = (hi8 ? v2 : v0) + __shfl_xor_sync(FULL, hi8 ? v0 : v2, 8, PC_LANES);
-    const float k1 = (hi8 ? v3 : v1) + __shfl_xor_sync(FULL, hi8 ? v1 : v3, 8, PC_LANES);
-    float m = (hi4 ? k1 : k0) + __shfl_xor_sync(FULL, hi4 ? k0 : k1, 4, PC_LANES);
-    m += __shfl_xor_sync(FULL, m, 2, PC_LANES);
-    m += __shfl_xor_sync(FULL, m, 1, PC_LANES);
+    const bool hi4 = (j & 4) != 0, hi2 = (j & 2) != 0;
+    const float k0 = (hi4 ? v2 : v0) + __shfl_xor_sync(FULL, hi4 ? v0 : v2, 4, PC_LPC);
+    const float k1 = (hi4 ? v3 : v1) + __shfl_xor_sync(FULL, hi4 ? v1 : v3, 4, PC_LPC);
+    float m = (hi2 ? k1 : k0) + __shfl_xor_sync(FULL, hi2 ? k0 : k1, 2, PC_LPC);
+    m += __shfl_xor_sync(FULL, m, 1, PC_LPC);
     return m;
 }
 
-/* One channel of a work-group, for a lane (its state n). */
+/* One channel of a work-group, for a lane: its states n0 = 2j and n0 + 1. */
 struct pc_chan {
-    int b, d, n;
-    bool active, has_n;
+    int b, d, n0;
+    bool active, has0, has1;
     size_t bd;
-    float a, a2; /* A_dn, and A_dn log2(e): a_t = 2^(dt a2) */
+    float a0, a1, a20, a21; /* A_dn, and A_dn log2(e): a_t = 2^(dt a2) */
 };
 
-/* Slot ch of the work-group of blockIdx (x: the tile of a class, z: batch); a slot past the
- * class's channels is inactive and stands on its first channel. */
-__device__ __forceinline__ pc_chan pc_channel(const bwd_params &p, int ch, int lane)
+/* Slot ch of pass sub of the work-group of blockIdx (x: the tile of a class, z: batch), lane
+ * j; a slot past the class's channels is inactive and stands on its first channel. */
+__device__ __forceinline__ pc_chan pc_channel(const bwd_params &p, int sub, int ch, int j)
 {
     pc_chan c;
-    const int cls = blockIdx.x / p.tiles, k = blockIdx.x % p.tiles, within = k * PC_CH + ch;
+    const int cls = blockIdx.x / p.tiles, k = blockIdx.x % p.tiles;
+    const int within = k * MB_SCAN_BWD_PTILE + sub * PC_CH + ch;
     c.active = within < p.class_size;
     c.b = blockIdx.z;
     c.d = cls * p.class_size + (c.active ? within : 0);
-    c.n = lane;
-    c.has_n = lane < p.N;
+    c.n0 = 2 * j;
+    c.has0 = c.n0 < p.N;
+    c.has1 = c.n0 + 1 < p.N;
     c.bd = (size_t)c.b * p.D + c.d;
-    c.a = c.has_n ? p.A[(size_t)c.d * p.N + lane] : 0.0f;
-    c.a2 = c.a * LOG2E;
+    const float *A = p.A + (size_t)c.d * p.N + c.n0;
+    c.a0 = c.has0 ? A[0] : 0.0f;
+    c.a1 = c.has1 ? A[1] : 0.0f;
+    c.a20 = c.a0 * LOG2E;
+    c.a21 = c.a1 * LOG2E;
     return c;
 }
 
 /* What a work-group stages: its chunk's B and C rows (bc[0], bc[1]; 0 past N) and each
  * channel's step values {dt, u, dy, d dt / d delta} (0 for an inactive slot). */
 struct pc_stage {
-    float bc[2][PC_T][PC_LANES];
+    float bc[2][PC_T][16];
     float4 sc[PC_CH][PC_T];
 };
 
-/* B or C of the lane's state where it does not vary in time */
-__device__ __forceinline__ float pc_const(const float *M, const pc_chan &c, long long sb, long long sg, long long sn,
-                                          int G, int D)
+/* The lane's two states of B or C where it does not vary in time */
+__device__ __forceinline__ float2 pc_const(const float *M, const pc_chan &c, long long sb, long long sg, long long sn,
+                                           int G, int D)
 {
-    return c.has_n ? M[c.b * sb + (c.d / (D / G)) * sg + c.n * sn] : 0.0f;
+    const float *q = M + c.b * sb + (c.d / (D / G)) * sg + c.n0 * sn;
+    return make_float2(c.has0 ? q[0] : 0.0f, c.has1 ? q[sn] : 0.0f);
 }
 
-__device__ void pc_stage_chunk(const bwd_params &p, pc_stage &st, int t0, int len, bool want_dsp)
+__device__ __forceinline__ float2 pc_row(const float (*row)[16], int i, int n0)
 {
-    static_assert(PC_THREADS % PC_LANES == 0 && PC_THREADS % PC_CH == 0, "a thread keeps its state and channel");
+    return *reinterpret_cast<const float2 *>(&row[i][n0]);
+}
+
+/* The chunk's B and C rows, for all passes */
+__device__ void pc_stage_rows(const bwd_params &p, pc_stage &st, int t0, int len)
+{
+    static_assert(PC_THREADS % 16 == 0 && PC_THREADS % PC_CH == 0, "a thread keeps its state and channel");
     {
         /* thread x stages state x % 16 of steps x / 16, x / 16 + 8, ... */
-        const pc_chan c0 = pc_channel(p, 0, 0);
-        const int n = threadIdx.x % PC_LANES, g = c0.d / (p.D / p.G), i0 = threadIdx.x / PC_LANES;
-        const int istep = PC_THREADS / PC_LANES;
+        const pc_chan c0 = pc_channel(p, 0, 0, 0);
+        const int n = threadIdx.x % 16, g = c0.d / (p.D / p.G), istep = PC_THREADS / 16;
         const bool inB = n < p.N && p.B_st, inC = n < p.N && p.C_st;
         const float *Bq = p.Bm + c0.b * p.B_sb + g * p.B_sg + (inB ? n : 0) * p.B_sn + (long long)t0 * p.B_st;
         const float *Cq = p.Cm + c0.b * p.C_sb + g * p.C_sg + (inC ? n : 0) * p.C_sn + (long long)t0 * p.C_st;
-        for (int i = i0; i < len; i += istep) {
+        for (int i = threadIdx.x / 16; i < len; i += istep) {
             st.bc[0][i][n] = inB ? Bq[i * p.B_st] : 0.0f;
             st.bc[1][i][n] = inC ? Cq[i * p.C_st] : 0.0f;
         }
     }
-    /* thread x stages channel x % 8 of steps x / 8, x / 8 + 16, ...: a step's channels side by
-     * side, one sector of a time-major tensor */
+}
+
+/* Pass sub's step values; the caller syncs */
+__device__ void pc_stage_steps(const bwd_params &p, pc_stage &st, int sub, int t0, int len, bool want_dsp)
+{
+    /* thread x stages channel x % PC_CH of steps x / PC_CH, x / PC_CH + 8, ...: a step's
+     * channels side by side, whole sectors of a time-major tensor */
     const int ch = threadIdx.x % PC_CH, istep = PC_THREADS / PC_CH;
-    const pc_chan c = pc_channel(p, ch, 0);
+    const pc_chan c = pc_channel(p, sub, ch, 0);
     const float bias = p.bias ? p.bias[c.d] : 0.0f;
     const float *dq = p.delta + c.b * p.d_sb + c.d * p.d_sd + (long long)t0 * p.d_st;
     const float *uq = p.u + c.b * p.u_sb + c.d * p.u_sd + (long long)t0 * p.u_st;
@@ -127,7 +147,6 @@ __device__ void pc_stage_chunk(const bwd_params &p, pc_stage &st, int t0, int le
         }
         st.sc[ch][i] = v;
     }
-    __syncthreads();
 }
 
 /* Pass 1, grid (tiles of every class, chunks from p.c_base, batch), FULLC as pbwd_main's: each
@@ -136,69 +155,88 @@ __device__ void pc_stage_chunk(const bwd_params &p, pc_stage &st, int t0, int le
 template <bool FULLC> __global__ void __launch_bounds__(PC_THREADS) pbwd_local(const bwd_params p)
 {
     __shared__ pc_stage st;
-    const int lane = threadIdx.x % PC_LANES, ch = threadIdx.x / PC_LANES;
+    const int j = threadIdx.x % PC_LPC, ch = threadIdx.x / PC_LPC;
     const int chunk = p.c_base + blockIdx.y, t0 = chunk * PC_T, len = FULLC ? PC_T : p.L - t0;
-    pc_stage_chunk(p, st, t0, len, false);
-    const pc_chan c = pc_channel(p, ch, lane);
-    const float bk = pc_const(p.Bm, c, p.B_sb, p.B_sg, p.B_sn, p.G, p.D);
-    const float ck = pc_const(p.Cm, c, p.C_sb, p.C_sg, p.C_sn, p.G, p.D);
-    float h = 0.0f, S = 0.0f, k = 0.0f;
+    pc_stage_rows(p, st, t0, len);
+#pragma unroll 1
+    for (int sub = 0; sub < PC_SUB; sub++) {
+    if (sub) __syncthreads(); /* the previous pass has read its step values */
+    pc_stage_steps(p, st, sub, t0, len, false);
+    __syncthreads();
+    const pc_chan c = pc_channel(p, sub, ch, j);
+    const float2 bk = pc_const(p.Bm, c, p.B_sb, p.B_sg, p.B_sn, p.G, p.D);
+    const float2 ck = pc_const(p.Cm, c, p.C_sb, p.C_sg, p.C_sn, p.G, p.D);
+    float h0 = 0.0f, h1 = 0.0f, S = 0.0f, k0 = 0.0f, k1 = 0.0f;
 #pragma unroll 16
     for (int i = 0; i < PC_T; i++)
         if (FULLC || i < len) {
             const float4 v = st.sc[ch][i];
-            const float bn = p.B_st ? st.bc[0][i][lane] : bk;
+            const float2 bn = p.B_st ? pc_row(st.bc[0], i, c.n0) : bk;
+            const float dtu = v.x * v.y;
             S += v.x;
-            h = fmaf(ex2(v.x * c.a2), h, v.x * v.y * bn);
+            h0 = fmaf(ex2(v.x * c.a20), h0, dtu * bn.x);
+            h1 = fmaf(ex2(v.x * c.a21), h1, dtu * bn.y);
         }
 #pragma unroll 16
     for (int i = PC_T - 1; i >= 0; i--)
         if (FULLC || i < len) {
             const float4 v = st.sc[ch][i];
-            const float cn = p.C_st ? st.bc[1][i][lane] : ck;
-            k = ex2(v.x * c.a2) * fmaf(cn, v.z, k);
+            const float2 cn = p.C_st ? pc_row(st.bc[1], i, c.n0) : ck;
+            k0 = ex2(v.x * c.a20) * fmaf(cn.x, v.z, k0);
+            k1 = ex2(v.x * c.a21) * fmaf(cn.y, v.z, k1);
         }
-    if (!c.active) return;
-    const size_t BD = (size_t)p.B * p.D, at = (size_t)chunk * p.N * BD + (size_t)c.n * BD + c.bd;
-    if (c.has_n) {
-        p.s[p.H_off + at] = h;
-        p.s[p.K_off + at] = k;
+    if (!c.active) continue;
+    const size_t BD = (size_t)p.B * p.D, at = ((size_t)chunk * p.N + c.n0) * BD + c.bd;
+    if (c.has0) {
+        p.s[p.H_off + at] = h0;
+        p.s[p.K_off + at] = k0;
     }
-    if (lane == 0) p.s[p.S_off + (size_t)chunk * BD + c.bd] = S;
+    if (c.has1) {
+        p.s[p.H_off + at + BD] = h1;
+        p.s[p.K_off + at + BD] = k1;
+    }
+    if (j == 0) p.s[p.S_off + (size_t)chunk * BD + c.bd] = S;
+    }
 }
 
-/* Pass 2, a thread per (state, b, d): H and K from the chunks' own parts to the values at
- * their boundaries, in place; dstate_in is the carry leaving the first chunk. The loads of
- * PC_BATCH chunks are issued before their stores (the stores could alias later loads for the
- * compiler, which then waited on each load in turn: 124 us at (1, 1536, 2048, 16)). */
+/* Pass 2, two threads per (state, b, d), one for H and one for K: the chunks' own parts
+ * chained into the values at their boundaries, in place; dstate_in is the carry leaving the
+ * first chunk. The loads of PC_BATCH chunks are issued before their stores (the stores could
+ * alias later loads for the compiler, which then waited on each load in turn: 124 us at
+ * (1, 1536, 2048, 16)). */
 #define PC_BATCH 16
 __global__ void __launch_bounds__(128) pbwd_carry(const bwd_params p)
 {
-    const size_t BD = (size_t)p.B * p.D, i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= BD * p.N) return;
+    const size_t BD = (size_t)p.B * p.D, all = BD * p.N;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool back = i >= all;
+    if (back) i -= all;
+    if (i >= all) return;
     const size_t bd = i % BD;
     const int n = (int)(i / BD), d = (int)(bd % p.D), nc = p.n_chunks;
     const float a2 = p.A[(size_t)d * p.N + n] * LOG2E;
     const float *S = p.s + p.S_off + bd;
-    float *H = p.s + p.H_off + i, *K = p.s + p.K_off + i;
     const size_t step = (size_t)p.N * BD;
-    float h = p.s_in ? p.s_in[bd * p.N + n] : 0.0f;
-    for (int c0 = 0; c0 < nc; c0 += PC_BATCH) {
-        float own[PC_BATCH], dec[PC_BATCH];
+    if (!back) {
+        float *H = p.s + p.H_off + i, h = p.s_in ? p.s_in[bd * p.N + n] : 0.0f;
+        for (int c0 = 0; c0 < nc; c0 += PC_BATCH) {
+            float own[PC_BATCH], dec[PC_BATCH];
 #pragma unroll
-        for (int j = 0; j < PC_BATCH; j++)
-            if (c0 + j < nc) {
-                own[j] = H[(c0 + j) * step];
-                dec[j] = ex2(a2 * S[(c0 + j) * BD]);
-            }
+            for (int j = 0; j < PC_BATCH; j++)
+                if (c0 + j < nc) {
+                    own[j] = H[(c0 + j) * step];
+                    dec[j] = ex2(a2 * S[(c0 + j) * BD]);
+                }
 #pragma unroll
-        for (int j = 0; j < PC_BATCH; j++)
-            if (c0 + j < nc) {
-                H[(c0 + j) * step] = h;
-                h = fmaf(dec[j], h, own[j]);
-            }
+            for (int j = 0; j < PC_BATCH; j++)
+                if (c0 + j < nc) {
+                    H[(c0 + j) * step] = h;
+                    h = fmaf(dec[j], h, own[j]);
+                }
+        }
+        return;
     }
-    float k = p.dso ? p.dso[bd * p.N + n] : 0.0f;
+    float *K = p.s + p.K_off + i, k = p.dso ? p.dso[bd * p.N + n] : 0.0f;
     for (int c1 = nc - 1; c1 >= 0; c1 -= PC_BATCH) {
         float own[PC_BATCH], dec[PC_BATCH];
 #pragma unroll
@@ -218,96 +256,148 @@ __global__ void __launch_bounds__(128) pbwd_carry(const bwd_params p)
 }
 
 /* The main pass's shared memory: the stage; the sums over the states of each step (y, du,
- * ddelta); each warp's contributions to a time-varying dB/dC (its two channels added). */
+ * ddelta, a zero); each warp's contributions to a time-varying dB/dC (its 4 channels of each
+ * pass added); the per-thread parts of dD and ddelta_bias. */
 struct pc_main_smem {
     pc_stage st;
     float sums[PC_CH][PC_T][4];
-    float red[2][PC_T][PC_WARPS][PC_LANES];
+    float red[2][PC_T][PC_WARPS][16];
+    float parts[2][PC_THREADS];
 };
 
 /* Pass 3, grid (tiles of every class, the segment's chunks, batch), FULLC when every chunk of
- * the launch has PC_T steps (else one chunk, the sequence's last): one chunk's backward for
- * PC_CH channels. du, ddelta and dz are final; the chunk's sums per channel go to its part of
- * accA .. accbias; a time-varying dB/dC's sums over the tile's channels to PB / PC at the
- * step's place in the segment.
+ * the launch has PC_T steps (else one chunk, the sequence's last): one chunk's backward for a
+ * tile's channels, PC_CH at a time. du, ddelta and dz are final; the chunk's sums per channel
+ * go to its part of accA .. accbias; a time-varying dB/dC's sums over the tile's channels to
+ * PB / PC at the step's place in the segment. A tile of two passes halves those partial sums
+ * (their traffic was 5% of (8, 1536, 2048, 16)) and stages the B/C rows once for both.
  *
  * FAST: B and C vary in time and dB and dC are wanted (training's case): the step loop has no
- * branch, so that the compiler can overlap the shuffles of neighbouring steps (a step's sum
- * over the states is five dependent shuffles). Lanes that hold the same value store it to the
- * same place rather than one of them under a condition. */
-template <bool FULLC, bool FAST> __global__ void __launch_bounds__(PC_THREADS, 4) pbwd_main(const bwd_params p)
+ * branch, so that the compiler can overlap the shuffles of neighbouring steps. Lanes that hold
+ * the same value store it to the same place rather than one of them under a condition.
+ * MINB 5: five work-groups an SM (96 registers, a few spilled) measured 5% faster than four. */
+template <bool FULLC, bool FAST, int MINB = 5>
+__global__ void __launch_bounds__(PC_THREADS, MINB) pbwd_main(const bwd_params p)
 {
     extern __shared__ float4 pc_dynamic[];
     pc_main_smem &sm = *reinterpret_cast<pc_main_smem *>(pc_dynamic);
-    const int lane = threadIdx.x % PC_LANES, ch = threadIdx.x / PC_LANES, warp = threadIdx.x / 32;
+    const int j = threadIdx.x % PC_LPC, ch = threadIdx.x / PC_LPC, warp = threadIdx.x / 32;
     const int chunk = p.c_base + blockIdx.y, t0 = chunk * PC_T, len = FULLC ? PC_T : p.L - t0;
-    pc_stage_chunk(p, sm.st, t0, len, true);
-    const pc_chan c = pc_channel(p, ch, lane);
-    const size_t BD = (size_t)p.B * p.D, at = (size_t)chunk * p.N * BD + (size_t)c.n * BD + c.bd;
-    const bool live = c.active && c.has_n;
-    const float h0 = live ? p.s[p.H_off + at] : 0.0f;
-    float carry = live ? p.s[p.K_off + at] : 0.0f;
-    const float bk = pc_const(p.Bm, c, p.B_sb, p.B_sg, p.B_sn, p.G, p.D);
-    const float ck = pc_const(p.Cm, c, p.C_sb, p.C_sg, p.C_sn, p.G, p.D);
+    const size_t BD = (size_t)p.B * p.D;
     const bool bvary = FAST || p.B_st != 0, cvary = FAST || p.C_st != 0, tv = FAST || p.tv_B || p.tv_C;
-    float hist[PC_T];
-    float h = h0;
-#pragma unroll
-    for (int i = 0; i < PC_T; i++)
-        if (FULLC || i < len) {
-            const float4 v = sm.st.sc[ch][i];
-            const float bn = bvary ? sm.st.bc[0][i][lane] : bk;
-            h = fmaf(ex2(v.x * c.a2), h, v.x * v.y * bn);
-            hist[i] = h;
-        }
-    float gA = 0.0f, tB = 0.0f, tC = 0.0f;
-#pragma unroll
-    for (int i = PC_T - 1; i >= 0; i--)
-        if (FULLC || i < len) {
-            const float4 v = sm.st.sc[ch][i]; /* dt, u, dy */
-            const float bn = bvary ? sm.st.bc[0][i][lane] : bk, cn = cvary ? sm.st.bc[1][i][lane] : ck;
-            const float e = ex2(v.x * c.a2), gg = fmaf(cn, v.z, carry), hc = hist[i], hp = i > 0 ? hist[i - 1] : h0;
-            const float ah = e * hp, cB = gg * (v.x * v.y), cC = v.z * hc;
-            gA = fmaf(gg * v.x, ah, gA);
-            if (!FAST) {
-                tB += cB;
-                tC += cC;
-            }
-            carry = e * gg;
-            /* lanes 0-3 hold y's sum over the states, 4-7 du's, 8-11 ddelta's, 12-15 a zero */
-            sm.sums[ch][i][lane >> 2] = sum4_16(cn * hc, gg * bn, gg * fmaf(c.a, ah, bn * v.y), 0.0f, lane);
-            if (tv) {
-                /* the warp's two channels (both halves hold the sum); the warps are added after
-                 * the chunk */
-                const float wB = cB + __shfl_xor_sync(FULL, cB, 16), wC = cC + __shfl_xor_sync(FULL, cC, 16);
-                sm.red[0][i][warp][lane] = wB;
-                sm.red[1][i][warp][lane] = wC;
-            }
-        }
-    __syncthreads();
-    /* du, ddelta, dz of the chunk, a step's channels side by side; the channel's sums of
-     * dy u (dD) and ddelta (ddelta_bias) in parts by thread, added in thread order below */
-    float pD = 0.0f, pbias = 0.0f;
+    /* the warp's 4 channels: lane bit 3 picks dB or dC, bit 4 the state of the pair */
+    const bool qhi = (threadIdx.x & 8) != 0, shi = (threadIdx.x & 16) != 0;
     const int och = threadIdx.x % PC_CH;
-    const pc_chan oc = pc_channel(p, och, 0);
-    const float Dd = p.Dv ? p.Dv[oc.d] : 0.0f;
-    if (oc.active)
-        for (int e = threadIdx.x; e < len * PC_CH; e += PC_THREADS) {
-            const int i = e / PC_CH, t = t0 + i;
-            const float4 v = sm.st.sc[och][i];
-            const float yv = sm.sums[och][i][0], dua = sm.sums[och][i][1], ddl = sm.sums[och][i][2] * v.w;
-            pD = fmaf(v.z, v.y, pD);
-            pbias += ddl;
-            if (p.du) p.du[oc.b * p.u_sb + oc.d * p.u_sd + t * p.u_st] = fmaf(v.x, dua, Dd * v.z);
-            if (p.ddl) p.ddl[oc.b * p.d_sb + oc.d * p.d_sd + t * p.d_st] = ddl;
-            if (p.dz) {
-                const float go = p.dout[oc.b * p.o_sb + oc.d * p.o_sd + t * p.o_st];
-                const float zz = p.z[oc.b * p.z_sb + oc.d * p.z_sd + t * p.z_st];
-                const float sz = __fdividef(1.0f, 1.0f + __expf(-zz));
-                p.dz[oc.b * p.z_sb + oc.d * p.z_sd + t * p.z_st] =
-                    go * sz * (1.0f + zz * (1.0f - sz)) * fmaf(Dd, v.y, yv);
+    pc_stage_rows(p, sm.st, t0, len);
+#pragma unroll
+    for (int sub = 0; sub < PC_SUB; sub++) {
+        if (sub) __syncthreads(); /* the previous pass has read its step values and sums */
+        pc_stage_steps(p, sm.st, sub, t0, len, true);
+        __syncthreads();
+        const pc_chan c = pc_channel(p, sub, ch, j);
+        const size_t at = ((size_t)chunk * p.N + c.n0) * BD + c.bd;
+        const bool live0 = c.active && c.has0, live1 = c.active && c.has1;
+        const float h00 = live0 ? p.s[p.H_off + at] : 0.0f, h01 = live1 ? p.s[p.H_off + at + BD] : 0.0f;
+        float carry0 = live0 ? p.s[p.K_off + at] : 0.0f, carry1 = live1 ? p.s[p.K_off + at + BD] : 0.0f;
+        const float2 bk = pc_const(p.Bm, c, p.B_sb, p.B_sg, p.B_sn, p.G, p.D);
+        const float2 ck = pc_const(p.Cm, c, p.C_sb, p.C_sg, p.C_sn, p.G, p.D);
+        float hist0[PC_T], hist1[PC_T];
+        float h0 = h00, h1 = h01;
+#pragma unroll
+        for (int i = 0; i < PC_T; i++)
+            if (FULLC || i < len) {
+                const float4 v = sm.st.sc[ch][i];
+                const float2 bn = bvary ? pc_row(sm.st.bc[0], i, c.n0) : bk;
+                const float dtu = v.x * v.y;
+                h0 = fmaf(ex2(v.x * c.a20), h0, dtu * bn.x);
+                h1 = fmaf(ex2(v.x * c.a21), h1, dtu * bn.y);
+                hist0[i] = h0;
+                hist1[i] = h1;
             }
+        float gA0 = 0.0f, gA1 = 0.0f, tB0 = 0.0f, tB1 = 0.0f, tC0 = 0.0f, tC1 = 0.0f;
+#pragma unroll
+        for (int i = PC_T - 1; i >= 0; i--)
+            if (FULLC || i < len) {
+                const float4 v = sm.st.sc[ch][i]; /* dt, u, dy */
+                const float2 bn = bvary ? pc_row(sm.st.bc[0], i, c.n0) : bk;
+                const float2 cn = cvary ? pc_row(sm.st.bc[1], i, c.n0) : ck;
+                const float e0 = ex2(v.x * c.a20), e1 = ex2(v.x * c.a21);
+                const float g0 = fmaf(cn.x, v.z, carry0), g1 = fmaf(cn.y, v.z, carry1);
+                const float hc0 = hist0[i], hc1 = hist1[i];
+                const float ah0 = e0 * (i > 0 ? hist0[i - 1] : h00), ah1 = e1 * (i > 0 ? hist1[i - 1] : h01);
+                const float dtu = v.x * v.y;
+                const float cB0 = g0 * dtu, cB1 = g1 * dtu, cC0 = v.z * hc0, cC1 = v.z * hc1;
+                gA0 = fmaf(g0 * v.x, ah0, gA0);
+                gA1 = fmaf(g1 * v.x, ah1, gA1);
+                if (!FAST) {
+                    tB0 += cB0;
+                    tB1 += cB1;
+                    tC0 += cC0;
+                    tC1 += cC1;
+                }
+                carry0 = e0 * g0;
+                carry1 = e1 * g1;
+                const float yv = fmaf(cn.x, hc0, cn.y * hc1), dua = fmaf(g0, bn.x, g1 * bn.y);
+                const float ddt = fmaf(g0, fmaf(c.a0, ah0, bn.x * v.y), g1 * fmaf(c.a1, ah1, bn.y * v.y));
+                /* lanes 0-1 hold y's sum over the states, 2-3 du's, 4-5 ddelta's, 6-7 a zero */
+                sm.sums[ch][i][j >> 1] = sum4_8(yv, dua, ddt, 0.0f, j);
+                if (tv) {
+                    /* over the warp's channels: keep dB's pair or dC's (lane bit 3), then one
+                     * state of it (bit 4); the lane ends with one (quantity, state) */
+                    const float s0 = (qhi ? cC0 : cB0) + __shfl_xor_sync(FULL, qhi ? cB0 : cC0, 8);
+                    const float s1 = (qhi ? cC1 : cB1) + __shfl_xor_sync(FULL, qhi ? cB1 : cC1, 8);
+                    const float r = (shi ? s1 : s0) + __shfl_xor_sync(FULL, shi ? s0 : s1, 16);
+                    float &slot = sm.red[qhi][i][warp][c.n0 + shi];
+                    slot = sub ? slot + r : r;
+                }
+            }
+        const size_t part = ((size_t)chunk * BD + c.bd) * p.N + c.n0;
+        if (live0) {
+            if (p.want_dA) p.s[p.accA_off + part] = gA0;
+            if (p.tc_B) p.s[p.accB_off + part] = tB0;
+            if (p.tc_C) p.s[p.accC_off + part] = tC0;
         }
+        if (live1) {
+            if (p.want_dA) p.s[p.accA_off + part + 1] = gA1;
+            if (p.tc_B) p.s[p.accB_off + part + 1] = tB1;
+            if (p.tc_C) p.s[p.accC_off + part + 1] = tC1;
+        }
+        __syncthreads();
+        /* du, ddelta, dz of the pass, a step's channels side by side; the channel's sums of
+         * dy u (dD) and ddelta (ddelta_bias) in parts by thread, added in thread order below */
+        float pD = 0.0f, pbias = 0.0f;
+        const pc_chan oc = pc_channel(p, sub, och, 0);
+        const float Dd = p.Dv ? p.Dv[oc.d] : 0.0f;
+        if (oc.active)
+            for (int e = threadIdx.x; e < len * PC_CH; e += PC_THREADS) {
+                const int i = e / PC_CH, t = t0 + i;
+                const float4 v = sm.st.sc[och][i];
+                const float yv = sm.sums[och][i][0], dua = sm.sums[och][i][1], ddl = sm.sums[och][i][2] * v.w;
+                pD = fmaf(v.z, v.y, pD);
+                pbias += ddl;
+                if (p.du) p.du[oc.b * p.u_sb + oc.d * p.u_sd + t * p.u_st] = fmaf(v.x, dua, Dd * v.z);
+                if (p.ddl) p.ddl[oc.b * p.d_sb + oc.d * p.d_sd + t * p.d_st] = ddl;
+                if (p.dz) {
+                    const float go = p.dout[oc.b * p.o_sb + oc.d * p.o_sd + t * p.o_st];
+                    const float zz = p.z[oc.b * p.z_sb + oc.d * p.z_sd + t * p.z_st];
+                    const float sz = __fdividef(1.0f, 1.0f + __expf(-zz));
+                    p.dz[oc.b * p.z_sb + oc.d * p.z_sd + t * p.z_st] =
+                        go * sz * (1.0f + zz * (1.0f - sz)) * fmaf(Dd, v.y, yv);
+                }
+            }
+        sm.parts[0][threadIdx.x] = pD;
+        sm.parts[1][threadIdx.x] = pbias;
+        __syncthreads();
+        if (threadIdx.x < PC_CH && oc.active) {
+            float sD = 0.0f, sb = 0.0f;
+            for (int r = threadIdx.x; r < PC_THREADS; r += PC_CH) {
+                sD += sm.parts[0][r];
+                sb += sm.parts[1][r];
+            }
+            if (p.want_dD) p.s[p.accD_off + (size_t)chunk * BD + oc.bd] = sD;
+            if (p.want_dbias) p.s[p.accbias_off + (size_t)chunk * BD + oc.bd] = sb;
+        }
+    }
     if (tv) {
         const size_t unit = ((size_t)blockIdx.z * p.n_classes + blockIdx.x / p.tiles) * p.tiles + blockIdx.x % p.tiles;
         const size_t row = (unit * p.p_len + (size_t)(t0 - p.t_base)) * p.N;
@@ -323,25 +413,6 @@ template <bool FULLC, bool FAST> __global__ void __launch_bounds__(PC_THREADS, 4
             if (p.tv_C) p.s[p.PC_off + row + e] = sC;
         }
     }
-    /* the stage is no longer read: its B rows hold the per-thread parts of dD, ddelta_bias */
-    float *parts = &sm.st.bc[0][0][0];
-    parts[threadIdx.x] = pD;
-    parts[PC_THREADS + threadIdx.x] = pbias;
-    __syncthreads();
-    if (threadIdx.x < PC_CH && oc.active) {
-        float sD = 0.0f, sb = 0.0f;
-        for (int r = threadIdx.x; r < PC_THREADS; r += PC_CH) {
-            sD += parts[r];
-            sb += parts[PC_THREADS + r];
-        }
-        if (p.want_dD) p.s[p.accD_off + (size_t)chunk * BD + oc.bd] = sD;
-        if (p.want_dbias) p.s[p.accbias_off + (size_t)chunk * BD + oc.bd] = sb;
-    }
-    if (!live) return;
-    const size_t part = ((size_t)chunk * BD + c.bd) * p.N + c.n;
-    if (p.want_dA) p.s[p.accA_off + part] = gA;
-    if (p.tc_B) p.s[p.accB_off + part] = tB;
-    if (p.tc_C) p.s[p.accC_off + part] = tC;
 }
 
 static unsigned blocks_of(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
@@ -372,7 +443,7 @@ int cuda_scan_bwd_chunks(mb_device *dev, const mb_scan_bwd_op *op, bwd_params &p
         pbwd_local<false><<<dim3((unsigned)units, 1, (unsigned)p.B), PC_THREADS, 0, dev->stream>>>(p);
         CU_LAUNCHED(dev, "scan backward chunk kernel");
     }
-    pbwd_carry<<<blocks_of(BD * p.N, 128), 128, 0, dev->stream>>>(p);
+    pbwd_carry<<<blocks_of(2 * BD * p.N, 128), 128, 0, dev->stream>>>(p);
     CU_LAUNCHED(dev, "scan backward carry kernel");
     for (size_t c0 = 0; c0 < pl.n_chunks; c0 += pl.seg_chunks) {
         const size_t nc = pl.n_chunks - c0 < pl.seg_chunks ? pl.n_chunks - c0 : pl.seg_chunks;
