@@ -120,8 +120,8 @@ __device__ void pc_stage_rows(const bwd_params &p, pc_stage &st, int t0, int len
     }
 }
 
-/* Pass sub's step values; the caller syncs */
-__device__ void pc_stage_steps(const bwd_params &p, pc_stage &st, int sub, int t0, int len, bool want_dsp)
+/* Pass sub's step values (d dt / d delta only where WANT_DSP); the caller syncs */
+template <bool WANT_DSP> __device__ void pc_stage_steps(const bwd_params &p, pc_stage &st, int sub, int t0, int len)
 {
     /* thread x stages channel x % PC_CH of steps x / PC_CH, x / PC_CH + 8, ...: a step's
      * channels side by side, whole sectors of a time-major tensor */
@@ -143,7 +143,7 @@ __device__ void pc_stage_steps(const bwd_params &p, pc_stage &st, int sub, int t
                 const float zz = zq[i * p.z_st];
                 v.z *= zz * __fdividef(1.0f, 1.0f + __expf(-zz));
             }
-            v.w = want_dsp ? dsp : 0.0f;
+            v.w = WANT_DSP ? dsp : 0.0f;
         }
         st.sc[ch][i] = v;
     }
@@ -161,7 +161,7 @@ template <bool FULLC> __global__ void __launch_bounds__(PC_THREADS) pbwd_local(c
 #pragma unroll 1
     for (int sub = 0; sub < PC_SUB; sub++) {
     if (sub) __syncthreads(); /* the previous pass has read its step values */
-    pc_stage_steps(p, st, sub, t0, len, false);
+    pc_stage_steps<false>(p, st, sub, t0, len);
     __syncthreads();
     const pc_chan c = pc_channel(p, sub, ch, j);
     const float2 bk = pc_const(p.Bm, c, p.B_sb, p.B_sg, p.B_sn, p.G, p.D);
@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(PC_THREADS, MINB) pbwd_main(const bwd_params p
 #pragma unroll
     for (int sub = 0; sub < PC_SUB; sub++) {
         if (sub) __syncthreads(); /* the previous pass has read its step values and sums */
-        pc_stage_steps(p, sm.st, sub, t0, len, true);
+        pc_stage_steps<true>(p, sm.st, sub, t0, len);
         __syncthreads();
         const pc_chan c = pc_channel(p, sub, ch, j);
         const size_t at = ((size_t)chunk * p.N + c.n0) * BD + c.bd;
@@ -327,8 +327,6 @@ __global__ void __launch_bounds__(PC_THREADS, MINB) pbwd_main(const bwd_params p
                 const float ah0 = e0 * (i > 0 ? hist0[i - 1] : h00), ah1 = e1 * (i > 0 ? hist1[i - 1] : h01);
                 const float dtu = v.x * v.y;
                 const float cB0 = g0 * dtu, cB1 = g1 * dtu, cC0 = v.z * hc0, cC1 = v.z * hc1;
-                gA0 = fmaf(g0 * v.x, ah0, gA0);
-                gA1 = fmaf(g1 * v.x, ah1, gA1);
                 if (!FAST) {
                     tB0 += cB0;
                     tB1 += cB1;
@@ -338,9 +336,13 @@ __global__ void __launch_bounds__(PC_THREADS, MINB) pbwd_main(const bwd_params p
                 carry0 = e0 * g0;
                 carry1 = e1 * g1;
                 const float yv = fmaf(cn.x, hc0, cn.y * hc1), dua = fmaf(g0, bn.x, g1 * bn.y);
-                const float ddt = fmaf(g0, fmaf(c.a0, ah0, bn.x * v.y), g1 * fmaf(c.a1, ah1, bn.y * v.y));
-                /* lanes 0-1 hold y's sum over the states, 2-3 du's, 4-5 ddelta's, 6-7 a zero */
-                sm.sums[ch][i][j >> 1] = sum4_8(yv, dua, ddt, 0.0f, j);
+                /* d y / d dt = sum_n g_n (A_n a_n h_{n,t-1} + B_n u): the sum of g A a h here,
+                 * u times du's sum after the chunk */
+                const float gah0 = g0 * ah0, gah1 = g1 * ah1, gaa = fmaf(gah0, c.a0, gah1 * c.a1);
+                gA0 = fmaf(gah0, v.x, gA0);
+                gA1 = fmaf(gah1, v.x, gA1);
+                /* lanes 0-1 hold y's sum over the states, 2-3 du's, 4-5 g A a h's, 6-7 a zero */
+                sm.sums[ch][i][j >> 1] = sum4_8(yv, dua, gaa, 0.0f, j);
                 if (tv) {
                     /* over the warp's channels: keep dB's pair or dC's (lane bit 3), then one
                      * state of it (bit 4); the lane ends with one (quantity, state) */
@@ -372,7 +374,8 @@ __global__ void __launch_bounds__(PC_THREADS, MINB) pbwd_main(const bwd_params p
             for (int e = threadIdx.x; e < len * PC_CH; e += PC_THREADS) {
                 const int i = e / PC_CH, t = t0 + i;
                 const float4 v = sm.st.sc[och][i];
-                const float yv = sm.sums[och][i][0], dua = sm.sums[och][i][1], ddl = sm.sums[och][i][2] * v.w;
+                const float yv = sm.sums[och][i][0], dua = sm.sums[och][i][1];
+                const float ddl = fmaf(v.y, dua, sm.sums[och][i][2]) * v.w;
                 pD = fmaf(v.z, v.y, pD);
                 pbias += ddl;
                 if (p.du) p.du[oc.b * p.u_sb + oc.d * p.u_sd + t * p.u_st] = fmaf(v.x, dua, Dd * v.z);
